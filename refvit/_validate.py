@@ -1,0 +1,149 @@
+"""Argument checks made once, at the boundary of every op.
+
+Every error names the op, the argument, what was expected and what was given::
+
+    na2d: 'kernel_size' must be an odd integer >= 1; got 4
+
+Type problems (not an array, not a float dtype, mixed dtypes) raise ``TypeError``;
+value problems (rank, shape, range) raise ``ValueError``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def fail(op, arg, expected, given, error=ValueError):
+    raise error(f"{op}: '{arg}' must be {expected}; got {given}")
+
+
+def is_device_array(a) -> bool:
+    """True for ``numba.cuda`` device arrays (real or simulated)."""
+    return not isinstance(a, np.ndarray) and (
+        hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host")
+    )
+
+
+def describe(a) -> str:
+    if a is None:
+        return "None"
+    if isinstance(a, np.ndarray) or is_device_array(a):
+        kind = "device array" if is_device_array(a) else "array"
+        return f"{kind} of shape {tuple(a.shape)} and dtype {a.dtype}"
+    return f"{type(a).__name__} {a!r}"
+
+
+def check_array(op, arg, a, backend, ndim=None, min_ndim=None):
+    """Check that ``a`` is a float32/float64 array the backend accepts; return it.
+
+    ``numpy`` and ``cpu`` take NumPy arrays (lists are converted); ``cuda`` also
+    takes device arrays. Integer, bool and complex arrays are a ``TypeError``.
+    """
+    if is_device_array(a):
+        if backend != "cuda":
+            fail(op, arg, f"a NumPy array for backend {backend!r}", describe(a), TypeError)
+    elif isinstance(a, (list, tuple, numbers.Number)):
+        a = np.asarray(a)
+        if a.dtype.kind in "iub":
+            a = a.astype(np.float64)
+    elif not isinstance(a, np.ndarray):
+        fail(op, arg, "a NumPy array", describe(a), TypeError)
+    if np.dtype(a.dtype) not in FLOAT_DTYPES:
+        fail(op, arg, "a float32 or float64 array", describe(a), TypeError)
+    if ndim is not None and a.ndim != ndim:
+        fail(op, arg, f"a {ndim}-D array", f"{a.ndim}-D shape {tuple(a.shape)}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        fail(op, arg, f"an array of at least {min_ndim} dimensions", f"shape {tuple(a.shape)}")
+    return a
+
+
+def check_optional_array(op, arg, a, backend, ndim=None):
+    return None if a is None else check_array(op, arg, a, backend, ndim=ndim)
+
+
+def check_same_dtype(op, **arrays):
+    """All given (non-None) arrays share one dtype; mixed dtypes are a ``TypeError``."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    dtypes = {np.dtype(a.dtype) for a in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{name}={np.dtype(a.dtype)}" for name, a in present.items())
+        first = next(iter(present))
+        fail(op, ", ".join(present), f"of one dtype (like '{first}')", listing, TypeError)
+    return dtypes.pop() if dtypes else None
+
+
+def check_shape(op, arg, a, expected):
+    """``expected`` is a tuple of ints or ``None`` (any size)."""
+    shape = tuple(a.shape)
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        fail(op, arg, f"of shape {want}", f"shape {shape}")
+
+
+def check_int(op, arg, value, minimum=None, maximum=None, odd=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
+        fail(op, arg, "an integer", describe(value), TypeError)
+    value = int(value)
+    wants = []
+    if odd:
+        wants.append("odd")
+    bound = ""
+    if minimum is not None:
+        bound += f" >= {minimum}"
+    if maximum is not None:
+        bound += f" <= {maximum}" if not bound else f" and <= {maximum}"
+    if (odd and value % 2 == 0) or (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        fail(op, arg, f"an {' '.join(wants + ['integer'])}{bound}", value)
+    return value
+
+
+def as_tuple(op, arg, value, n, **int_checks):
+    """An int or a sequence of ``n`` ints -> tuple of ``n`` checked ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            fail(op, arg, f"an integer or a sequence of {n} integers", describe(value))
+        return tuple(check_int(op, arg, v, **int_checks) for v in value)
+    return (check_int(op, arg, value, **int_checks),) * n
+
+
+def as_bool_tuple(op, arg, value, n):
+    if isinstance(value, (tuple, list)):
+        if len(value) != n or not all(isinstance(v, (bool, np.bool_)) for v in value):
+            fail(op, arg, f"a bool or a sequence of {n} bools", describe(value), TypeError)
+        return tuple(bool(v) for v in value)
+    if not isinstance(value, (bool, np.bool_)):
+        fail(op, arg, "a bool", describe(value), TypeError)
+    return (bool(value),) * n
+
+
+def check_choice(op, arg, value, choices):
+    if value not in choices:
+        fail(op, arg, "one of " + ", ".join(map(repr, choices)), repr(value))
+    return value
+
+
+def check_scale(op, scale, head_dim):
+    """``None`` -> ``head_dim ** -0.5``; an explicit number (``0.0`` included) is kept."""
+    if scale is None:
+        return float(head_dim) ** -0.5
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        fail(op, "scale", "a real number or None", describe(scale), TypeError)
+    return float(scale)
+
+
+def check_grad(op, dout, like, name="dout"):
+    """The upstream gradient has the output's shape and dtype."""
+    if dout is None:
+        fail(op, name, f"an array of shape {tuple(like.shape)}", "None", TypeError)
+    if not (isinstance(dout, np.ndarray) or is_device_array(dout)):
+        dout = np.asarray(dout)
+    if tuple(dout.shape) != tuple(like.shape):
+        fail(op, name, f"of the output's shape {tuple(like.shape)}", f"shape {tuple(dout.shape)}")
+    if np.dtype(dout.dtype) != np.dtype(like.dtype):
+        fail(op, name, f"of the output's dtype {np.dtype(like.dtype)}", f"dtype {dout.dtype}", TypeError)
+    return dout

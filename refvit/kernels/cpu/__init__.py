@@ -1,0 +1,10 @@
+"""Numba CPU kernels.
+
+Rules the kernels follow:
+
+* module-level ``@njit(cache=True)`` functions (a factory would defeat the cache);
+* flat loops over C-contiguous arrays (the op boundary makes inputs contiguous);
+* ``prange`` over the output being written, so that no two threads write one
+  element (gradients are gathered, not scattered);
+* no ``fastmath``: the float64 path must match the reference to rounding.
+"""

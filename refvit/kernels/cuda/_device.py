@@ -1,0 +1,77 @@
+"""Moving arrays to and from the device, and launch sizes.
+
+The ``cuda`` backend accepts NumPy arrays or device arrays and answers in kind:
+device arrays in, device arrays out; NumPy in, NumPy out. Kernel modules use::
+
+    on_device = any_device(x, w)
+    x, w = to_device(x, w)
+    out = empty(shape, x.dtype)
+    kernel[grid_1d(out.size)](x, w, out)
+    return to_host_unless(on_device, out)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+from numba import config as _numba_config
+
+from refvit._validate import is_device_array
+
+SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
+
+# The simulator runs one Python thread per CUDA thread: keep blocks small there.
+THREADS_1D = 32 if SIMULATOR else 256
+THREADS_2D = (4, 4) if SIMULATOR else (16, 16)
+
+
+def any_device(*arrays) -> bool:
+    return any(a is not None and is_device_array(a) for a in arrays)
+
+
+def to_device(*arrays):
+    """Device copies of NumPy arrays (made C-contiguous); device arrays and None pass through."""
+    out = []
+    for a in arrays:
+        if a is None or is_device_array(a):
+            out.append(a)
+        else:
+            out.append(cuda.to_device(np.ascontiguousarray(a)))
+    return tuple(out)
+
+
+def empty(shape, dtype):
+    return cuda.device_array(tuple(int(s) for s in shape), dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    a = empty(shape, dtype)
+    fill(a, 0.0)
+    return a
+
+
+def to_host_unless(on_device: bool, *arrays):
+    """Return the arrays as device arrays if ``on_device``, else as NumPy arrays."""
+    if on_device:
+        result = arrays
+    else:
+        result = tuple(None if a is None else a.copy_to_host() for a in arrays)
+    return result[0] if len(result) == 1 else result
+
+
+def grid_1d(n: int):
+    """(blocks, threads) for ``n`` independent work items."""
+    threads = THREADS_1D
+    return (max(1, (int(n) + threads - 1) // threads), threads)
+
+
+@cuda.jit
+def _fill_kernel(flat, value):
+    i = cuda.grid(1)
+    if i < flat.size:
+        flat[i] = value
+
+
+def fill(a, value):
+    flat = a.reshape(a.size)
+    _fill_kernel[grid_1d(a.size)](flat, value)
+    return a

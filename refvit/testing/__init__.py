@@ -1,0 +1,31 @@
+"""Tools for checking gradients, backends and other frameworks against refvit.
+
+* :func:`gradcheck`: float64 central differences against a random upstream gradient.
+* :func:`check_vjp`: the dot-product test, ``<g, J v> == <J^T g, v>``, cheap enough
+  for Hypothesis-sized inputs.
+* :func:`check_backends`: one op on two backends, forward and backward.
+* :func:`assert_close`: an ``allclose`` that says where and by how much.
+* :mod:`refvit.testing.strategies`: Hypothesis strategies for shapes, seeds and layouts.
+"""
+from refvit.testing.compare import assert_close, to_numpy
+from refvit.testing.gradients import (
+    GradcheckError,
+    bind_inputs,
+    check_backends,
+    check_vjp,
+    gradcheck,
+    numerical_vjp,
+    relative_error,
+)
+
+__all__ = [
+    "GradcheckError",
+    "assert_close",
+    "bind_inputs",
+    "check_backends",
+    "check_vjp",
+    "gradcheck",
+    "numerical_vjp",
+    "relative_error",
+    "to_numpy",
+]
