@@ -46,9 +46,52 @@ def bind_inputs(op, args=(), kwargs=None, backend=None, dtype=None):
         arguments["backend"] = backend
     for name, value in arguments.items():
         if isinstance(value, np.ndarray):
-            arguments[name] = value.astype(dtype if dtype is not None and value.dtype.kind == "f" else value.dtype, copy=True)
+            arguments[name] = _copy(value, dtype)
+        elif _is_array_sequence(value):
+            arguments[name] = tuple(None if a is None else _copy(a, dtype) for a in value)
     present = tuple(name for name in op.DIFFERENTIABLE if arguments.get(name) is not None)
     return arguments, present
+
+
+def _copy(a, dtype):
+    return a.astype(dtype if dtype is not None and a.dtype.kind == "f" else a.dtype, copy=True)
+
+
+def _is_array_sequence(value):
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        a is None or isinstance(a, np.ndarray) for a in value) and any(isinstance(a, np.ndarray) for a in value)
+
+
+def _leaves(arguments, names):
+    """(name, position) for every array to perturb: position None for a plain array input,
+    the element index for an input that is a sequence of arrays (e.g. per-head weights)."""
+    leaves = []
+    for name in names:
+        value = arguments[name]
+        if isinstance(value, tuple):
+            leaves.extend((name, i) for i, a in enumerate(value) if a is not None)
+        else:
+            leaves.append((name, None))
+    return leaves
+
+
+def _get(arguments, leaf):
+    name, position = leaf
+    return arguments[name] if position is None else arguments[name][position]
+
+
+def _replace(arguments, leaf, array):
+    name, position = leaf
+    if position is None:
+        return {**arguments, name: array}
+    items = list(arguments[name])
+    items[position] = array
+    return {**arguments, name: tuple(items)}
+
+
+def _label(leaf):
+    name, position = leaf
+    return name if position is None else f"{name}[{position}]"
 
 
 def _call(op, arguments):
@@ -77,7 +120,12 @@ def _analytic(op, arguments, upstream, names):
             f"DIFFERENTIABLE = {op.DIFFERENTIABLE}"
         )
     by_name = dict(zip(op.DIFFERENTIABLE, grads))
-    return outputs, {name: to_numpy(by_name[name]) for name in names}
+    analytic = {}
+    for leaf in _leaves(arguments, names):
+        name, position = leaf
+        grad = by_name[name] if position is None else by_name[name][position]
+        analytic[leaf] = to_numpy(grad)
+    return outputs, analytic
 
 
 def numerical_vjp(fn, inputs, upstream, eps=1e-6):
@@ -124,17 +172,18 @@ def gradcheck(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
     _, analytic = _analytic(op, dict(arguments), upstream, names)
 
     errors = {}
-    for name in names:
-        def f(value, name=name):
-            return _call(op, {**arguments, name: value})[0]
+    for leaf, grad in analytic.items():
+        def f(value, leaf=leaf):
+            return _call(op, _replace(arguments, leaf, value))[0]
 
-        (numeric,) = numerical_vjp(f, [arguments[name]], upstream, eps=eps)
-        errors[name] = relative_error(analytic[name], numeric)
-        if not np.isfinite(errors[name]) or errors[name] > tol:
-            worst = np.unravel_index(int(np.argmax(np.abs(analytic[name] - numeric))), numeric.shape)
+        (numeric,) = numerical_vjp(f, [_get(arguments, leaf)], upstream, eps=eps)
+        label = _label(leaf)
+        errors[label] = relative_error(grad, numeric)
+        if not np.isfinite(errors[label]) or errors[label] > tol:
+            worst = np.unravel_index(int(np.argmax(np.abs(grad - numeric))), numeric.shape) if numeric.ndim else ()
             raise GradcheckError(
-                f"{op.__name__}: gradient of '{name}' has relative error {errors[name]:.3e} > {tol:g}; "
-                f"worst at index {tuple(int(i) for i in worst)}: analytic {analytic[name][worst]!r}, "
+                f"{op.__name__}: gradient of '{label}' has relative error {errors[label]:.3e} > {tol:g}; "
+                f"worst at index {tuple(int(i) for i in worst)}: analytic {grad[worst]!r}, "
                 f"numeric {numeric[worst]!r}"
             )
     return errors
@@ -154,19 +203,20 @@ def check_vjp(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
     upstream = _random_like(rng, _as_tuple(out))
     _, analytic = _analytic(op, dict(arguments), upstream, names)
     errors = {}
-    for name in names:
-        x = arguments[name]
+    for leaf, grad in analytic.items():
+        x = _get(arguments, leaf)
         direction = rng.standard_normal(x.shape)
-        plus = _inner(upstream, _as_tuple(_call(op, {**arguments, name: x + eps * direction})[0]))
-        minus = _inner(upstream, _as_tuple(_call(op, {**arguments, name: x - eps * direction})[0]))
+        plus = _inner(upstream, _as_tuple(_call(op, _replace(arguments, leaf, x + eps * direction))[0]))
+        minus = _inner(upstream, _as_tuple(_call(op, _replace(arguments, leaf, x - eps * direction))[0]))
         directional = (plus - minus) / (2.0 * eps)
-        projected = float(np.sum(analytic[name] * direction))
-        scale = max(abs(directional), abs(projected), np.linalg.norm(analytic[name]) * eps)
-        errors[name] = 0.0 if scale == 0.0 else abs(directional - projected) / scale
-        if not np.isfinite(errors[name]) or errors[name] > tol:
+        projected = float(np.sum(grad * direction))
+        scale = max(abs(directional), abs(projected), np.linalg.norm(grad) * eps)
+        label = _label(leaf)
+        errors[label] = 0.0 if scale == 0.0 else abs(directional - projected) / scale
+        if not np.isfinite(errors[label]) or errors[label] > tol:
             raise GradcheckError(
-                f"{op.__name__}: VJP of '{name}' fails the dot-product test: <g, J v> = {directional!r}, "
-                f"<J^T g, v> = {projected!r} (relative error {errors[name]:.3e} > {tol:g})"
+                f"{op.__name__}: VJP of '{label}' fails the dot-product test: <g, J v> = {directional!r}, "
+                f"<J^T g, v> = {projected!r} (relative error {errors[label]:.3e} > {tol:g})"
             )
     return errors
 
@@ -197,8 +247,14 @@ def check_backends(op, args=(), kwargs=None, *, backend="cpu", reference="numpy"
     test_grads = dict(zip(op.DIFFERENTIABLE, op.backward(g, test_cache)))
     for name in op.DIFFERENTIABLE:
         r, t = ref_grads[name], test_grads[name]
-        if r is None or t is None:
-            assert r is None and t is None, f"{label}: gradient of '{name}' is None on one backend only"
-            continue
-        assert dtype is None or to_numpy(t).dtype == np.dtype(dtype), f"{label}: d{name} on {backend} has dtype {to_numpy(t).dtype}"
-        assert_close(t, r, rtol=rtol, atol=atol, name=f"{label} d{name} ({backend} vs {reference})")
+        pairs = list(zip(t, r)) if isinstance(r, (list, tuple)) else [(t, r)]
+        if isinstance(r, (list, tuple)):
+            assert isinstance(t, (list, tuple)) and len(t) == len(r), f"{label}: d{name} differs in length"
+        for i, (t_item, r_item) in enumerate(pairs):
+            item = f"d{name}" if len(pairs) == 1 and not isinstance(r, (list, tuple)) else f"d{name}[{i}]"
+            if r_item is None or t_item is None:
+                assert r_item is None and t_item is None, f"{label}: {item} is None on one backend only"
+                continue
+            got = to_numpy(t_item).dtype
+            assert dtype is None or got == np.dtype(dtype), f"{label}: {item} on {backend} has dtype {got}"
+            assert_close(t_item, r_item, rtol=rtol, atol=atol, name=f"{label} {item} ({backend} vs {reference})")
