@@ -1,0 +1,5 @@
+import sys
+
+from refvit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""Run benchmark cases and print a table of ops x backends.
+
+For each case and backend: forward time, forward+backward time, and the
+forward+backward speed-up over the ``numpy`` reference. PyTorch CPU rows appear
+when ``torch`` is installed and the case describes its PyTorch equivalent. The
+``cuda`` backend is timed with device-resident inputs on a real GPU only (the
+simulator measures Python, not a GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from refvit import ops
+from refvit.backend import cuda_available, cuda_simulator_enabled
+from refvit.bench import collect_cases
+from refvit.bench.timing import matmul_gflops, measure
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _upstream(rng, out):
+    grads = tuple(rng.standard_normal(np.shape(o)).astype(o.dtype) for o in _as_tuple(out))
+    return grads if isinstance(out, tuple) else grads[0]
+
+
+def _to_device(args, kwargs):
+    from numba import cuda
+
+    move = lambda a: cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a  # noqa: E731
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+
+def time_op(case, backend, dtype, repeat, seed=0):
+    """(forward seconds, forward+backward seconds) of ``case`` on ``backend``."""
+    op = getattr(ops, case.op)
+    rng = np.random.default_rng(seed)
+    args, kwargs = case.make(rng, dtype)
+    out, _ = op.forward(*args, **kwargs, backend="numpy" if backend == "cuda" else backend)
+    upstream = _upstream(rng, out)
+    sync = lambda: None  # noqa: E731
+    if backend == "cuda":
+        from numba import cuda
+
+        args, kwargs = _to_device(args, kwargs)
+        upstream = tuple(cuda.to_device(g) for g in _as_tuple(upstream))
+        upstream = upstream if isinstance(out, tuple) else upstream[0]
+        sync = cuda.synchronize
+
+    def forward():
+        op.forward(*args, **kwargs, backend=backend)
+        sync()
+
+    def forward_backward():
+        _, cache = op.forward(*args, **kwargs, backend=backend)
+        op.backward(upstream, cache)
+        sync()
+
+    return measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
+
+
+def time_torch(case, dtype, repeat, seed=0):
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(seed)
+    args, kwargs = case.make(rng, dtype)
+    run = case.torch_forward(args, kwargs)
+    with torch.no_grad():
+        out = run()
+    grad = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(dtype))
+
+    def forward():
+        with torch.no_grad():
+            run()
+
+    def forward_backward():
+        run().backward(grad)
+
+    return measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None):
+    """Time every matching case; print the table; return the rows as dicts."""
+    out = out or sys.stdout
+    cases = [c for c in collect_cases() if not filter_text or any(f in c.name for f in filter_text.split(","))]
+    if not cases:
+        raise ValueError(f"bench: no case matches {filter_text!r}")
+    real_gpu = cuda_available() and not cuda_simulator_enabled()
+    gflops = matmul_gflops()
+    print(f"float32 matmul (1024x1024, NumPy BLAS): {gflops:.1f} GFLOP/s on {os.cpu_count()} cores", file=out)
+    header = f"{'case':<44} {'backend':<8} {'forward ms':>11} {'fwd+bwd ms':>11} {'vs numpy':>9} {'GFLOP/s':>8}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    rows = []
+    for case in cases:
+        reference = None
+        for backend in backends:
+            if backend == "torch":
+                if not (case.torch_forward and torch_available()):
+                    continue
+                fwd, fwd_bwd = time_torch(case, dtype, repeat)
+            else:
+                if backend not in case.backends or (backend == "cuda" and not real_gpu):
+                    continue
+                fwd, fwd_bwd = time_op(case, backend, dtype, repeat)
+            if backend == "numpy":
+                reference = fwd_bwd
+            speedup = reference / fwd_bwd if reference else float("nan")
+            rate = float("nan")
+            if case.flops:
+                args, kwargs = case.make(np.random.default_rng(0), dtype)
+                rate = case.flops(args, kwargs) / fwd / 1e9
+            row = dict(case=case.name, op=case.op, backend=backend, forward_ms=fwd * 1e3,
+                       forward_backward_ms=fwd_bwd * 1e3, speedup_vs_numpy=speedup, forward_gflops=rate)
+            rows.append(row)
+            print(f"{case.name:<44} {backend:<8} {fwd * 1e3:>11.3f} {fwd_bwd * 1e3:>11.3f} "
+                  f"{speedup:>8.1f}x {rate:>8.2f}", file=out, flush=True)
+    return {"matmul_gflops": gflops, "rows": rows}
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="refvit bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def add_arguments(parser):
+    parser.add_argument("--filter", help="comma-separated substrings of case names to run")
+    parser.add_argument("--backends", default="numpy,cpu,cuda,torch",
+                        help="comma-separated: numpy, cpu, cuda (real GPU only), torch (when installed)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (at least)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--list", action="store_true", help="list the case names and exit")
+
+
+def run_from_args(args):
+    if args.list:
+        for case in collect_cases():
+            print(case.name)
+        return 0
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = set(backends) - {"numpy", "cpu", "cuda", "torch"}
+    if unknown:
+        raise ValueError(f"bench: '--backends' must name numpy, cpu, cuda or torch; got {', '.join(sorted(unknown))}")
+    result = run(args.filter, backends, np.dtype(args.dtype).type, args.repeat)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refvit import cli
+from refvit.bench import BenchCase, collect_cases
+from refvit.bench.runner import run as run_bench
+from refvit.check import run as run_check
+
+
+def test_check_reports_every_op_and_passes(capsys):
+    assert run_check(["gelu"], ["numpy", "cpu"])
+    out = capsys.readouterr().out
+    assert "gelu" in out and "all checks passed" in out
+
+
+def test_check_unknown_op_is_one_line_error(capsys):
+    assert cli.main(["check", "no_such_op"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("refvit check: error: unknown op(s) no_such_op")
+
+
+def test_check_bad_backend_is_one_line_error(capsys):
+    assert cli.main(["check", "--backends", "tpu"]) == 2
+    assert "must name numpy, cpu or cuda; got tpu" in capsys.readouterr().err
+
+
+def test_bench_runs_a_case_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--filter", "gelu", "--backends", "numpy,cpu", "--repeat", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["backend"] for r in rows} == {"numpy", "cpu"}
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] >= 0 for r in rows)
+    assert "matmul" in capsys.readouterr().out
+
+
+def test_bench_unknown_filter_and_backend(capsys):
+    assert cli.main(["bench", "--filter", "zzz"]) == 2
+    assert cli.main(["bench", "--backends", "gpu"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[0] == "refvit bench: error: no case matches 'zzz'"
+    assert errors[1].startswith("refvit bench: error: '--backends' must name")
+
+
+def test_bench_cases_are_well_formed():
+    for case in collect_cases():
+        assert isinstance(case, BenchCase) and case.name and callable(case.make)
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "refvit", "check", "gelu", "--backends", "numpy"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "all checks passed" in result.stdout
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "check" in capsys.readouterr().out
