@@ -45,13 +45,15 @@ def assert_close(actual, expected, rtol=None, atol=None, name="value", equal_nan
         same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
         diff = np.abs(a64 - e64)
         diff[same_inf | (nan_a & nan_e & equal_nan)] = 0.0
-        bad = (diff > atol + rtol * np.abs(e64)) | nan_mismatch
-        bad &= ~(same_inf)
+        inf_mismatch = (np.isinf(a64) | np.isinf(e64)) & ~same_inf & ~(nan_a | nan_e)
+        bad = (diff > atol + rtol * np.abs(e64)) | nan_mismatch | inf_mismatch
+        bad &= ~same_inf
     if not bad.any():
         return
     diff = np.where(np.isnan(diff), np.inf, diff)
     worst = np.unravel_index(int(np.argmax(np.where(bad, diff, -1.0))), a.shape) if a.ndim else ()
-    rel = diff / np.maximum(np.abs(e64), np.finfo(np.float64).tiny)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = diff / np.maximum(np.abs(e64), np.finfo(np.float64).tiny)
     raise AssertionError(
         f"{name}: {int(bad.sum())} of {a.size} elements differ beyond rtol={rtol:g}, atol={atol:g}; "
         f"largest absolute difference {float(diff.max()):.3e}, largest relative difference "
