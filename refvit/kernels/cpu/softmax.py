@@ -1,0 +1,54 @@
+"""Softmax on the CPU: one ``prange`` iteration per row.
+
+The array is seen as ``(outer, length, inner)`` (C order) and the rows are ``[o, :, i]``, so a
+softmax along any axis runs without a transpose. Each row makes three passes: its maximum, the
+sum of shifted exponentials (accumulated in float64), then the normalised output.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _forward(x, y):
+    outer, length, inner = x.shape
+    for row in prange(outer * inner):
+        o = row // inner
+        i = row - o * inner
+        row_max = -np.inf
+        for k in range(length):
+            row_max = max(row_max, x[o, k, i])
+        total = 0.0
+        for k in range(length):
+            total += math.exp(x[o, k, i] - row_max)
+        for k in range(length):
+            y[o, k, i] = math.exp(x[o, k, i] - row_max) / total
+
+
+@njit(cache=True, parallel=True)
+def _backward(dout, y, dx):
+    outer, length, inner = y.shape
+    for row in prange(outer * inner):
+        o = row // inner
+        i = row - o * inner
+        dot = 0.0
+        for k in range(length):
+            dot += dout[o, k, i] * y[o, k, i]
+        for k in range(length):
+            dx[o, k, i] = y[o, k, i] * (dout[o, k, i] - dot)
+
+
+def forward(x, outer, length, inner):
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _forward(x.reshape(outer, length, inner), y.reshape(outer, length, inner))
+    return y
+
+
+def backward(dout, y, outer, length, inner):
+    y = np.ascontiguousarray(y)
+    dx = np.empty_like(y)
+    shape = (outer, length, inner)
+    _backward(np.ascontiguousarray(dout).reshape(shape), y.reshape(shape), dx.reshape(shape))
+    return dx
