@@ -1,0 +1,66 @@
+r"""SiLU (swish): :math:`x\,\sigma(x)`.
+
+Shapes: ``x (...)`` -> ``out (...)``, elementwise.
+
+Forward, with the stable sigmoid of :mod:`refvit.ops.sigmoid`:
+
+.. math::  y = x\,\sigma(x)
+
+Backward, by the product rule with :math:`\sigma' = \sigma(1 - \sigma)` and :math:`s = \sigma(x)`:
+
+.. math::  \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\; s\,\bigl(1 + x\,(1 - s)\bigr)
+
+As in PyTorch, :math:`y(-\infty)` is NaN (:math:`-\infty \cdot 0`) and so is the gradient at
+:math:`\pm\infty`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from refvit import kernels
+from refvit._validate import check_array, check_grad
+from refvit.backend import resolve_backend
+from refvit.ops.sigmoid import stable_sigmoid
+
+OP = "silu"
+DIFFERENTIABLE = ("x",)
+
+
+class Cache(NamedTuple):
+    x: np.ndarray
+    backend: str
+
+
+def forward(x, backend=None):
+    """``silu(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
+    backend = resolve_backend(backend, OP)
+    x = check_array(OP, "x", x, backend)
+    if backend == "numpy":
+        out = _forward_numpy(x)
+    else:
+        out = kernels.load(backend, OP).forward(x)
+    return out, Cache(x, backend)
+
+
+def backward(dout, cache):
+    """``dout (...)`` -> ``(dx,)``."""
+    dout = check_grad(OP, dout, cache.x)
+    if cache.backend == "numpy":
+        return (_backward_numpy(dout, cache.x),)
+    return (kernels.load(cache.backend, OP).backward(dout, cache.x),)
+
+
+def example(rng):
+    """Small float64 inputs for ``refvit check``: ``(args, kwargs)``."""
+    return (rng.standard_normal((2, 3, 4)) * 3.0,), {}
+
+
+def _forward_numpy(x):
+    return x * stable_sigmoid(x)
+
+
+def _backward_numpy(dout, x):
+    s = stable_sigmoid(x)
+    return dout * s * (1.0 + x * (1.0 - s))

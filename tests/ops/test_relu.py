@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from hypothesis import given
+
+from refvit import ops
+from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
+from refvit.testing.strategies import layouts, random_array, seeds, shapes
+from tests.conftest import tolerance
+
+SPECIAL_VALUES = [-np.inf, -2.0, -0.0, 0.0, 0.5, np.inf, np.nan]
+
+
+def away_from_zero(x, gap=0.1):
+    """The same signs, moved at least ``gap`` from the kink at 0."""
+    return np.where(x >= 0.0, x + gap, x - gap)
+
+
+def test_gradcheck(rng):
+    gradcheck(ops.relu, (away_from_zero(rng.standard_normal((3, 5))),))
+
+
+@given(shape=shapes(max_dims=3), seed=seeds())
+def test_vjp(shape, seed):
+    check_vjp(ops.relu, (away_from_zero(random_array(shape, seed)),))
+
+
+def test_backends_match_numpy(kernel_backend, dtype, rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    x[0, 0, 0, :3] = 0.0  # the kink itself: gradient 0 on every backend
+    check_backends(ops.relu, (x,), backend=kernel_backend, dtype=dtype, **tolerance(dtype))
+
+
+@given(shape=shapes(max_dims=3), seed=seeds(), layout=layouts())
+def test_cpu_accepts_any_layout(shape, seed, layout):
+    x = random_array(shape, seed, layout=layout)
+    assert_close(ops.relu.forward(x, backend="cpu")[0], ops.relu.forward(np.ascontiguousarray(x), backend="numpy")[0])
+
+
+@given(shape=shapes(max_dims=3), seed=seeds())
+def test_relu_splits_x_into_positive_and_negative_parts(shape, seed):
+    x = random_array(shape, seed)
+    positive, _ = ops.relu.forward(x, backend="numpy")
+    negative, _ = ops.relu.forward(-x, backend="numpy")
+    assert_close(positive - negative, x)
+    assert np.all(positive >= 0.0)
+    assert_close(ops.relu.forward(positive, backend="numpy")[0], positive)  # idempotent
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_special_values_follow_pytorch(backend):
+    x = np.array(SPECIAL_VALUES)
+    out, cache = ops.relu.forward(x, backend=backend)
+    assert_close(out, np.array([0.0, 0.0, 0.0, 0.0, 0.5, np.inf, np.nan]))
+    (dx,) = ops.relu.backward(np.full_like(x, 3.0), cache)
+    # gradient 0 at x == 0 and below; NaN keeps its gradient (PyTorch zeroes only where out <= 0)
+    assert_close(dx, np.array([0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 3.0]))
+
+
+def test_matches_torch_with_special_values():
+    torch = pytest.importorskip("torch")
+    x = np.array(SPECIAL_VALUES + [1.5, -3.0])
+    dout = np.arange(1.0, x.size + 1.0)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.relu(xt)
+    yt.backward(torch.tensor(dout))
+    out, cache = ops.relu.forward(x, backend="numpy")
+    assert_close(out, yt.detach().numpy())
+    assert_close(ops.relu.backward(dout, cache)[0], xt.grad.numpy())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_bad_inputs(backend):
+    with pytest.raises(TypeError, match="relu: 'x'"):
+        ops.relu.forward(np.zeros(3, dtype=np.int32), backend=backend)
+    with pytest.raises(TypeError, match="relu: 'x'"):
+        ops.relu.forward(None, backend=backend)
+    with pytest.raises(ValueError, match="relu: 'backend'"):
+        ops.relu.forward(np.zeros(3), backend="tpu")
+    _, cache = ops.relu.forward(np.zeros((2, 3)), backend=backend)
+    with pytest.raises(ValueError, match="relu: 'dout'"):
+        ops.relu.backward(np.zeros((3, 2)), cache)
+    with pytest.raises(TypeError, match="relu: 'dout'"):
+        ops.relu.backward(np.zeros((2, 3), dtype=np.float32), cache)
