@@ -1,0 +1,107 @@
+"""Layer norm on the CPU.
+
+The input is seen as ``(rows, C)``. Forward and ``dx`` run one ``prange`` iteration per row
+(each writes only its own row). ``dweight``/``dbias`` sum over rows: each ``prange`` iteration
+sums one fixed block of ``ROWS_PER_BLOCK`` rows into its own row of a partial-sums table, then a
+second pass adds the blocks per channel in a fixed order, so the result is race-free and does
+not depend on the number of threads. Statistics and sums are accumulated in float64.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+ROWS_PER_BLOCK = 64
+
+
+@njit(cache=True, parallel=True)
+def _forward(x, weight, bias, eps, y, mean, rstd):
+    rows, channels = x.shape
+    for row in prange(rows):
+        total = 0.0
+        for c in range(channels):
+            total += x[row, c]
+        mu = total / channels
+        squares = 0.0
+        for c in range(channels):
+            d = x[row, c] - mu
+            squares += d * d
+        r = 1.0 / math.sqrt(squares / channels + eps)
+        for c in range(channels):
+            y[row, c] = (x[row, c] - mu) * r * weight[c] + bias[c]
+        mean[row] = mu
+        rstd[row] = r
+
+
+@njit(cache=True, parallel=True)
+def _backward_x(dout, x, mean, rstd, weight, dx):
+    rows, channels = x.shape
+    for row in prange(rows):
+        mu = mean[row]
+        r = rstd[row]
+        sum_g = 0.0
+        sum_g_xhat = 0.0
+        for c in range(channels):
+            g_hat = dout[row, c] * weight[c]
+            sum_g += g_hat
+            sum_g_xhat += g_hat * (x[row, c] - mu) * r
+        mean_g = sum_g / channels
+        mean_g_xhat = sum_g_xhat / channels
+        for c in range(channels):
+            x_hat = (x[row, c] - mu) * r
+            dx[row, c] = r * (dout[row, c] * weight[c] - mean_g - x_hat * mean_g_xhat)
+
+
+@njit(cache=True, parallel=True)
+def _backward_params(dout, x, mean, rstd, dweight, dbias):
+    rows, channels = x.shape
+    blocks = (rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    partial_w = np.zeros((blocks, channels))
+    partial_b = np.zeros((blocks, channels))
+    for block in prange(blocks):
+        for row in range(block * ROWS_PER_BLOCK, min(rows, (block + 1) * ROWS_PER_BLOCK)):
+            mu = mean[row]
+            r = rstd[row]
+            for c in range(channels):
+                partial_w[block, c] += dout[row, c] * (x[row, c] - mu) * r
+                partial_b[block, c] += dout[row, c]
+    for c in prange(channels):
+        total_w = 0.0
+        total_b = 0.0
+        for block in range(blocks):
+            total_w += partial_w[block, c]
+            total_b += partial_b[block, c]
+        dweight[c] = total_w
+        dbias[c] = total_b
+
+
+def _rows(a):
+    a = np.ascontiguousarray(a)
+    return a.reshape(-1, a.shape[-1])
+
+
+def forward(x, weight, bias, eps):
+    """-> ``(y, mean, rstd)``; ``mean``/``rstd`` are float64 per-row arrays of shape ``(rows,)``."""
+    channels = x.shape[-1]
+    weight = np.ones(channels, x.dtype) if weight is None else np.ascontiguousarray(weight)
+    bias = np.zeros(channels, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    x2 = _rows(x)
+    y = np.empty(x.shape, x.dtype)
+    mean = np.empty(x2.shape[0])
+    rstd = np.empty(x2.shape[0])
+    _forward(x2, weight, bias, eps, y.reshape(x2.shape), mean, rstd)
+    return y, mean, rstd
+
+
+def backward(dout, x, mean, rstd, weight):
+    """-> ``(dx, dweight, dbias)`` with ``dweight``/``dbias`` of shape ``(C,)``."""
+    channels = x.shape[-1]
+    weight = np.ones(channels, x.dtype) if weight is None else np.ascontiguousarray(weight)
+    x2 = _rows(x)
+    dout2 = _rows(dout)
+    dx = np.empty(x.shape, x.dtype)
+    _backward_x(dout2, x2, mean, rstd, weight, dx.reshape(x2.shape))
+    dweight = np.empty(channels, x.dtype)
+    dbias = np.empty(channels, x.dtype)
+    _backward_params(dout2, x2, mean, rstd, dweight, dbias)
+    return dx, dweight, dbias
