@@ -1,0 +1,92 @@
+r"""Affine map of the last axis, as ``torch.nn.functional.linear(x, weight, bias)``.
+
+Shapes: ``x (..., in)``, ``weight (out, in)`` (PyTorch's layout), ``bias (out,)`` or None
+-> ``y (..., out)``. Any number of leading (batch) axes, including none.
+
+Forward, for each row :math:`x \in \mathbb{R}^{in}`:
+
+.. math::  y = x W^\top + b,\qquad y_o = \sum_i x_i W_{oi} + b_o
+
+Backward, with :math:`G = \partial L/\partial y` and the rows stacked into matrices
+:math:`X (n, in)`, :math:`G (n, out)`:
+
+.. math::  \frac{\partial L}{\partial X} = G W,\qquad \frac{\partial L}{\partial W} = G^\top X,
+           \qquad \frac{\partial L}{\partial b} = \sum_{\text{rows}} G
+
+The gradient of ``bias`` is ``None`` when ``bias`` was ``None``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from refvit import kernels
+from refvit._validate import check_array, check_grad, check_optional_array, check_same_dtype, check_shape
+from refvit.backend import resolve_backend
+
+OP = "linear"
+DIFFERENTIABLE = ("x", "weight", "bias")
+
+
+class Cache(NamedTuple):
+    x: np.ndarray
+    weight: np.ndarray
+    has_bias: bool
+    out_shape: tuple
+    backend: str
+
+
+def forward(x, weight, bias=None, backend=None):
+    """``linear(x, weight, bias)`` -> ``(y, cache)``; see the module docstring for the math."""
+    backend = resolve_backend(backend, OP)
+    x = check_array(OP, "x", x, backend, min_ndim=1)
+    in_features = tuple(x.shape)[-1]
+    weight = check_array(OP, "weight", weight, backend, ndim=2)
+    check_shape(OP, "weight", weight, (None, in_features))
+    out_features = tuple(weight.shape)[0]
+    bias = check_optional_array(OP, "bias", bias, backend)
+    if bias is not None:
+        check_shape(OP, "bias", bias, (out_features,))
+    check_same_dtype(OP, x=x, weight=weight, bias=bias)
+    if backend == "numpy":
+        y = _forward_numpy(x, weight, bias)
+    else:
+        y = kernels.load(backend, OP).forward(x, weight, bias)
+    out_shape = tuple(x.shape)[:-1] + (out_features,)
+    return y, Cache(x, weight, bias is not None, out_shape, backend)
+
+
+def backward(dout, cache):
+    """``dout (..., out)`` -> ``(dx (..., in), dweight (out, in), dbias (out,) or None)``."""
+    dout = check_grad(OP, dout, _Like(cache.out_shape, cache.x.dtype))
+    if cache.backend == "numpy":
+        dx, dweight, dbias = _backward_numpy(dout, cache.x, cache.weight)
+    else:
+        dx, dweight, dbias = kernels.load(cache.backend, OP).backward(dout, cache.x, cache.weight)
+    return dx, dweight, (dbias if cache.has_bias else None)
+
+
+def example(rng):
+    """Small float64 inputs for ``refvit check``: ``(args, kwargs)``."""
+    return (rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4)), rng.standard_normal(5)), {}
+
+
+class _Like(NamedTuple):
+    """The output's shape and dtype, for checking ``dout`` without keeping the output."""
+    shape: tuple
+    dtype: np.dtype
+
+
+def _forward_numpy(x, weight, bias):
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def _backward_numpy(dout, x, weight):
+    rows_x = x.reshape(-1, x.shape[-1])
+    rows_dout = dout.reshape(-1, dout.shape[-1])
+    dx = dout @ weight
+    dweight = rows_dout.T @ rows_x
+    dbias = rows_dout.sum(axis=0)
+    return dx, dweight, dbias

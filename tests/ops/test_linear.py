@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refvit import ops
+from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
+from refvit.testing.strategies import dims, layouts, random_array, seeds, shapes
+from tests.conftest import tolerance
+
+
+def _inputs(rng, batch_shape, in_features, out_features, with_bias=True):
+    x = rng.standard_normal(tuple(batch_shape) + (in_features,))
+    weight = rng.standard_normal((out_features, in_features))
+    bias = rng.standard_normal(out_features) if with_bias else None
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+def test_gradcheck(rng, batch_shape, with_bias):
+    gradcheck(ops.linear, _inputs(rng, batch_shape, 4, 3, with_bias))
+
+
+@given(batch_shape=shapes(min_dims=0, max_dims=3), in_features=dims(), out_features=dims(),
+       with_bias=st.booleans(), seed=seeds())
+def test_vjp(batch_shape, in_features, out_features, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    check_vjp(ops.linear, _inputs(rng, batch_shape, in_features, out_features, with_bias))
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("batch_shape", [(), (2, 3)])
+def test_backends_match_numpy(kernel_backend, dtype, batch_shape, with_bias, rng):
+    args = _inputs(rng, batch_shape, 6, 5, with_bias)
+    check_backends(ops.linear, args, backend=kernel_backend, dtype=dtype, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@given(batch_shape=shapes(min_dims=0, max_dims=3), in_features=dims(), out_features=dims(), seed=seeds(),
+       layout=layouts())
+def test_equals_x_times_weight_transposed_plus_bias(backend, batch_shape, in_features, out_features, seed, layout):
+    rng = np.random.default_rng(seed)
+    x, weight, bias = _inputs(rng, batch_shape, in_features, out_features)
+    x = random_array(x.shape, seed, layout=layout)
+    y, _ = ops.linear.forward(x, weight, bias, backend=backend)
+    assert y.shape == tuple(batch_shape) + (out_features,)
+    expected = np.einsum("...i,oi->...o", x, weight) + bias
+    assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x, weight, bias = _inputs(rng, (2, 5), 4, 3)
+    g = rng.standard_normal((2, 5, 3))
+    y, cache = ops.linear.forward(x, weight, bias)
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    yt = torch.nn.functional.linear(*tensors)
+    yt.backward(torch.tensor(g))
+    assert_close(y, yt.detach().numpy())
+    for grad, t in zip(ops.linear.backward(g, cache), tensors):
+        assert_close(grad, t.grad.numpy())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_bad_inputs(backend):
+    x, w, b = np.zeros((2, 4)), np.zeros((3, 4)), np.zeros(3)
+    with pytest.raises(ValueError, match="linear: 'weight'"):
+        ops.linear.forward(x, np.zeros((3, 5)), b, backend=backend)
+    with pytest.raises(ValueError, match="linear: 'weight'"):
+        ops.linear.forward(x, np.zeros(4), backend=backend)
+    with pytest.raises(ValueError, match="linear: 'bias'"):
+        ops.linear.forward(x, w, np.zeros(4), backend=backend)
+    with pytest.raises(ValueError, match="linear: 'x'"):
+        ops.linear.forward(np.zeros(()), w, backend=backend)
+    with pytest.raises(TypeError, match="linear: 'x, weight'"):
+        ops.linear.forward(x.astype(np.float32), w, backend=backend)
+    with pytest.raises(TypeError, match="linear: 'x, weight, bias'"):
+        ops.linear.forward(x, w, b.astype(np.float32), backend=backend)
+    with pytest.raises(TypeError, match="linear: 'weight'"):
+        ops.linear.forward(x, np.zeros((3, 4), dtype=np.int32), backend=backend)
+    _, cache = ops.linear.forward(x, w, b, backend=backend)
+    with pytest.raises(ValueError, match="linear: 'dout'"):
+        ops.linear.backward(np.zeros((2, 4)), cache)
+    with pytest.raises(TypeError, match="linear: 'dout'"):
+        ops.linear.backward(np.zeros((2, 3), dtype=np.float32), cache)
+
+
+@pytest.mark.cuda
+def test_cuda_answers_device_arrays_in_kind(rng):
+    from numba import cuda
+
+    x, weight, bias = _inputs(rng, (5,), 6, 3)
+    g = rng.standard_normal((5, 3))
+    y, cache = ops.linear.forward(*(cuda.to_device(a) for a in (x, weight, bias)), backend="cuda")
+    grads = ops.linear.backward(cuda.to_device(g), cache)
+    expected_y, expected_cache = ops.linear.forward(x, weight, bias, backend="numpy")
+    assert_close(y.copy_to_host(), expected_y)
+    for grad, expected in zip(grads, ops.linear.backward(g, expected_cache)):
+        assert not isinstance(grad, np.ndarray)
+        assert_close(grad.copy_to_host(), expected)
