@@ -38,7 +38,7 @@ def forward(x, backend=None):
     backend = resolve_backend(backend, OP)
     x = check_array(OP, "x", x, backend)
     if backend == "numpy":
-        out = _forward_numpy(x)
+        out = np.asarray(_forward_numpy(x))  # a ufunc gives a NumPy scalar for a 0-d input
     else:
         out = kernels.load(backend, OP).forward(x)
     return out, Cache(x, backend)
@@ -48,7 +48,7 @@ def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
     dout = check_grad(OP, dout, cache.x)
     if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.x),)
+        return (np.asarray(_backward_numpy(dout, cache.x)),)
     return (kernels.load(cache.backend, OP).backward(dout, cache.x),)
 
 

@@ -91,3 +91,12 @@ def test_bad_inputs(backend):
         ops.sigmoid.backward(np.zeros(6), cache)
     with pytest.raises(TypeError, match="sigmoid: 'dout'"):
         ops.sigmoid.backward(np.zeros((2, 3), dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_zero_dim_input_keeps_its_shape(backend):
+    x = np.array(0.75)
+    out, cache = ops.sigmoid.forward(x, backend=backend)
+    (dx,) = ops.sigmoid.backward(np.array(1.0), cache)
+    assert out.shape == () and dx.shape == () and isinstance(out, np.ndarray)
+    assert_close(out.reshape(1), ops.sigmoid.forward(x.reshape(1), backend="numpy")[0])

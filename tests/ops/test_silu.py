@@ -87,3 +87,12 @@ def test_bad_inputs(backend):
         ops.silu.backward(np.zeros(5), cache)
     with pytest.raises(TypeError, match="silu: 'dout'"):
         ops.silu.backward(np.zeros(4, dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_zero_dim_input_keeps_its_shape(backend):
+    x = np.array(0.75)
+    out, cache = ops.silu.forward(x, backend=backend)
+    (dx,) = ops.silu.backward(np.array(1.0), cache)
+    assert out.shape == () and dx.shape == () and isinstance(out, np.ndarray)
+    assert_close(out.reshape(1), ops.silu.forward(x.reshape(1), backend="numpy")[0])

@@ -31,14 +31,14 @@ def _backward(dout, out, dx):
 
 
 def forward(x):
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     out = np.empty_like(x)
     _forward(x.reshape(-1), out.reshape(-1))
     return out
 
 
 def backward(dout, out):
-    out = np.ascontiguousarray(out)
+    out = np.asarray(out, order="C")
     dx = np.empty_like(out)
-    _backward(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+    _backward(np.asarray(dout, order="C").reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx

@@ -21,14 +21,14 @@ def _backward(dout, x, dx):
 
 
 def forward(x):
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     out = np.empty_like(x)
     _forward(x.reshape(-1), out.reshape(-1))
     return out
 
 
 def backward(dout, x):
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     dx = np.empty_like(x)
-    _backward(np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), dx.reshape(-1))
+    _backward(np.asarray(dout, order="C").reshape(-1), x.reshape(-1), dx.reshape(-1))
     return dx

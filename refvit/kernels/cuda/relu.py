@@ -14,8 +14,9 @@ def _forward_kernel(x, out):
 
 def forward(x):
     on_device = any_device(x)
+    shape = x.shape  # taken before to_device, which turns a 0-d array into shape (1,)
     (x,) = to_device(x)
-    out = empty(x.shape, x.dtype)
+    out = empty(shape, x.dtype)
     _forward_kernel[grid_1d(x.size)](x.reshape(x.size), out.reshape(out.size))
     return to_host_unless(on_device, out)
 
@@ -29,7 +30,8 @@ def _backward_kernel(dout, x, dx):
 
 def backward(dout, x):
     on_device = any_device(dout, x)
+    shape = x.shape
     dout, x = to_device(dout, x)
-    dx = empty(x.shape, x.dtype)
+    dx = empty(shape, x.dtype)
     _backward_kernel[grid_1d(x.size)](dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size))
     return to_host_unless(on_device, dx)
