@@ -1,0 +1,118 @@
+"""refvit.functional: every op on Tensors gives the op's output and the op's own gradients."""
+import inspect
+
+import numpy as np
+import pytest
+
+from refvit import functional as F
+from refvit import ops
+from refvit.autograd import Tensor
+from refvit.testing import assert_close
+
+CORE_OPS = ("linear", "layer_norm", "batch_norm", "gelu", "relu", "silu", "sigmoid", "tanh", "softmax", "add",
+            "mul", "mean", "conv2d", "avg_pool2d", "max_pool2d", "attention", "channel_shuffle")
+
+
+def _copy(value):
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def _as_tensors(arguments, differentiable):
+    """Differentiable array arguments (or sequences of arrays) as Tensors that require a gradient."""
+    tensors = {}
+    for name, value in arguments.items():
+        if name in differentiable and isinstance(value, np.ndarray):
+            tensors[name] = Tensor(value.copy(), requires_grad=True)
+        elif name in differentiable and isinstance(value, (list, tuple)):
+            tensors[name] = tuple(None if v is None else Tensor(v.copy(), requires_grad=True) for v in value)
+        else:
+            tensors[name] = _copy(value)
+    return tensors
+
+
+def _grad(value):
+    if isinstance(value, tuple):
+        return tuple(None if v is None else v.grad for v in value)
+    return None if value is None else value.grad
+
+
+@pytest.mark.parametrize("name", sorted(set(ops.list_ops())))
+def test_function_matches_op_forward_and_backward(name, rng):
+    op = getattr(ops, name)
+    args, kwargs = op.example(rng)
+    arguments = dict(inspect.signature(op.forward).bind(*args, **kwargs).arguments)
+    arguments["backend"] = "numpy"
+    try:
+        expected, cache = op.forward(**{k: _copy(v) for k, v in arguments.items()})
+    except (ValueError, TypeError) as error:  # the op's own tests report a broken example
+        pytest.skip(f"{name}.example() is rejected by {name}.forward: {error}")
+    tensors = _as_tensors(arguments, op.DIFFERENTIABLE)
+    out = getattr(F, name)(**tensors)
+    outputs = out if isinstance(out, tuple) else (out,)
+    expected_outputs = expected if isinstance(expected, tuple) else (expected,)
+    for got, want in zip(outputs, expected_outputs):
+        assert isinstance(got, Tensor)
+        assert_close(got.data, want)
+    upstream = tuple(rng.standard_normal(np.shape(o)) for o in expected_outputs)
+    expected_grads = op.backward(upstream if isinstance(expected, tuple) else upstream[0], cache)
+    root = outputs[0] if len(outputs) == 1 else F.concatenate([F.reshape(o, (-1,)) for o in outputs])
+    root.backward(upstream[0] if len(outputs) == 1 else np.concatenate([u.reshape(-1) for u in upstream]))
+    for input_name, want in zip(op.DIFFERENTIABLE, expected_grads):
+        got = _grad(tensors.get(input_name))
+        if want is None:
+            continue
+        for g, w in (zip(got, want) if isinstance(want, (list, tuple)) else [(got, want)]):
+            assert_close(g, w, name=f"{name} d{input_name}")
+
+
+@pytest.mark.parametrize("name", CORE_OPS)
+def test_written_out_functions_have_the_op_signature(name):
+    if name not in ops.list_ops():
+        pytest.skip(f"op {name} not written yet")
+    op_parameters = list(inspect.signature(getattr(ops, name).forward).parameters)
+    assert list(inspect.signature(getattr(F, name)).parameters) == op_parameters
+
+
+def test_any_op_is_reachable_through_getattr():
+    for name in ops.list_ops():
+        function = getattr(F, name)
+        assert callable(function) and function.__name__ == name
+    assert set(ops.list_ops()) <= set(dir(F))
+    with pytest.raises(AttributeError, match="no function 'no_such_op'"):
+        F.no_such_op
+
+
+def test_backend_passes_through(rng):
+    x = rng.standard_normal((2, 3))
+    with pytest.raises(ValueError, match="gelu: 'backend'"):
+        F.gelu(x, backend="tpu")
+    assert_close(F.gelu(x, backend="cpu").data, F.gelu(x, backend="numpy").data)
+
+
+def test_numpy_arguments_are_constants(rng):
+    out = F.gelu(rng.standard_normal(3))
+    assert isinstance(out, Tensor) and not out.requires_grad
+
+
+def test_structural_functions_are_exported():
+    for name in ("reshape", "permute", "transpose", "concatenate", "cat", "stack", "split", "chunk", "getitem",
+                 "pad", "broadcast_to", "flatten", "unsqueeze", "squeeze"):
+        assert callable(getattr(F, name))
+
+
+@pytest.mark.cuda
+def test_cuda_backend_through_the_tape(rng):
+    data = rng.standard_normal((2, 3))
+    g = rng.standard_normal((2, 3))
+    grads = []
+    for backend in ("numpy", "cuda"):
+        x = Tensor(data, requires_grad=True)
+        out = F.gelu(x, backend=backend)
+        assert isinstance(out.data, np.ndarray)
+        out.backward(g)
+        grads.append(x.grad)
+    assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-11)
