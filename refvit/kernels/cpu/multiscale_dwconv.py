@@ -2,11 +2,11 @@
 
 The per-head kernels ``weights[i] (C_h, 1, 3+2i, 3+2i)`` are packed, centred, into one
 channels-last array ``packed (K, K, C)`` with ``K = 2 * heads + 1`` (the largest kernel); the
-taps outside a head's own radius stay zero and are never visited: the loops run over
-``|u|, |v| <= 1 + head`` for the channels of that head only, and the innermost loop walks the
-contiguous channels of one head.
+taps outside a head's own radius stay zero and are never visited. Head ``i`` has radius ``1 + i``,
+so the channels whose kernel holds tap ``(u, v)`` are those of heads ``max(|u|, |v|) - 1`` and up:
+one contiguous range ending at ``C``, which is the innermost loop for every tap.
 
-* forward: ``prange`` over output rows ``(b, y)``; each pixel sums its taps in float64.
+* forward: ``prange`` over output rows ``(b, y)``, a float64 accumulator per row, tap by tap.
 * dx: the same correlation on ``dout`` with the packed kernels flipped (a gather, no scatter).
 * dweights: ``prange`` over the taps of ``packed``; tap ``(u, v)`` sums ``dout * shifted x`` over
   all pixels for the channels whose radius reaches it, so every thread owns its own row of the result.
@@ -21,35 +21,46 @@ def packed_size(heads):
     return 2 * heads + 1
 
 
+@njit(cache=True)
+def _first_channel(u, v, channels_per_head):
+    """First channel whose kernel holds tap ``(u, v)``: head ``i`` has radius ``1 + i``, so the heads
+    from ``max(|u|, |v|) - 1`` on reach it, and their channels run contiguously to ``C``."""
+    return max(max(abs(u), abs(v)) - 1, 0) * channels_per_head
+
+
 @njit(cache=True, parallel=True)
 def _correlate_heads(x, packed, bias, channels_per_head, out):
-    """out[b,y,q,c] = bias[c] + sum_{|u|,|v| <= r(c)} packed[R+u, R+v, c] * x[b, y+u, q+v, c], r(c) = 1 + c // C_h."""
+    """out[b,y,q,c] = bias[c] + sum_{|u|,|v| <= r(c)} packed[R+u, R+v, c] * x[b, y+u, q+v, c], r(c) = 1 + c // C_h.
+
+    One output row ``(b, y)`` per iteration, accumulated in float64; the loops run tap by tap so
+    that the tap's weights and channel range are fixed while the pixels of the row go by.
+    """
     batch, height, width, channels = x.shape
-    heads = channels // channels_per_head
-    centre = packed.shape[0] // 2
+    side = packed.shape[0]
+    centre = side // 2
     for row in prange(batch * height):
         b = row // height
         y = row % height
-        acc = np.empty(channels, dtype=np.float64)
+        acc = np.empty((width, channels), dtype=np.float64)
         for q in range(width):
             for c in range(channels):
-                acc[c] = bias[c]
-            for head in range(heads):
-                radius = 1 + head
-                first = head * channels_per_head
-                last = first + channels_per_head
-                for u in range(-radius, radius + 1):
-                    yy = y + u
-                    if yy < 0 or yy >= height:
-                        continue
-                    for v in range(-radius, radius + 1):
-                        xx = q + v
-                        if xx < 0 or xx >= width:
-                            continue
-                        for c in range(first, last):
-                            acc[c] += packed[centre + u, centre + v, c] * x[b, yy, xx, c]
+                acc[q, c] = bias[c]
+        for i in range(max(0, centre - y), min(side, centre + height - y)):
+            u = i - centre
+            x_row = x[b, y + u]
+            for j in range(side):
+                v = j - centre
+                first = _first_channel(u, v, channels_per_head)
+                taps = packed[i, j]
+                for q in range(max(0, -v), min(width, width - v)):
+                    pixel = x_row[q + v]
+                    acc_pixel = acc[q]
+                    for c in range(first, channels):
+                        acc_pixel[c] += taps[c] * pixel[c]
+        for q in range(width):
+            target = out[b, y, q]
             for c in range(channels):
-                out[b, y, q, c] = acc[c]
+                target[c] = acc[q, c]
 
 
 @njit(cache=True, parallel=True)
@@ -61,16 +72,18 @@ def _packed_weight_grad(dout, x, channels_per_head, dpacked):
     for tap in prange(side * side):
         u = tap // side - centre
         v = tap % side - centre
-        reach = max(abs(u), abs(v))
-        first = max(reach - 1, 0) * channels_per_head  # heads with radius 1 + head >= reach
+        first = _first_channel(u, v, channels_per_head)
         acc = np.zeros(channels, dtype=np.float64)
         for b in range(batch):
             for y in range(max(0, -u), min(height, height - u)):
                 for q in range(max(0, -v), min(width, width - v)):
+                    upstream = dout[b, y, q]
+                    pixel = x[b, y + u, q + v]
                     for c in range(first, channels):
-                        acc[c] += dout[b, y, q, c] * x[b, y + u, q + v, c]
+                        acc[c] += upstream[c] * pixel[c]
+        target = dpacked[centre + u, centre + v]
         for c in range(channels):
-            dpacked[centre + u, centre + v, c] = acc[c]
+            target[c] = acc[c]
 
 
 @njit(cache=True)
