@@ -1,0 +1,28 @@
+"""``AvgPool2d`` and ``MaxPool2d`` on channels-last feature maps ``(B, H, W, C)``."""
+from __future__ import annotations
+
+from refvit import functional as F
+from refvit.nn.module import Module
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(_Pool2d):
+    """Average over ``kernel_size`` windows (``stride`` defaults to the kernel), zero padding counted."""
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
+
+
+class MaxPool2d(_Pool2d):
+    """Maximum over ``kernel_size`` windows (``stride`` defaults to the kernel)."""
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
