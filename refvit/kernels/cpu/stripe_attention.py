@@ -1,15 +1,16 @@
 """Stripe attention with LePE on the CPU, working on the windows in place.
 
-No window is copied out of the ``(B, heads, H, W, d)`` arrays: a token at ``(y, x)`` belongs to the
-window whose top-left corner is ``(y - y % sh, x - x % sw)``, and the kernels index the window's
-tokens directly. Every ``prange`` runs over the rows of the array it writes (gather, never scatter):
+No window is copied out of the ``(B, heads, H, W, d)`` arrays: the kernels index a window's tokens
+directly, from its top-left corner ``(top, left)``. The ``prange`` of the three attention kernels runs
+over ``(batch, head, window-row, window-col, row inside the window)``, so one thread walks one window
+after another and that window's keys stay in cache; each iteration writes only its own row of the
+output (gather, never scatter):
 
-* ``_forward_rows``: prange over ``(batch, head, query row)``; for each query, logits into a
-  ``sh*sw`` buffer, softmax, weighted sum of ``v``, then the LePE gather. Writes ``out``, the
-  attention part ``A`` and the per-query log-sum-exp.
-* ``_dq_rows``: prange over ``(batch, head, query row)``; recomputes ``P_ij = exp(s_ij - lse_i)``.
-* ``_dk_dv_rows``: prange over ``(batch, head, key row)``; for each key, loops over the queries of its
-  window (gather form of ``P^T G`` and ``dS^T q``), then adds the LePE term to ``dv``.
+* ``_forward_rows``: for each query of the row, logits into a ``sh*sw`` buffer, softmax, weighted sum
+  of ``v``, then the LePE gather. Writes ``out``, the attention part ``A`` and the log-sum-exp ``lse``.
+* ``_dq_rows``: for each query, recomputes ``P_ij = exp(s_ij - lse_i)`` and sums ``dS_ij k_j``.
+* ``_dk_dv_rows``: for each key, loops over the queries of its window (gather form of ``P^T G`` and
+  ``dS^T q``), then adds the transposed LePE gather of ``G`` to ``dv``.
 * ``_dlepe_channels``: prange over the ``heads*d`` channels; each sums its 9 taps and its bias.
 
 Memory kept for backward beyond the inputs: ``A (B, heads, H, W, d)`` and ``lse (B, heads, H, W)``
@@ -22,53 +23,31 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
-def _forward_rows(q, k, v, weight, bias, has_lepe, stripe_h, stripe_w, scale, out, attended, logsumexp):
-    batch, heads, height, width, head_dim = q.shape
-    window_size = stripe_h * stripe_w
-    for row in prange(batch * heads * height):
-        b = row // (heads * height)
-        head = (row // height) % heads
-        y = row % height
-        top = y - y % stripe_h
-        logits = np.empty(window_size)
-        acc = np.empty(head_dim)
-        for x in range(width):
-            left = x - x % stripe_w
-            largest = -np.inf
-            for t in range(window_size):
-                ky = top + t // stripe_w
-                kx = left + t % stripe_w
-                s = 0.0
-                for j in range(head_dim):
-                    s += q[b, head, y, x, j] * k[b, head, ky, kx, j]
-                s *= scale
-                logits[t] = s
-                if s > largest:
-                    largest = s
-            total = 0.0
-            for t in range(window_size):
-                logits[t] = math.exp(logits[t] - largest)
-                total += logits[t]
-            acc[:] = 0.0
-            for t in range(window_size):
-                p = logits[t] / total
-                ky = top + t // stripe_w
-                kx = left + t % stripe_w
-                for j in range(head_dim):
-                    acc[j] += p * v[b, head, ky, kx, j]
-            logsumexp[b, head, y, x] = largest + math.log(total)
-            for j in range(head_dim):
-                attended[b, head, y, x, j] = acc[j]
-                if has_lepe:
-                    acc[j] += bias[head, j] + _lepe_gather(v, weight, b, head, y, x, j, top, left,
-                                                           stripe_h, stripe_w, 1)
-                out[b, head, y, x, j] = acc[j]
+@njit(cache=True)
+def _dot(a, b):
+    total = 0.0
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
 
 
 @njit(cache=True)
-def _lepe_gather(values, weight, b, head, y, x, j, top, left, stripe_h, stripe_w, direction):
-    """``sum_{a,e} w[a, e] values[y + direction*(a-1), x + direction*(e-1)]`` inside the window.
+def _window_row(index, heads, window_rows, window_cols, stripe_h, stripe_w):
+    """Flat ``prange`` index over ``(batch, head, window-row, window-col, row in window)``
+    -> ``(b, head, top, left, y)``: the window's top-left corner and the map row ``y``."""
+    row_in_window = index % stripe_h
+    index //= stripe_h
+    window_col = index % window_cols
+    index //= window_cols
+    window_row = index % window_rows
+    index //= window_rows
+    top = window_row * stripe_h
+    return index // heads, index % heads, top, window_col * stripe_w, top + row_in_window
+
+
+@njit(cache=True)
+def _lepe_gather(plane, weight, j, y, x, top, left, stripe_h, stripe_w, direction):
+    """``sum_{a,e} weight[j, a, e] plane[y + direction*(a-1), x + direction*(e-1), j]`` inside the window.
 
     ``direction = 1``: the LePE forward (reads ``v``); ``-1``: its transpose (reads ``G`` for ``dv``).
     """
@@ -79,37 +58,69 @@ def _lepe_gather(values, weight, b, head, y, x, j, top, left, stripe_h, stripe_w
             continue
         for e in range(3):
             xx = x + direction * (e - 1)
-            if xx < left or xx >= left + stripe_w:
-                continue
-            total += weight[head, j, a, e] * values[b, head, yy, xx, j]
+            if left <= xx < left + stripe_w:
+                total += weight[j, a, e] * plane[yy, xx, j]
     return total
+
+
+@njit(cache=True, parallel=True)
+def _forward_rows(q, k, v, weight, bias, has_lepe, stripe_h, stripe_w, scale, out, attended, logsumexp):
+    batch, heads, height, width, head_dim = q.shape
+    window_rows, window_cols = height // stripe_h, width // stripe_w
+    for index in prange(batch * heads * window_rows * window_cols * stripe_h):
+        b, head, top, left, y = _window_row(index, heads, window_rows, window_cols, stripe_h, stripe_w)
+        keys, values = k[b, head], v[b, head]
+        logits = np.empty(stripe_h * stripe_w)
+        acc = np.empty(head_dim)
+        for x in range(left, left + stripe_w):
+            query = q[b, head, y, x]
+            largest = -np.inf
+            t = 0
+            for ky in range(top, top + stripe_h):
+                for kx in range(left, left + stripe_w):
+                    logits[t] = scale * _dot(query, keys[ky, kx])
+                    largest = max(largest, logits[t])
+                    t += 1
+            total = 0.0
+            for t in range(logits.size):
+                logits[t] = math.exp(logits[t] - largest)
+                total += logits[t]
+            acc[:] = 0.0
+            t = 0
+            for ky in range(top, top + stripe_h):
+                for kx in range(left, left + stripe_w):
+                    p = logits[t] / total
+                    value = values[ky, kx]
+                    for j in range(head_dim):
+                        acc[j] += p * value[j]
+                    t += 1
+            logsumexp[b, head, y, x] = largest + math.log(total)
+            for j in range(head_dim):
+                attended[b, head, y, x, j] = acc[j]
+                if has_lepe:
+                    acc[j] += bias[head, j] + _lepe_gather(values, weight[head], j, y, x, top, left,
+                                                           stripe_h, stripe_w, 1)
+                out[b, head, y, x, j] = acc[j]
 
 
 @njit(cache=True, parallel=True)
 def _dq_rows(dout, q, k, v, logsumexp, delta, stripe_h, stripe_w, scale, dq):
     batch, heads, height, width, head_dim = q.shape
-    window_size = stripe_h * stripe_w
-    for row in prange(batch * heads * height):
-        b = row // (heads * height)
-        head = (row // height) % heads
-        y = row % height
-        top = y - y % stripe_h
+    window_rows, window_cols = height // stripe_h, width // stripe_w
+    for index in prange(batch * heads * window_rows * window_cols * stripe_h):
+        b, head, top, left, y = _window_row(index, heads, window_rows, window_cols, stripe_h, stripe_w)
+        keys, values = k[b, head], v[b, head]
         acc = np.empty(head_dim)
-        for x in range(width):
-            left = x - x % stripe_w
+        for x in range(left, left + stripe_w):
+            query, grad = q[b, head, y, x], dout[b, head, y, x]
             acc[:] = 0.0
-            for t in range(window_size):
-                ky = top + t // stripe_w
-                kx = left + t % stripe_w
-                s = 0.0
-                dp = 0.0
-                for j in range(head_dim):
-                    s += q[b, head, y, x, j] * k[b, head, ky, kx, j]
-                    dp += dout[b, head, y, x, j] * v[b, head, ky, kx, j]
-                p = math.exp(scale * s - logsumexp[b, head, y, x])
-                ds = p * (dp - delta[b, head, y, x])
-                for j in range(head_dim):
-                    acc[j] += ds * k[b, head, ky, kx, j]
+            for ky in range(top, top + stripe_h):
+                for kx in range(left, left + stripe_w):
+                    key = keys[ky, kx]
+                    p = math.exp(scale * _dot(query, key) - logsumexp[b, head, y, x])
+                    dlogit = p * (_dot(grad, values[ky, kx]) - delta[b, head, y, x])   # dS_ij
+                    for j in range(head_dim):
+                        acc[j] += dlogit * key[j]
             for j in range(head_dim):
                 dq[b, head, y, x, j] = scale * acc[j]
 
@@ -117,35 +128,28 @@ def _dq_rows(dout, q, k, v, logsumexp, delta, stripe_h, stripe_w, scale, dq):
 @njit(cache=True, parallel=True)
 def _dk_dv_rows(dout, q, k, v, logsumexp, delta, weight, has_lepe, stripe_h, stripe_w, scale, dk, dv):
     batch, heads, height, width, head_dim = q.shape
-    window_size = stripe_h * stripe_w
-    for row in prange(batch * heads * height):
-        b = row // (heads * height)
-        head = (row // height) % heads
-        y = row % height
-        top = y - y % stripe_h
+    window_rows, window_cols = height // stripe_h, width // stripe_w
+    for index in prange(batch * heads * window_rows * window_cols * stripe_h):
+        b, head, top, left, y = _window_row(index, heads, window_rows, window_cols, stripe_h, stripe_w)
+        queries, grads = q[b, head], dout[b, head]
         acc_k = np.empty(head_dim)
         acc_v = np.empty(head_dim)
-        for x in range(width):
-            left = x - x % stripe_w
+        for x in range(left, left + stripe_w):
+            key, value = k[b, head, y, x], v[b, head, y, x]
             acc_k[:] = 0.0
             acc_v[:] = 0.0
-            for t in range(window_size):
-                qy = top + t // stripe_w
-                qx = left + t % stripe_w
-                s = 0.0
-                dp = 0.0
-                for j in range(head_dim):
-                    s += q[b, head, qy, qx, j] * k[b, head, y, x, j]
-                    dp += dout[b, head, qy, qx, j] * v[b, head, y, x, j]
-                p = math.exp(scale * s - logsumexp[b, head, qy, qx])
-                ds = p * (dp - delta[b, head, qy, qx])
-                for j in range(head_dim):
-                    acc_v[j] += p * dout[b, head, qy, qx, j]
-                    acc_k[j] += ds * q[b, head, qy, qx, j]
+            for qy in range(top, top + stripe_h):       # the queries of this key's window
+                for qx in range(left, left + stripe_w):
+                    query, grad = queries[qy, qx], grads[qy, qx]
+                    p = math.exp(scale * _dot(query, key) - logsumexp[b, head, qy, qx])
+                    dlogit = p * (_dot(grad, value) - delta[b, head, qy, qx])
+                    for j in range(head_dim):
+                        acc_v[j] += p * grad[j]
+                        acc_k[j] += dlogit * query[j]
             for j in range(head_dim):
                 dk[b, head, y, x, j] = scale * acc_k[j]
                 if has_lepe:
-                    acc_v[j] += _lepe_gather(dout, weight, b, head, y, x, j, top, left, stripe_h, stripe_w, -1)
+                    acc_v[j] += _lepe_gather(grads, weight[head], j, y, x, top, left, stripe_h, stripe_w, -1)
                 dv[b, head, y, x, j] = acc_v[j]
 
 
