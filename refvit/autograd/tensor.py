@@ -42,7 +42,7 @@ class Tensor:
     ``size``, ``is_leaf``.
     """
 
-    __array_priority__ = 1000  # ``ndarray + Tensor`` defers to Tensor.__radd__
+    __array_ufunc__ = None  # ``ndarray + Tensor`` defers to Tensor.__radd__ (recorded), not a NumPy loop
 
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):

@@ -119,6 +119,9 @@ def test_arithmetic_sugar_values_and_gradients(rng):
     assert_close(b.grad, (g * a_data).sum(0) - 2.0 * g.sum(0))
     assert_close((3.0 - a).data, 3.0 - a_data)
     assert_close((2.0 * a + 1.0).data, 2.0 * a_data + 1.0)
+    left = np.ones(3) - b * a_data[0]  # an ndarray on the left defers to the Tensor
+    assert isinstance(left, Tensor) and left.grad_fn == "add"
+    assert_close(left.data, 1.0 - b_data * a_data[0])
 
 
 @needs_ops("add", "mul")
