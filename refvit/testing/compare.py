@@ -43,7 +43,7 @@ def assert_close(actual, expected, rtol=None, atol=None, name="value", equal_nan
     nan_mismatch = (nan_a != nan_e) if equal_nan else (nan_a | nan_e)
     with np.errstate(invalid="ignore"):
         same_inf = np.isinf(a64) & np.isinf(e64) & (a64 == e64)
-        diff = np.abs(a64 - e64)
+        diff = np.array(np.abs(a64 - e64))  # an array even for 0-d inputs, so it can be masked
         diff[same_inf | (nan_a & nan_e & equal_nan)] = 0.0
         inf_mismatch = (np.isinf(a64) | np.isinf(e64)) & ~same_inf & ~(nan_a | nan_e)
         bad = (diff > atol + rtol * np.abs(e64)) | nan_mismatch | inf_mismatch

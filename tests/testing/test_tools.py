@@ -99,3 +99,9 @@ def test_layouts_keep_values(shape, seed, layout):
     np.testing.assert_array_equal(x, y)
     if layout == "strided" and x.size > 1:
         assert not y.flags.c_contiguous
+
+
+def test_assert_close_zero_dimensional():
+    assert_close(np.array(1.5), np.array(1.5))
+    with pytest.raises(AssertionError, match="1 of 1 elements differ"):
+        assert_close(np.array(1.0), np.array(2.0))
