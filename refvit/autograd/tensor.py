@@ -93,6 +93,10 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __iter__(self):
+        """Rows along the first axis, each recorded as ``getitem``."""
+        return (self[i] for i in range(len(self)))
+
     def numpy(self):
         """The array itself (no copy, like PyTorch's ``.numpy()``)."""
         return self.data

@@ -41,6 +41,14 @@ def test_attributes_and_repr():
         t.item()
 
 
+def test_iteration_gives_recorded_rows():
+    x = Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    first, second, third = x
+    assert second.grad_fn == "getitem" and np.array_equal(second.data, [2.0, 3.0])
+    second.backward(np.ones(2))
+    assert np.array_equal(x.grad, [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+
+
 def test_detach_shares_data_and_drops_history():
     x = Tensor(np.ones(3), requires_grad=True)
     y = apply(ops.gelu, x)

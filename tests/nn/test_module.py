@@ -136,6 +136,17 @@ def test_to_backend_runs_the_module_ops_there(rng):
     with pytest.raises(ValueError, match="Module.to: 'target'"):
         layer.to("tpu")
 
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(refvit.get_backend())
+            return x
+
+    seen = []
+    model = nn.Sequential(nn.Identity(), Probe())
+    model(x)
+    model.to("numpy")(x)
+    assert seen == [refvit.get_backend(), "numpy"] and refvit.get_backend() != "numpy"
+
 
 def test_to_dtype_casts_parameters_and_float_buffers():
     block = nn.BatchNorm2d(3, dtype=np.float64).float()
@@ -189,3 +200,15 @@ def test_module_given_numpy_treats_it_as_a_constant(rng):
     assert isinstance(out, refvit.Tensor) and out.requires_grad
     out.backward(np.ones((1, 2)))
     assert layer.weight.grad.shape == (2, 3)
+
+
+@pytest.mark.cuda
+def test_to_cuda_runs_the_module_on_the_cuda_backend(rng):
+    layer = nn.Sequential(nn.GELU()).to("cuda")
+    assert all(m.backend == "cuda" for m in layer.modules())
+    x = Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    out = layer(x)
+    assert isinstance(out.data, np.ndarray)
+    assert_close(out.data, nn.GELU()(x.data).data, rtol=1e-9, atol=1e-11)
+    out.backward(np.ones((2, 3)))
+    assert x.grad.shape == (2, 3)
