@@ -135,11 +135,11 @@ def _backward_numpy(dout, cache):
     dq = scale * (dlogits @ cache.k)
     dk = scale * (np.swapaxes(dlogits, -1, -2) @ cache.q)
     dv = np.swapaxes(probs, -1, -2) @ dout
-    dbias = None if cache.bias is None else sum_to_shape(dlogits, cache.bias.shape)
+    dbias = None if cache.bias is None else _sum_to_shape(dlogits, cache.bias.shape)
     return dq, dk, dv, dbias
 
 
-def sum_to_shape(full, shape):
+def _sum_to_shape(full, shape):
     """Sum ``full`` over the axes along which an array of ``shape`` was broadcast to ``full.shape``."""
     shape = tuple(shape)
     reduced = full.sum(axis=tuple(range(full.ndim - len(shape))))
