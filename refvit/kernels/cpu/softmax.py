@@ -2,7 +2,7 @@
 
 The array is seen as ``(outer, length, inner)`` (C order) and the rows are ``[o, :, i]``, so a
 softmax along any axis runs without a transpose. Each row makes three passes: its maximum, the
-sum of shifted exponentials (accumulated in float64), then the normalised output.
+shifted exponentials (stored in the output, summed in float64), then the scaling by the sum.
 """
 import math
 
@@ -21,9 +21,12 @@ def _forward(x, y):
             row_max = max(row_max, x[o, k, i])
         total = 0.0
         for k in range(length):
-            total += math.exp(x[o, k, i] - row_max)
+            e = math.exp(x[o, k, i] - row_max)
+            y[o, k, i] = e
+            total += e
+        scale = 1.0 / total
         for k in range(length):
-            y[o, k, i] = math.exp(x[o, k, i] - row_max) / total
+            y[o, k, i] *= scale
 
 
 @njit(cache=True, parallel=True)

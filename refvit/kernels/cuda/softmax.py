@@ -2,7 +2,8 @@
 
 The array is seen as ``(outer, length, inner)`` (C order) and thread ``row`` owns ``[o, :, i]``;
 for a softmax along a non-last axis neighbouring threads read neighbouring addresses. Each
-thread makes three passes over its row: maximum, float64 sum of shifted exponentials, output.
+thread makes three passes over its row: maximum, shifted exponentials (stored in the output and
+summed in float64), scaling by the sum.
 """
 import math
 
@@ -23,9 +24,12 @@ def _forward_kernel(x, y):
             row_max = max(row_max, x[o, k, i])
         total = 0.0
         for k in range(length):
-            total += math.exp(x[o, k, i] - row_max)
+            e = math.exp(x[o, k, i] - row_max)
+            y[o, k, i] = e
+            total += e
+        scale = 1.0 / total
         for k in range(length):
-            y[o, k, i] = math.exp(x[o, k, i] - row_max) / total
+            y[o, k, i] *= scale
 
 
 def forward(x, outer, length, inner):
