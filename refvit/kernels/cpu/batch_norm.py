@@ -6,7 +6,6 @@ table, and the blocks are then added per channel in a fixed order (float64 throu
 Normalising and ``dx`` run one ``prange`` iteration per row. The running statistics, ``C``
 numbers, are updated in place at the end of the forward pass.
 """
-import math
 
 import numpy as np
 from numba import njit, prange
