@@ -69,3 +69,25 @@ def pad_map(x, padding, value=0.0):
     """``x (B, H, W, C)`` padded by ``padding = (ph, pw)`` on both sides of H and W with ``value``."""
     ph, pw = padding
     return np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=value)
+
+
+class ArraySpec(NamedTuple):
+    """Shape and dtype of an array an op no longer holds (checked against ``dout``)."""
+
+    shape: tuple
+    dtype: np.dtype
+
+
+def check_pool_window(op, x, kernel_size, stride, padding):
+    """Pooling settings as PyTorch takes them: ``stride=None`` means ``kernel_size``, and
+    ``padding`` may be at most half the kernel on each axis. Returns the :class:`Window`."""
+    kernel = check_pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else check_pair(op, "stride", stride, 1)
+    padding = check_pair(op, "padding", padding, 0)
+    for k, p in zip(kernel, padding):
+        if p > k // 2:
+            fail(op, "padding", f"at most half the kernel size {kernel} (<= {tuple(k // 2 for k in kernel)})",
+                 f"padding {padding}")
+    window = Window(kernel, stride, padding, (1, 1))
+    check_window_fits(op, "kernel_size", x.shape[1], x.shape[2], window)
+    return window

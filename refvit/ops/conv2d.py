@@ -34,7 +34,7 @@ from refvit._validate import (
     check_array, check_grad, check_int, check_optional_array, check_same_dtype, check_shape, fail,
 )
 from refvit.backend import resolve_backend
-from refvit.ops._conv_geometry import Window, check_map, check_pair, check_window_fits, pad_map, tap_slice
+from refvit.ops._conv_geometry import ArraySpec, Window, check_map, check_pair, check_window_fits, pad_map, tap_slice
 
 OP = "conv2d"
 DIFFERENTIABLE = ("x", "weight", "bias")
@@ -79,7 +79,7 @@ def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, bac
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C_out)`` -> ``(dx, dweight, dbias)`` (``dbias`` None without bias)."""
-    dout = check_grad(OP, dout, _Like(cache.out_shape, cache.x.dtype))
+    dout = check_grad(OP, dout, ArraySpec(cache.out_shape, cache.x.dtype))
     if cache.backend == "numpy":
         dx, dweight = _backward_numpy(dout, cache.x, cache.weight, cache.window, cache.groups)
         dbias = dout.sum(axis=(0, 1, 2)) if cache.has_bias else None
@@ -99,11 +99,6 @@ def example(rng):
 def is_depthwise(in_channels, out_channels, groups):
     """One filter per channel, no multiplier: the case with dedicated kernels."""
     return groups == in_channels == out_channels
-
-
-class _Like(NamedTuple):
-    shape: tuple
-    dtype: np.dtype
 
 
 def _kernel_module(backend, in_channels, out_channels, groups):
