@@ -6,7 +6,7 @@ from scipy.signal import correlate2d
 
 from refvit import ops
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
-from refvit.testing.strategies import dims, layouts, random_array, seeds, with_layout
+from refvit.testing.strategies import dims, layouts, seeds, with_layout
 from tests.conftest import tolerance
 
 op = ops.stripe_attention
