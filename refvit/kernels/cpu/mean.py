@@ -58,12 +58,17 @@ def broadcast_axes(shape, target):
 
 
 class ReductionPlan(NamedTuple):
-    """Sizes and strides of the kept axes and of the summed axes (the last summed one apart).
+    """How a C-contiguous array is walked to sum it over some axes.
 
-    Empty axis lists are padded with one axis of size 1 and stride 0 so that no array is empty.
+    Size-1 axes are dropped and runs of adjacent kept (or summed) axes are merged into one axis.
+    The output is ``rows x width``: ``width`` is the innermost kept run when the last axis is kept
+    (contiguous, stride 1), else 1; ``row_*`` are the other kept runs. The summed runs are
+    ``outer_*`` plus the innermost one, ``inner_size`` elements ``inner_stride`` apart.
+    Empty lists are padded with one axis of size 1 and stride 0 so that no array is empty.
     """
-    kept_sizes: np.ndarray
-    kept_strides: np.ndarray
+    row_sizes: np.ndarray
+    row_strides: np.ndarray
+    width: int
     outer_sizes: np.ndarray
     outer_strides: np.ndarray
     outer_count: int
@@ -71,22 +76,36 @@ class ReductionPlan(NamedTuple):
     inner_stride: int
 
 
-def reduction_plan(shape, axes):
+def merged_runs(shape, axes):
+    """``[(size, stride, summed), ...]``, outermost first: size-1 axes dropped, adjacent axes of one kind merged."""
     strides = c_strides(shape)
-    kept = [axis for axis in range(len(shape)) if axis not in axes]
-    summed = sorted(axes)
-    inner = summed.pop() if summed else None
+    runs = []
+    for axis, size in enumerate(shape):
+        if size == 1:
+            continue
+        summed = axis in axes
+        if runs and runs[-1][2] == summed:
+            runs[-1] = (runs[-1][0] * size, int(strides[axis]), summed)  # C order: the run's stride is its innermost
+        else:
+            runs.append((size, int(strides[axis]), summed))
+    return runs
 
-    def sizes_and_strides(chosen):
-        if not chosen:
-            return np.ones(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        return (np.array([shape[a] for a in chosen], dtype=np.int64),
-                np.array([strides[a] for a in chosen], dtype=np.int64))
 
-    kept_sizes, kept_strides = sizes_and_strides(kept)
-    outer_sizes, outer_strides = sizes_and_strides(summed)
-    return ReductionPlan(kept_sizes, kept_strides, outer_sizes, outer_strides, math.prod(shape[a] for a in summed),
-                         1 if inner is None else shape[inner], 0 if inner is None else int(strides[inner]))
+def reduction_plan(shape, axes):
+    runs = merged_runs(shape, axes)
+    width = runs.pop()[0] if runs and not runs[-1][2] else 1
+    kept = [(size, stride) for size, stride, summed in runs if not summed]
+    summed = [(size, stride) for size, stride, is_summed in runs if is_summed]
+    inner_size, inner_stride = summed.pop() if summed else (1, 0)
+
+    def as_arrays(pairs):
+        pairs = pairs or [(1, 0)]
+        return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+
+    row_sizes, row_strides = as_arrays(kept)
+    outer_sizes, outer_strides = as_arrays(summed)
+    return ReductionPlan(row_sizes, row_strides, width, outer_sizes, outer_strides, math.prod(outer_sizes.tolist()),
+                         inner_size, inner_stride)
 
 
 @njit(cache=True)
@@ -101,24 +120,36 @@ def flat_offset(index, sizes, strides):
 
 
 @njit(cache=True, parallel=True)
-def _sum_kernel(x, out, kept_sizes, kept_strides, outer_sizes, outer_strides, outer_count,
+def _sum_kernel(x, out, row_sizes, row_strides, width, outer_sizes, outer_strides, outer_count,
                 inner_size, inner_stride, scale):
-    """``out[o] = scale * sum of x over the summed axes`` at kept index ``o``; float64 accumulator."""
-    for o in prange(out.size):
-        base = flat_offset(o, kept_sizes, kept_strides)
-        total = 0.0
+    """``out[row, j] = scale * (sum of x over the summed axes)``, one output row per iteration.
+
+    Each row accumulates ``width`` contiguous elements at a time in float64, so summing over
+    leading axes (a bias gradient) reads memory in order.
+    """
+    for row in prange(out.size // width):
+        base = flat_offset(row, row_sizes, row_strides)
+        total = np.zeros(width)
         for r in range(outer_count):
             start = base + flat_offset(r, outer_sizes, outer_strides)
-            for j in range(inner_size):
-                total += x[start + j * inner_stride]
-        out[o] = total * scale
+            for i in range(inner_size):
+                at = start + i * inner_stride
+                for j in range(width):
+                    total[j] += x[at + j]
+        for j in range(width):
+            out[row * width + j] = total[j] * scale
 
 
 def sum_over_axes(x, axes, keepdims=False, scale=1.0):
-    """``scale * x.sum(axis=axes, keepdims=keepdims)`` for a NumPy array; ``axes`` non-negative and distinct."""
+    """``scale * x.sum(axis=axes, keepdims=keepdims)`` as a new array; ``axes`` non-negative and distinct."""
     x = np.asarray(x, order="C")
-    out = np.empty(reduced_shape(x.shape, axes, keepdims), dtype=x.dtype)
-    if out.size:
+    out_shape = reduced_shape(x.shape, axes, keepdims)
+    if all(x.shape[axis] == 1 for axis in axes):  # nothing to add up
+        return (x * scale if scale != 1.0 else x.copy()).reshape(out_shape)
+    out = np.empty(out_shape, dtype=x.dtype)
+    if x.size == 0:
+        out.fill(0.0 * scale)  # an empty sum; NaN for the mean over no elements
+    elif out.size:
         _sum_kernel(x.reshape(-1), out.reshape(-1), *reduction_plan(x.shape, axes), scale)
     return out
 

@@ -1,14 +1,11 @@
-"""Tanh on the CPU: one parallel pass over the flattened array, forward and backward."""
-import math
+"""Tanh on the CPU.
 
+The forward is NumPy's ``np.tanh``: it is vectorised (SIMD) and several times faster than a Numba
+loop, which calls the scalar C ``tanh`` per element. The backward, ``dout * (1 - y^2)``, is one
+fused parallel pass over the flattened arrays.
+"""
 import numpy as np
 from numba import njit, prange
-
-
-@njit(cache=True, parallel=True)
-def _forward(x, out):
-    for i in prange(x.size):
-        out[i] = math.tanh(x[i])
 
 
 @njit(cache=True, parallel=True)
@@ -19,10 +16,7 @@ def _backward(dout, out, dx):
 
 
 def forward(x):
-    x = np.asarray(x, order="C")
-    out = np.empty_like(x)
-    _forward(x.reshape(-1), out.reshape(-1))
-    return out
+    return np.asarray(np.tanh(x), order="C")  # asarray: a 0-d input gives a NumPy scalar
 
 
 def backward(dout, out):

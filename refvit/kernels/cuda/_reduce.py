@@ -7,7 +7,9 @@
   through given strides (0 along broadcast axes).
 
 Gather form: one thread per output element, each summing its own inputs in a float64
-accumulator, so there are no atomics and the result does not depend on scheduling. Inputs may be
+accumulator, so there are no atomics and the result does not depend on scheduling. Size-1 axes
+are dropped and adjacent summed (or kept) axes merged first (:func:`reduction_plan`), so the
+loops are as few and as long as the shapes allow. Inputs may be
 NumPy or device arrays; results are device arrays. The shape bookkeeping on the host is shared
 with the ``cpu`` kernels (:mod:`refvit.kernels.cpu.mean`).
 """
@@ -17,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from refvit.kernels.cpu.mean import broadcast_axes, broadcast_strides, reduced_shape, reduction_plan
-from refvit.kernels.cuda._device import empty, grid_1d, to_device
+from refvit.kernels.cuda._device import empty, fill, grid_1d, to_device
 
 __all__ = ["broadcast_strides", "flat_offset", "int_array", "sum_over_axes", "sum_to_shape"]
 
@@ -38,29 +40,32 @@ def int_array(values):
 
 
 @cuda.jit
-def _sum_kernel(x, out, kept_sizes, kept_strides, outer_sizes, outer_strides, outer_count,
+def _sum_kernel(x, out, row_sizes, row_strides, width, outer_sizes, outer_strides, outer_count,
                 inner_size, inner_stride, scale):
     o = cuda.grid(1)
     if o < out.size:
-        base = flat_offset(o, kept_sizes, kept_strides)
+        row = o // width
+        base = flat_offset(row, row_sizes, row_strides) + (o - row * width)
         total = 0.0
         for r in range(outer_count):
             start = base + flat_offset(r, outer_sizes, outer_strides)
-            for j in range(inner_size):
-                total += x[start + j * inner_stride]
+            for i in range(inner_size):
+                total += x[start + i * inner_stride]
         out[o] = total * scale
 
 
 def sum_over_axes(x, axes, keepdims=False, scale=1.0):
-    """``scale * x.sum(axis=axes, keepdims=keepdims)`` as a device array; ``axes`` non-negative and distinct."""
+    """``scale * x.sum(axis=axes, keepdims=keepdims)`` as a new device array; ``axes`` non-negative and distinct."""
     shape = tuple(x.shape)  # before to_device, which makes a 0-d array 1-D
     (x,) = to_device(x)
     out = empty(reduced_shape(shape, axes, keepdims), x.dtype)
-    if out.size:
+    if x.size == 0:
+        fill(out, 0.0 * scale)  # an empty sum; NaN for the mean over no elements
+    elif out.size:
         plan = reduction_plan(shape, axes)
         _sum_kernel[grid_1d(out.size)](
-            x.reshape(x.size), out.reshape(out.size), int_array(plan.kept_sizes), int_array(plan.kept_strides),
-            int_array(plan.outer_sizes), int_array(plan.outer_strides), plan.outer_count,
+            x.reshape(x.size), out.reshape(out.size), int_array(plan.row_sizes), int_array(plan.row_strides),
+            plan.width, int_array(plan.outer_sizes), int_array(plan.outer_strides), plan.outer_count,
             plan.inner_size, plan.inner_stride, scale)
     return out
 
