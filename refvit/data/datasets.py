@@ -1,0 +1,87 @@
+"""Data sets by name, for the command line: ``"digits"``, ``"shapes"`` or a folder of ``.npz`` files.
+
+:func:`load_dataset` returns a :class:`Dataset` with both splits in ``[0, 1]`` (raw, not
+normalised) and the per-channel ``mean``/``std`` of the training split, which the training
+and evaluation loaders use to normalise (see :func:`make_loaders`).
+
+A folder with ``train/`` and ``test/`` subfolders uses them as the splits; a folder of
+``.npz`` files alone is split 80/20 by a permutation seeded with ``SPLIT_SEED``.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from refvit.data.augment import Compose, Normalize, RandomCrop, RandomHorizontalFlip, channel_mean_std
+from refvit.data.digits import load_digits
+from refvit.data.loader import DataLoader
+from refvit.data.npz_folder import load_npz_folder
+from refvit.data.shapes import SHAPE_CLASSES, make_shapes
+
+NAMED_DATASETS = ("digits", "shapes")
+SHAPES_TRAIN, SHAPES_TEST = 3000, 600
+SPLIT_SEED = 0
+
+
+class Dataset(NamedTuple):
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    flip: bool  # whether mirrored images keep their class
+
+
+def _folder_splits(path):
+    train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
+    if os.path.isdir(train_dir) and os.path.isdir(test_dir):
+        return load_npz_folder(train_dir) + load_npz_folder(test_dir)
+    images, labels = load_npz_folder(path)
+    if len(labels) < 2:
+        raise ValueError(f"load_dataset: a folder without train/ and test/ needs at least 2 images; {path} has "
+                         f"{len(labels)}")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    n_test = max(1, len(labels) // 5)
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return images[train], labels[train], images[test], labels[test]
+
+
+def load_dataset(name, size=32):
+    """``"digits"`` (10 classes), ``"shapes"`` (6 classes) or a folder path -> :class:`Dataset`."""
+    if name == "digits":
+        splits = load_digits("train", size) + load_digits("test", size)
+        num_classes, flip = 10, False
+    elif name == "shapes":
+        splits = make_shapes(SHAPES_TRAIN, size, seed=1) + make_shapes(SHAPES_TEST, size, seed=2)
+        num_classes, flip = len(SHAPE_CLASSES), True
+    elif os.path.sep in str(name) or os.path.exists(name):
+        splits = _folder_splits(os.fspath(name))
+        num_classes, flip = int(max(splits[1].max(), splits[3].max())) + 1, True
+    else:
+        raise ValueError(f"load_dataset: 'dataset' must be {' or '.join(NAMED_DATASETS)} or a folder of .npz "
+                         f"files; got {name!r} (no such folder)")
+    train_images, train_labels, test_images, test_labels = splits
+    mean, std = channel_mean_std(train_images)
+    return Dataset(str(name), train_images, train_labels, test_images, test_labels, num_classes, mean, std, flip)
+
+
+def make_loaders(dataset, batch_size, seed=0, crop_padding=4, flip=None):
+    """``(train_loader, test_loader)``: training batches shuffled, randomly cropped (and flipped when
+    the data set allows it) and normalised; test batches in order, only normalised."""
+    flip = dataset.flip if flip is None else flip
+    normalize = Normalize(dataset.mean, dataset.std)
+    train_steps = []
+    if crop_padding:
+        train_steps.append(RandomCrop(crop_padding, seed=seed + 1))
+    if flip:
+        train_steps.append(RandomHorizontalFlip(0.5, seed=seed + 2))
+    train = DataLoader(dataset.train_images, dataset.train_labels, batch_size, shuffle=True, seed=seed,
+                       augment=Compose(train_steps + [normalize]))
+    test = DataLoader(dataset.test_images, dataset.test_labels, batch_size, shuffle=False,
+                      augment=Compose([normalize]))
+    return train, test
