@@ -90,9 +90,9 @@ def backward(dout, cache):
 
 def example(rng):
     """Small float64 inputs for ``refvit check``: ``(args, kwargs)``."""
-    x = rng.standard_normal((2, 5, 6, 4))
-    weight = rng.standard_normal((6, 2, 3, 2))
-    bias = rng.standard_normal(6)
+    x = rng.standard_normal((1, 4, 5, 4))
+    weight = rng.standard_normal((4, 2, 3, 2))
+    bias = rng.standard_normal(4)
     return (x, weight, bias), {"stride": (1, 2), "padding": 1, "dilation": (2, 1), "groups": 2}
 
 

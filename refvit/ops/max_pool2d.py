@@ -63,7 +63,7 @@ def backward(dout, cache):
 
 def example(rng):
     """Small float64 inputs for ``refvit check`` (distinct values, so no ties): ``(args, kwargs)``."""
-    x = rng.permutation(2 * 6 * 5 * 3).reshape(2, 6, 5, 3) * 0.1 + 0.01 * rng.standard_normal((2, 6, 5, 3))
+    x = rng.permutation(2 * 5 * 4 * 2).reshape(2, 5, 4, 2) * 0.1 + 0.01 * rng.standard_normal((2, 5, 4, 2))
     return (x,), {"kernel_size": (3, 2), "stride": (2, 1), "padding": 1}
 
 
