@@ -49,7 +49,7 @@ def random_array(shape, seed, dtype=np.float64, scale=1.0, layout="C"):
 def with_layout(a, layout):
     """The same values as ``a`` laid out as ``"C"``, ``"F"``, ``"strided"`` or ``"reversed"``."""
     if layout == "C":
-        return np.ascontiguousarray(a)
+        return np.asarray(a, order="C")
     if layout == "F":
         return np.asfortranarray(a)
     if layout == "strided":

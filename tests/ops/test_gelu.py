@@ -71,3 +71,10 @@ def test_bad_inputs(backend):
         ops.gelu.backward(np.zeros(4), cache)
     with pytest.raises(TypeError, match="gelu: 'dout'"):
         ops.gelu.backward(np.zeros(3, dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_zero_dimensional_input_keeps_its_shape(backend):
+    out, cache = ops.gelu.forward(np.array(0.5), backend=backend)
+    (dx,) = ops.gelu.backward(np.array(1.0), cache)
+    assert out.shape == () and dx.shape == ()

@@ -32,14 +32,14 @@ def _backward(dout, x, dx, tanh_approx):
 
 
 def forward(x, tanh_approx):
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     out = np.empty_like(x)
     _forward(x.reshape(-1), out.reshape(-1), tanh_approx)
     return out
 
 
 def backward(dout, x, tanh_approx):
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")
     dx = np.empty_like(x)
-    _backward(np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), dx.reshape(-1), tanh_approx)
+    _backward(np.asarray(dout, order="C").reshape(-1), x.reshape(-1), dx.reshape(-1), tanh_approx)
     return dx

@@ -35,7 +35,7 @@ def to_device(*arrays):
         if a is None or is_device_array(a):
             out.append(a)
         else:
-            out.append(cuda.to_device(np.ascontiguousarray(a)))
+            out.append(cuda.to_device(np.asarray(a, order="C")))
     return tuple(out)
 
 
