@@ -29,6 +29,9 @@ from refvit.backend import resolve_backend
 from refvit.ops.add import OutputSpec
 
 OP = "mean"
+# On ``cpu`` this op runs NumPy's own vectorised loops: measured on (8, 3136, 64) float32 they
+# beat a Numba kernel with broadcast index arithmetic by a wide margin, so ``cpu`` uses them.
+NUMPY_BACKENDS = ("numpy", "cpu")
 DIFFERENTIABLE = ("x",)
 
 
@@ -49,7 +52,7 @@ def forward(x, axis, keepdims=False, backend=None):
         fail(OP, "keepdims", "a bool", describe(keepdims), TypeError)
     keepdims = bool(keepdims)
     count = math.prod(x.shape[a] for a in axes)
-    if backend == "numpy":
+    if backend in NUMPY_BACKENDS:
         out = _forward_numpy(x, axes, keepdims, count)
     else:
         out = kernels.load(backend, OP).forward(x, axes, keepdims, count)
@@ -60,7 +63,7 @@ def forward(x, axis, keepdims=False, backend=None):
 def backward(dout, cache):
     """``dout (out)`` -> ``(dx (x.shape),)``."""
     dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
+    if cache.backend in NUMPY_BACKENDS:
         return (_backward_numpy(dout, cache.x_shape, cache.axes, cache.count),)
     return (kernels.load(cache.backend, OP).backward(dout, cache.x_shape, cache.axes, cache.count),)
 

@@ -26,6 +26,9 @@ from refvit.backend import resolve_backend
 from refvit.ops.add import OutputSpec, broadcast_shape, sum_to_shape
 
 OP = "mul"
+# On ``cpu`` this op runs NumPy's own vectorised loops: measured on (8, 3136, 64) float32 they
+# beat a Numba kernel with broadcast index arithmetic by a wide margin, so ``cpu`` uses them.
+NUMPY_BACKENDS = ("numpy", "cpu")
 DIFFERENTIABLE = ("a", "b")
 
 
@@ -43,7 +46,7 @@ def forward(a, b, backend=None):
     b = check_array(OP, "b", b, backend)
     dtype = check_same_dtype(OP, a=a, b=b)
     out_shape = broadcast_shape(OP, a, b)
-    if backend == "numpy":
+    if backend in NUMPY_BACKENDS:
         out = _forward_numpy(a, b)
     else:
         out = kernels.load(backend, OP).forward(a, b, out_shape)
@@ -53,7 +56,7 @@ def forward(a, b, backend=None):
 def backward(dout, cache):
     """``dout (out)`` -> ``(da (a.shape), db (b.shape))``."""
     dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
+    if cache.backend in NUMPY_BACKENDS:
         return _backward_numpy(dout, cache.a, cache.b)
     return kernels.load(cache.backend, OP).backward(dout, cache.a, cache.b)
 

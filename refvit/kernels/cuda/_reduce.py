@@ -11,14 +11,14 @@ accumulator, so there are no atomics and the result does not depend on schedulin
 are dropped and adjacent summed (or kept) axes merged first (:func:`reduction_plan`), so the
 loops are as few and as long as the shapes allow. Inputs may be
 NumPy or device arrays; results are device arrays. The shape bookkeeping on the host is shared
-with the ``cpu`` kernels (:mod:`refvit.kernels.cpu.mean`).
+with :mod:`refvit.kernels._shapes`.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import cuda
 
-from refvit.kernels.cpu.mean import broadcast_axes, broadcast_strides, reduced_shape, reduction_plan
+from refvit.kernels._shapes import broadcast_axes, broadcast_strides, reduced_shape, reduction_plan
 from refvit.kernels.cuda._device import empty, fill, grid_1d, to_device
 
 __all__ = ["broadcast_strides", "flat_offset", "int_array", "sum_over_axes", "sum_to_shape"]

@@ -8,7 +8,7 @@ import math
 
 from numba import cuda
 
-from refvit.kernels.cpu.mean import reduced_shape
+from refvit.kernels._shapes import reduced_shape
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
 from refvit.kernels.cuda._reduce import broadcast_strides, flat_offset, int_array, sum_over_axes
 
