@@ -79,9 +79,9 @@ def backward(dout, cache):
 
 def example(rng):
     """Small float64 inputs for ``refvit check``: ``(args, kwargs)``."""
-    q, k, v = (rng.standard_normal((1, 2, 7, 6, 3)) for _ in range(3))
-    rpb = rng.standard_normal((2, 5, 3))
-    return (q, k, v, (3, 1)), {"dilation": (2, 1), "rpb": rpb}
+    q, k, v = (rng.standard_normal((1, 1, 5, 6, 2)) for _ in range(3))
+    rpb = rng.standard_normal((1, 5, 5))
+    return (q, k, v, 3), {"dilation": (1, 2), "stride": (2, 1), "rpb": rpb}
 
 
 class _Neighbourhood(NamedTuple):

@@ -40,6 +40,11 @@ def test_gradcheck_without_bias_and_with_explicit_scale(rng):
     assert ops.na1d.backward(np.ones_like(q), cache)[3] is None
 
 
+def test_example_passes_gradcheck():
+    args, kwargs = ops.na1d.example(np.random.default_rng(0))
+    gradcheck(ops.na1d, args, kwargs)
+
+
 @st.composite
 def configs_1d(draw):
     """A valid 1-D configuration: length, kernel, dilation, stride, causal flag."""

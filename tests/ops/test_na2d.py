@@ -42,6 +42,11 @@ def test_gradcheck_without_bias(rng):
     assert ops.na2d.backward(np.ones_like(q), cache)[3] is None
 
 
+def test_example_passes_gradcheck():
+    args, kwargs = ops.na2d.example(np.random.default_rng(0))
+    gradcheck(ops.na2d, args, kwargs)
+
+
 @st.composite
 def axis_configs(draw):
     kernel_size = draw(st.sampled_from([1, 3]))

@@ -61,9 +61,22 @@ def _dots(query, rows, first, step, count, products):
         products[t + 2] = s2
         products[t + 3] = s3
         t += 4
-    while t < count:
+    if count - t >= 2:
+        k0 = rows[first + step * t]
+        k1 = rows[first + step * (t + 1)]
+        k2 = rows[first + step * (t + count - t - 1)]  # the third key, or k1 again when two are left
+        s0 = query[0] * k0[0]
+        s1 = query[0] * k1[0]
+        s2 = query[0] * k2[0]
+        for c in range(1, query.shape[0]):
+            s0 += query[c] * k0[c]
+            s1 += query[c] * k1[c]
+            s2 += query[c] * k2[c]
+        products[t] = s0
+        products[t + 1] = s1
+        products[count - 1] = s2
+    elif count - t == 1:
         products[t] = _dot(query, rows[first + step * t])
-        t += 1
 
 
 @njit(cache=True)
