@@ -87,9 +87,11 @@ def test_cuda_answers_device_arrays_in_kind(rng):
         assert all(g is None or not isinstance(g, np.ndarray) for g in grads)
 
 
-@given(config=conv_configs(max_groups=1), seed=seeds(), layout=layouts())
-def test_cpu_accepts_any_layout(config, seed, layout):
+@given(config=conv_configs(max_groups=1), seed=seeds(), layout=layouts(), depthwise=st.booleans())
+def test_cpu_accepts_any_layout(config, seed, layout, depthwise):
     x_shape, w_shape, options = config
+    if depthwise:
+        w_shape, options = (x_shape[3], 1, *w_shape[2:]), {**options, "groups": x_shape[3]}
     x = random_array(x_shape, seed, layout=layout)
     weight = random_array(w_shape, seed + 1, layout=layout)
     expected, _ = ops.conv2d.forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), **options, backend="numpy")
