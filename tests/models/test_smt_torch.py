@@ -102,3 +102,16 @@ def test_smt_tiny_loads_a_torch_state_dict(rng):
     loaded = model.block3.state_dict()["1.attn.local_conv.weight"]
     assert_close(loaded, state["block3.1.attn.local_conv.weight"].numpy())
     assert int(model.block1[0].attn.bn.num_batches_tracked) == 7
+
+
+def test_bench_cases_torch_equivalent_matches_the_op():
+    from refvit import ops
+    from refvit.bench.cases_smt import CASES
+
+    for case in CASES:
+        args, kwargs = case.make(np.random.default_rng(0), np.float64)
+        expected, _ = ops.multiscale_dwconv.forward(*args, **kwargs, backend="numpy")
+        with torch.no_grad():
+            got = case.torch_forward(args, kwargs)().numpy().transpose(0, 2, 3, 1)
+        assert_close(got, expected, name=case.name)
+        assert case.flops(args, kwargs) > 0
