@@ -14,6 +14,9 @@ import sys
 COMMANDS = {
     "check": ("refvit.check", "gradient checks of every op on every available backend"),
     "bench": ("refvit.bench.runner", "time ops x backends, forward and backward"),
+    "train": ("refvit.train.commands.train", "train a model on digits, shapes or .npz images (no PyTorch)"),
+    "eval": ("refvit.train.commands.evaluate", "test accuracy of a checkpoint written by refvit train"),
+    "models": ("refvit.train.commands.models", "the registered models: parameters and input size"),
 }
 
 USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError)

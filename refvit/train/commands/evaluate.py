@@ -1,0 +1,54 @@
+"""``refvit eval``: the test accuracy of a checkpoint written by ``refvit train``.
+
+The model is rebuilt from the name and constructor arguments saved in the checkpoint, and
+the test images are normalised with the training split's mean and std saved with it.
+"""
+from __future__ import annotations
+
+COMMAND = "eval"
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint.npz written by refvit train")
+    parser.add_argument("--dataset", help="digits, shapes or a folder of .npz files (default: the training data set)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    parser.add_argument("--backend", default="cpu", help="numpy, cpu or cuda (default: cpu)")
+    parser.add_argument("--limit-batches", type=int, default=None, help="at most N test batches")
+
+
+def run_from_args(args):
+    from refvit.backend import BACKENDS
+    from refvit.data import DataLoader, Normalize, load_dataset
+    from refvit.train.checkpoint import load_checkpoint
+    from refvit.train.commands.common import build_model, check_model_name, check_number
+    from refvit.train.loop import evaluate
+
+    check_number(COMMAND, "--batch-size", args.batch_size, 1, integer=True)
+    if args.limit_batches is not None:
+        check_number(COMMAND, "--limit-batches", args.limit_batches, 1, integer=True)
+    if args.backend not in BACKENDS:
+        raise ValueError(f"{COMMAND}: '--backend' must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
+    state = load_checkpoint(args.checkpoint)
+    try:
+        name, info = state["run"]["model"], state["info"]
+        model_kwargs = info["model_kwargs"]
+        mean, std = info["mean"], info["std"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{COMMAND}: {args.checkpoint} was not written by refvit train (no model or data "
+                         f"settings in it)") from None
+    check_model_name(COMMAND, name)
+    model = build_model(name, **model_kwargs)
+    model.load_state_dict(state["model"])
+    dataset_name = args.dataset or info["dataset"]
+    img_size = model_kwargs["img_size"]
+    named = dataset_name in ("digits", "shapes")
+    dataset = load_dataset(dataset_name, size=img_size if isinstance(img_size, int) else img_size[0]) if named \
+        else load_dataset(dataset_name)
+    if dataset.test_images.shape[-1] != len(mean):
+        raise ValueError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; {dataset_name} has "
+                         f"{dataset.test_images.shape[-1]}")
+    loader = DataLoader(dataset.test_images, dataset.test_labels, args.batch_size, augment=Normalize(mean, std))
+    loss, accuracy, images = evaluate(model, loader, backend=args.backend, limit_batches=args.limit_batches)
+    print(f"{name} (epoch {state['epoch']}) on {dataset_name}: test accuracy {100 * accuracy:.2f}% "
+          f"({images} images), loss {loss:.4f}")
+    return 0

@@ -1,0 +1,211 @@
+"""``fit``: train a model, evaluate it every epoch, checkpoint it, and resume it exactly.
+
+One training step is the textbook one, with every gradient coming from the ops' own
+hand-written backward passes through the tape::
+
+    logits = model(images)                                   # Tensor (B, K)
+    loss = F.cross_entropy(logits, labels, label_smoothing)  # 0-d Tensor
+    loss.backward()                                          # fills Parameter.grad
+    clip_grad_norm_(...); optimizer.step(); schedule.step()
+
+After each epoch the model is evaluated on ``test_loader`` and ``OUT/checkpoint.npz`` is
+written atomically with everything the run needs to continue: the model's ``state_dict``,
+the optimiser and schedule state, the random streams (``refvit.nn.random`` for dropout and
+drop-path, the loader's shuffling, the augmentation) and the per-epoch history. A run
+started again with ``resume=True`` continues after the last finished epoch and ends with
+the same weights as a run that was never stopped (bit-identical on the ``numpy`` backend).
+``OUT/metrics.json`` and ``OUT/log.csv`` are rewritten after every epoch.
+
+A loss that is not finite stops the run with :class:`NonFiniteLossError`; the checkpoint
+of the last finished epoch is left untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+
+import numpy as np
+
+from refvit import functional as F
+from refvit.autograd import no_grad
+from refvit.backend import use_backend
+from refvit.nn import random as nn_random
+from refvit.optim import clip_grad_norm_
+from refvit.train.checkpoint import load_checkpoint, save_checkpoint
+from refvit.train.metrics import RunningMean, count_correct, summarise, write_log, write_metrics
+from refvit.train.progress import ProgressBar
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became nan or infinite."""
+
+
+def _host(array):
+    return array.copy_to_host() if hasattr(array, "copy_to_host") else np.asarray(array)
+
+
+def _backend_context(backend):
+    return use_backend(backend) if backend is not None else contextlib.nullcontext()
+
+
+def _batches(loader, limit):
+    count = len(loader) if limit is None else min(len(loader), limit)
+    return count
+
+
+def evaluate(model, loader, backend=None, limit_batches=None):
+    """``(mean loss, accuracy, images)`` of ``model`` (in eval mode, no tape) over ``loader``."""
+    was_training = model.training
+    model.eval()
+    loss, correct, seen = RunningMean(), 0, 0
+    count = _batches(loader, limit_batches)
+    try:
+        with _backend_context(backend), no_grad():
+            for number, (images, labels) in enumerate(loader):
+                if number >= count:
+                    break
+                logits = _host(model(images).data)
+                loss.add(float(_host(F.cross_entropy(logits, labels).data)), len(labels))
+                correct += count_correct(logits, labels)
+                seen += len(labels)
+    finally:
+        model.train(was_training)
+    return loss.value, (correct / seen if seen else float("nan")), seen
+
+
+def _train_epoch(model, loader, optimizer, schedule, count, clip, label_smoothing, bar, stop_note):
+    model.train()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    loss_mean, correct, seen = RunningMean(), 0, 0
+    start = time.perf_counter()
+    for number, (images, labels) in enumerate(loader):
+        if number >= count:
+            break
+        model.zero_grad()
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        value = float(_host(loss.data))
+        if not math.isfinite(value):
+            epoch, kept = stop_note
+            raise NonFiniteLossError(f"fit: the training loss is {value} at epoch {epoch}, batch {number + 1}; "
+                                     f"training stopped and {kept} (try a lower learning rate or gradient clipping)")
+        loss.backward()
+        if clip is not None:
+            clip_grad_norm_(parameters, clip)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        loss_mean.add(value, len(labels))
+        correct += count_correct(_host(logits.data), labels)
+        seen += len(labels)
+        bar.update(len(labels), loss_mean.value, correct / seen)
+    bar.close()
+    return loss_mean.value, correct / max(seen, 1), seen, time.perf_counter() - start
+
+
+def _training_state(model, optimizer, schedule, train_loader, epoch, history, run, info):
+    return {
+        "epoch": epoch,
+        "run": run,
+        "info": info,
+        "model": {key: np.array(_host(value), copy=True) for key, value in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "schedule": None if schedule is None else schedule.state_dict(),
+        "random": {"nn": nn_random.get_state(), "train_loader": train_loader.state_dict()},
+        "history": history,
+    }
+
+
+def _restore(path, model, optimizer, schedule, train_loader, run):
+    state = load_checkpoint(path)
+    changed = [f"{key}={state['run'].get(key)!r} (now {value!r})" for key, value in run.items()
+               if state["run"].get(key) != value]
+    if changed:
+        raise ValueError(f"fit: 'resume' needs the settings the checkpoint {path} was made with; it has "
+                         f"{', '.join(changed)}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if schedule is not None and state["schedule"] is not None:
+        schedule.load_state_dict(state["schedule"])
+    nn_random.set_state(state["random"]["nn"])
+    train_loader.load_state_dict(state["random"]["train_loader"])
+    return state["epoch"], list(state["history"])
+
+
+def _json_ready(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fit(model, train_loader, test_loader, optimizer, schedule=None, epochs=1, out_dir="runs/run", backend=None,
+        resume=False, limit_batches=None, clip_grad_norm=None, label_smoothing=0.0, model_name=None, info=None,
+        progress=True, stream=None):
+    """Train ``model`` for ``epochs`` epochs; return the ``metrics.json`` dict.
+
+    * ``train_loader``/``test_loader``: :class:`refvit.data.DataLoader` (the first shuffles).
+    * ``optimizer``, ``schedule``: from :mod:`refvit.optim` (the schedule is stepped per batch).
+    * ``backend``: the ops' backend for the run (``None``: the current default).
+    * ``limit_batches``: at most this many training and test batches per epoch (quick runs).
+    * ``info``: a dict of facts saved with the checkpoint and in ``metrics.json`` (the data
+      set, its normalisation, the model's constructor arguments, ...).
+    * ``resume``: continue from ``OUT/checkpoint.npz``; without it an existing checkpoint
+      there is an error rather than something silently overwritten.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fit: 'epochs' must be an integer >= 1; got {epochs!r}")
+    if limit_batches is not None and (isinstance(limit_batches, bool) or not isinstance(limit_batches, int)
+                                      or limit_batches < 1):
+        raise ValueError(f"fit: 'limit_batches' must be an integer >= 1 or None; got {limit_batches!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, CHECKPOINT_NAME)
+    train_batches = _batches(train_loader, limit_batches)
+    run = {"model": model_name or type(model).__name__, "epochs": epochs, "batches_per_epoch": train_batches,
+           "batch_size": train_loader.batch_size}
+    info = dict(info or {})
+    facts = {"model": run["model"], "backend": backend, "batch_size": train_loader.batch_size,
+             "parameters": int(sum(p.size for p in model.parameters())), "epochs_planned": epochs,
+             **_json_ready(info)}
+    start_epoch, history = 0, []
+    if resume:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"fit: 'resume' needs a checkpoint; {path} does not exist")
+        start_epoch, history = _restore(path, model, optimizer, schedule, train_loader, run)
+    elif os.path.exists(path):
+        raise ValueError(f"fit: {path} exists; resume it (resume=True, --resume) or choose another output folder")
+    with _backend_context(backend):
+        for epoch in range(start_epoch, epochs):
+            epoch_start = time.perf_counter()
+            label = f"epoch {epoch + 1}/{epochs}"
+            bar = ProgressBar(train_batches, label, stream=stream, enabled=progress)
+            lr = float(optimizer.param_groups[0]["lr"])
+            kept = (f"the checkpoint after epoch {epoch} is kept in {path}" if os.path.isfile(path)
+                    else "no checkpoint was written yet")
+            train_loss, train_accuracy, train_images, train_seconds = _train_epoch(
+                model, train_loader, optimizer, schedule, train_batches, clip_grad_norm, label_smoothing, bar, (epoch + 1, kept))
+            test_loss, test_accuracy, _ = evaluate(model, test_loader, limit_batches=limit_batches)
+            history.append({
+                "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                "test_loss": test_loss, "test_accuracy": test_accuracy,
+                "images_per_second": train_images / train_seconds if train_seconds else 0.0,
+                "epoch_seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
+                "train_images": train_images,
+            })
+            save_checkpoint(path, _training_state(model, optimizer, schedule, train_loader, epoch + 1, history,
+                                                  run, info))
+            metrics = summarise(history, **facts)
+            write_metrics(out_dir, metrics)
+            write_log(out_dir, history)
+            row = history[-1]
+            bar.message(f"{label}: train loss {train_loss:.4f}  acc {100 * train_accuracy:.1f}%  |  test loss "
+                        f"{test_loss:.4f}  acc {100 * test_accuracy:.1f}%  |  {row['epoch_seconds']:.1f} s, "
+                        f"{row['images_per_second']:.0f} img/s")
+    return summarise(history, **facts)
