@@ -10,12 +10,12 @@ The window of an axis is given per query by ``first`` (first key), ``count`` (nu
 
 * forward: ``prange`` over (batch*head, query row); per query the logits, a softmax over the
   valid slots and the weighted sum of values. Writes only that query's ``out`` and ``attn``.
-* backward, queries: the same loop writes ``dlogits`` and ``dq`` of each query (gather).
+* backward, queries: the same loop writes ``dlogits`` and ``dq`` of each query (gather), and adds
+  ``dlogits`` into per-(map, query row) bias tables, summed over batch and rows afterwards.
 * backward, keys: ``prange`` over (batch*head, key row); each key gathers its ``dk`` and ``dv``
   from the queries whose window holds it, listed by the inverse tables of
   :func:`refvit.ops._neighborhood.inverse_windows` (per axis; 2-D is their product). No key is
   written by two threads, so there are no races and no atomics.
-* backward, bias: ``prange`` over (head, query row) into partial tables, summed afterwards.
 
 Inner loops run over the head dimension with the array's own dtype, so float32 stays float32.
 """
@@ -64,7 +64,7 @@ def _dots(query, rows, first, step, count, products):
     if count - t >= 2:
         k0 = rows[first + step * t]
         k1 = rows[first + step * (t + 1)]
-        k2 = rows[first + step * (t + count - t - 1)]  # the third key, or k1 again when two are left
+        k2 = rows[first + step * (count - 1)]  # the third key, or the second again when two are left
         s0 = query[0] * k0[0]
         s1 = query[0] * k1[0]
         s2 = query[0] * k2[0]
