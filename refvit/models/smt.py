@@ -118,9 +118,10 @@ def _init_weights(module):
 def rename_dw_conv(state_dict):
     """A copy of ``state_dict`` with ``attn.dw_conv.*`` renamed ``attn.local_conv.*``.
 
-    Released SMT checkpoints (and the official detection/segmentation backbones) name the
-    self-attention's depthwise 3x3 convolution ``local_conv``; one revision of the official
-    classification file calls it ``dw_conv``. Use this to load a ``state_dict`` of that revision.
+    The official detection/segmentation backbones (which load the classification checkpoints
+    without renaming) and earlier revisions of the classification file name the self-attention's
+    depthwise 3x3 convolution ``local_conv``; a later revision calls it ``dw_conv``. Use this to
+    load a ``state_dict`` of that revision.
     """
     return {key.replace(".attn.dw_conv.", ".attn.local_conv."): value for key, value in state_dict.items()}
 

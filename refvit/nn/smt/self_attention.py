@@ -14,9 +14,9 @@ On ``x (B, H, W, dim)``, ``N = H W`` tokens in row-major order, ``heads = sa_num
 .. math::  \text{out} = \bigl(\mathrm{Attn}(q, k, v) + \mathrm{DWConv}_{3\times 3}(v)\bigr) W_p^\top + b_p
 
 Parameters ``proj``, ``q``, ``kv``, ``local_conv`` as in the official ``Attention`` with
-``ca_attention=0`` (released checkpoints and the detection/segmentation backbones name the 3x3
-convolution ``local_conv``; one revision of the classification file calls it ``dw_conv``, see
-:func:`refvit.models.smt.rename_dw_conv`).
+``ca_attention=0`` (the detection/segmentation backbones, which load the classification
+checkpoints as they are, name the 3x3 convolution ``local_conv``; a later revision of the
+classification file calls it ``dw_conv``, see :func:`refvit.models.smt.rename_dw_conv`).
 """
 from __future__ import annotations
 
