@@ -48,10 +48,11 @@ def relative_position_index(height, width):
     return index
 
 
-def attention2d(x, sd, prefix, dim_head=32):
+def attention2d(x, sd, prefix):
     batch, _, height, width = x.shape
     table = sd[prefix + "rel_pos.relative_position_bias_table"]
     heads, tokens = table.shape[1], height * width
+    dim_head = sd[prefix + "qkv.weight"].shape[0] // (3 * heads)
     q, k, v = conv(x, sd, prefix + "qkv.").view(batch, heads, 3 * dim_head, tokens).chunk(3, dim=2)
     logits = (q * dim_head ** -0.5).transpose(-2, -1) @ k
     bias = table[relative_position_index(height, width)].view(tokens, tokens, heads).permute(2, 0, 1)

@@ -9,7 +9,7 @@ from refvit.nn.coatnet import (
     Attention2d, Downsample2d, MbConvBlock, RelPosBias, SqueezeExcite, TransformerBlock2d, make_divisible,
 )
 from refvit.ops.relative_position_bias import relative_position_index
-from refvit.testing import assert_close, numerical_vjp
+from refvit.testing import assert_close, numerical_vjp, relative_error
 
 RTOL, ATOL = 1e-9, 1e-10
 
@@ -110,3 +110,139 @@ def test_nano_forward_backward_on_digits_shape():
     logits.backward(np.ones((2, 10), np.float32))
     assert x.grad.shape == x.shape
     assert all(p.grad is not None and np.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- gradients against central differences
+def parameter_vjp_errors(module, x, names, rng):
+    """Relative errors of Tensor.backward against numerical_vjp for ``x`` and the named parameters.
+
+    The module runs on the ``numpy`` backend: the op references, fast on these tiny arrays."""
+    module.to("numpy")
+    parameters = dict(module.named_parameters())
+    originals = [parameters[name].data.copy() for name in names]
+
+    def forward(x_values, *values):
+        for name, value in zip(names, values):
+            parameters[name].data[...] = value
+        return module(x_values).data
+
+    x_tensor = Tensor(x.copy(), requires_grad=True)
+    module.zero_grad()
+    out = module(x_tensor)
+    upstream = rng.standard_normal(out.shape)
+    out.backward(upstream)
+    analytic = [x_tensor.grad] + [parameters[name].grad for name in names]
+    numeric = numerical_vjp(forward, [x] + originals, upstream)
+    for name, value in zip(names, originals):
+        parameters[name].data[...] = value
+    return {label: relative_error(a, n) for label, a, n in zip(["x"] + list(names), analytic, numeric)}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mbconv_gradients_match_central_differences(training, stride, rng):
+    block = MbConvBlock(4 if stride == 1 else 2, 4, stride=stride, dtype=np.float64).train(training)
+    for name, value in block.state_dict().items():
+        if name.endswith("running_var"):
+            value[...] = rng.uniform(0.5, 1.5, value.shape)
+        elif not name.endswith("num_batches_tracked"):
+            value[...] += 0.3 * rng.standard_normal(value.shape)
+    x = rng.standard_normal((2, 4, 4, block.in_chs))
+    names = ["pre_norm.weight", "norm2.bias", "conv2_kxk.weight", "se.fc1.weight", "se.fc2.bias", "conv3_1x1.bias"]
+    errors = parameter_vjp_errors(block, x, names, rng)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_transformer_block_gradients_match_central_differences(rng):
+    block = TransformerBlock2d(8, 16, (2, 2), stride=2, dim_head=8, dtype=np.float64)
+    block.attn.rel_pos.relative_position_bias_table.data[...] = rng.standard_normal((9, 2))
+    x = rng.standard_normal((1, 4, 4, 8))
+    names = ["norm1.norm.weight", "attn.rel_pos.relative_position_bias_table", "attn.proj.bias", "mlp.fc1.bias"]
+    errors = parameter_vjp_errors(block, x, names, rng)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_nano_gradients_match_central_differences(rng):
+    """A few input elements and parameter entries of the whole nano model, eval mode, float64."""
+    model = create_model("coatnet_nano", dtype=np.float64).eval().to("numpy")
+    parameters = dict(model.named_parameters())
+    x = rng.random((2, 32, 32, 3))
+    picks = [("stem.conv1.weight", (3, 1, 2, 0)), ("stages.0.blocks.0.conv2_kxk.weight", (7, 0, 1, 1)),
+             ("stages.1.blocks.1.se.fc2.bias", (5,)), ("stages.2.blocks.0.attn.rel_pos.relative_position_bias_table",
+                                                        (4, 1)),
+             ("stages.2.blocks.1.attn.qkv.weight", (40, 3, 0, 0)), ("stages.3.blocks.0.mlp.fc1.weight", (9, 2, 0, 0)),
+             ("head.pre_logits.fc.bias", (11,)), ("head.fc.weight", (3, 17))]
+    inputs = [(0, 5, 7, 1), (1, 20, 3, 0)]
+
+    def write(values):
+        for (name, index), value in zip(picks, values[len(inputs):]):
+            parameters[name].data[index] = value
+        x_values = x.copy()
+        for index, value in zip(inputs, values[:len(inputs)]):
+            x_values[index] = value
+        return x_values
+
+    start = np.array([x[i] for i in inputs] + [parameters[name].data[i] for name, i in picks])
+    x_tensor = Tensor(write(start), requires_grad=True)
+    logits = model(x_tensor)
+    upstream = rng.standard_normal(logits.shape)
+    logits.backward(upstream)
+    analytic = np.array([x_tensor.grad[i] for i in inputs] + [parameters[name].grad[i] for name, i in picks])
+    (numeric,) = numerical_vjp(lambda values: model(write(values)).data, [start], upstream)
+    write(start)
+    assert relative_error(analytic, numeric) < 1e-6, (analytic, numeric)
+
+
+# ---------------------------------------------------------------- properties and bad input
+def test_mbconv_stride_one_keeps_shape_and_se_gate_lies_in_unit_interval(rng):
+    block = MbConvBlock(16, 16, dtype=np.float64).eval()
+    x = 3.0 * rng.standard_normal((2, 5, 7, 16))
+    assert block(x).shape == x.shape
+    hidden = block.norm2(block.conv2_kxk(block.norm1(block.conv1_1x1(block.pre_norm(x)))))
+    gate = block.se.gate_values(hidden).data
+    assert gate.shape == (2, 1, 1, block.mid_chs) and (gate > 0).all() and (gate < 1).all()
+    assert_close(block.se(hidden).data, hidden.data * gate)
+    assert MbConvBlock(16, 24, stride=2)(rng.random((1, 6, 4, 16)).astype(np.float32)).shape == (1, 3, 2, 24)
+
+
+def test_relative_attention_with_zero_table_is_plain_attention(rng):
+    with_table = Attention2d(16, dim_head=8, window_size=(3, 2), dtype=np.float64)
+    plain = Attention2d(16, dim_head=8, dtype=np.float64)
+    with_table.rel_pos.relative_position_bias_table.data[...] = 0.0
+    plain.load_state_dict({k: v for k, v in with_table.state_dict().items() if "rel_pos" not in k})
+    x = rng.standard_normal((2, 3, 2, 16))
+    assert_close(with_table(x).data, plain(x).data)
+
+
+def test_drop_path_is_random_in_training_only(rng):
+    block = MbConvBlock(8, 8, drop_path=0.5, dtype=np.float64)
+    x = rng.standard_normal((16, 3, 3, 8))
+    nn.random.seed(3)
+    trained = block(x).data
+    dropped = [np.allclose(trained[b], block.shortcut(x)[b]) for b in range(16)]
+    assert 0 < sum(dropped) < 16
+    block.eval()
+    assert_close(block(x).data, block(x).data)
+
+
+def test_bad_arguments_raise_named_errors(rng):
+    with pytest.raises(ValueError, match="MbConvBlock: 'out_chs' must equal in_chs"):
+        MbConvBlock(8, 16, stride=1)
+    with pytest.raises(ValueError, match="MbConvBlock: 'stride'"):
+        MbConvBlock(8, 16, stride=3)
+    with pytest.raises(ValueError, match="MbConvBlock: 'x' must have an even height and width"):
+        MbConvBlock(8, 16, stride=2)(rng.random((1, 5, 6, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="TransformerBlock2d: 'dim_out'"):
+        TransformerBlock2d(32, 64, (2, 2), stride=1)
+    with pytest.raises(ValueError, match="Attention2d: 'dim_out' must be a multiple of dim_head"):
+        Attention2d(48, 48, dim_head=32)
+    with pytest.raises(ValueError, match="Attention2d: 'attn_drop'"):
+        Attention2d(32, attn_drop=0.1)
+    with pytest.raises(ValueError, match="Downsample2d: 'pool_type'"):
+        Downsample2d(8, 8, pool_type="avg")
+    with pytest.raises(ValueError, match=r"Attention2d: 'x' must be a \(B, 3, 3, C\) map"):
+        Attention2d(32, window_size=(3, 3))(rng.random((1, 4, 4, 32)).astype(np.float32))
+    with pytest.raises(ValueError, match="CoAtNet: 'img_size'"):
+        CoAtNet(COATNET_NANO, img_size=0)
+    assert RelPosBias(3, 2).relative_position_bias_table.shape == (25, 2)
+    assert SqueezeExcite(8, 2).fc1.weight.shape == (2, 8, 1, 1)

@@ -68,6 +68,9 @@ class MbConvBlock(Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else Identity()
 
     def forward(self, x):
+        if self.stride == 2 and (x.shape[1] % 2 or x.shape[2] % 2):
+            raise ValueError(f"MbConvBlock: 'x' must have an even height and width when stride is 2 (the pooled "
+                             f"shortcut and the strided convolution must agree); got shape {tuple(x.shape)}")
         shortcut = self.shortcut(x)
         x = self.down(self.pre_norm(x))
         x = self.norm1(self.conv1_1x1(x))
