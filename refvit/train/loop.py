@@ -22,6 +22,7 @@ of the last finished epoch is left untouched.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -52,9 +53,9 @@ def _backend_context(backend):
     return use_backend(backend) if backend is not None else contextlib.nullcontext()
 
 
-def _batches(loader, limit):
-    count = len(loader) if limit is None else min(len(loader), limit)
-    return count
+def _batch_count(loader, limit):
+    """Batches used per epoch: all of the loader's, or at most ``limit``."""
+    return len(loader) if limit is None else min(len(loader), limit)
 
 
 def evaluate(model, loader, backend=None, limit_batches=None):
@@ -62,12 +63,10 @@ def evaluate(model, loader, backend=None, limit_batches=None):
     was_training = model.training
     model.eval()
     loss, correct, seen = RunningMean(), 0, 0
-    count = _batches(loader, limit_batches)
+    count = _batch_count(loader, limit_batches)
     try:
         with _backend_context(backend), no_grad():
-            for number, (images, labels) in enumerate(loader):
-                if number >= count:
-                    break
+            for images, labels in itertools.islice(loader, count):
                 logits = _host(model(images).data)
                 loss.add(float(_host(F.cross_entropy(logits, labels).data)), len(labels))
                 correct += count_correct(logits, labels)
@@ -82,9 +81,7 @@ def _train_epoch(model, loader, optimizer, schedule, count, clip, label_smoothin
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     loss_mean, correct, seen = RunningMean(), 0, 0
     start = time.perf_counter()
-    for number, (images, labels) in enumerate(loader):
-        if number >= count:
-            break
+    for number, (images, labels) in enumerate(itertools.islice(loader, count)):  # islice: no extra batch drawn
         model.zero_grad()
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -167,7 +164,7 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, epochs=1, ou
         raise ValueError(f"fit: 'limit_batches' must be an integer >= 1 or None; got {limit_batches!r}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, CHECKPOINT_NAME)
-    train_batches = _batches(train_loader, limit_batches)
+    train_batches = _batch_count(train_loader, limit_batches)
     run = {"model": model_name or type(model).__name__, "epochs": epochs, "batches_per_epoch": train_batches,
            "batch_size": train_loader.batch_size}
     info = dict(info or {})
