@@ -115,15 +115,15 @@ def _init_weights(module):
             init.zeros_(module.bias)
 
 
-def rename_local_conv(state_dict):
-    """A copy of ``state_dict`` with ``attn.local_conv.*`` renamed ``attn.dw_conv.*``.
+def rename_dw_conv(state_dict):
+    """A copy of ``state_dict`` with ``attn.dw_conv.*`` renamed ``attn.local_conv.*``.
 
-    The current official ``models/smt.py`` (and its detection backbone) name the self-attention's
-    depthwise 3x3 convolution ``dw_conv``, as refvit does; the first published revision (and the
-    segmentation backbone) called it ``local_conv``. Use this to load a ``state_dict`` saved with
+    refvit names the self-attention's depthwise 3x3 convolution ``local_conv``, as the official
+    ``models/smt.py`` classification code and its segmentation backbone do; a later revision (and
+    its detection backbone) renamed it ``dw_conv``. Use this to load a ``state_dict`` saved with
     that revision. The modulation's ``local_conv_{i}`` keys are left alone.
     """
-    return {key.replace(".attn.local_conv.", ".attn.dw_conv."): value for key, value in state_dict.items()}
+    return {key.replace(".attn.dw_conv.", ".attn.local_conv."): value for key, value in state_dict.items()}
 
 
 @register_model("smt", 224, "SMT-T: dims 64/128/256/512, depths 2/2/8/1, 11.5M parameters")

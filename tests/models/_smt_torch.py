@@ -55,7 +55,7 @@ def self_attention(sd, p, x, height, width, heads):
     k, v = kv[0], kv[1]
     attn = ((q @ k.transpose(-2, -1)) * head_dim ** -0.5).softmax(dim=-1)
     v_map = v.transpose(1, 2).reshape(batch, tokens, channels).transpose(1, 2).reshape(batch, channels, height, width)
-    local = _conv(sd, f"{p}dw_conv", v_map, padding=1, groups=channels).reshape(batch, channels, tokens)
+    local = _conv(sd, f"{p}local_conv", v_map, padding=1, groups=channels).reshape(batch, channels, tokens)
     out = (attn @ v).transpose(1, 2).reshape(batch, tokens, channels) + local.transpose(1, 2)
     return _linear(sd, f"{p}proj", out)
 

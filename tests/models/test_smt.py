@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from refvit import nn
 from refvit.autograd import Tensor, no_grad
 from refvit.models import create_model, list_models, model_info
-from refvit.models.smt import SMT, block_uses_modulation, rename_local_conv
+from refvit.models.smt import SMT, block_uses_modulation, rename_dw_conv
 from refvit.nn.smt import (
     ConvSelfAttention, ConvStem, DWConvMlp, OverlapPatchEmbed, ScaleAwareModulation, SMTBlock, regroup_heads,
     ungroup_heads,
@@ -63,7 +63,7 @@ def official_smt_keys(embed_dims, ca_heads, sa_heads, mlp_ratios, depths, ca_att
                 assert dim % sa_heads[i] == 0
                 linear(p + "attn.q", dim, dim)
                 linear(p + "attn.kv", dim, 2 * dim)
-                conv(p + "attn.dw_conv", dim, dim, 3, groups=dim)
+                conv(p + "attn.local_conv", dim, dim, 3, groups=dim)
             hidden = int(dim * mlp_ratios[i])
             linear(p + "mlp.fc1", dim, hidden)
             conv(p + "mlp.dwconv.dwconv", hidden, hidden, 3, groups=hidden)
@@ -104,9 +104,9 @@ def test_registry_and_mixed_stage_rule():
     assert not block_uses_modulation(3, 0, (1, 1, 1, 0)) and block_uses_modulation(1, 1, (1, 1, 1, 0))
 
 
-def test_rename_local_conv_maps_the_first_revision_names():
-    renamed = rename_local_conv({"block3.1.attn.local_conv.weight": 1, "block1.0.attn.local_conv_2.bias": 2})
-    assert renamed == {"block3.1.attn.dw_conv.weight": 1, "block1.0.attn.local_conv_2.bias": 2}
+def test_rename_dw_conv_maps_the_later_revision_names():
+    renamed = rename_dw_conv({"block3.1.attn.dw_conv.weight": 1, "block1.0.attn.local_conv_2.bias": 2})
+    assert renamed == {"block3.1.attn.local_conv.weight": 1, "block1.0.attn.local_conv_2.bias": 2}
 
 
 # ---- structure of the scale-aware modulation
@@ -222,7 +222,7 @@ def test_self_attention_block_gradients(rng):
         parameter.data += 0.1 * rng.standard_normal(parameter.shape)
     x = rng.standard_normal((2, 3, 2, 8))
     picks = {"input": np.arange(0, x.size, 2), "attn.q.weight": np.arange(0, 64, 3),
-             "attn.kv.weight": np.arange(0, 128, 4), "attn.dw_conv.weight": np.arange(72),
+             "attn.kv.weight": np.arange(0, 128, 4), "attn.local_conv.weight": np.arange(72),
              "mlp.dwconv.dwconv.weight": np.arange(0, 144, 3), "norm1.weight": np.arange(8)}
     selected_vjp_check(block, x, picks)
 

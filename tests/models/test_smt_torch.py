@@ -99,8 +99,8 @@ def test_smt_tiny_loads_a_torch_state_dict(rng):
     state = {key: torch.from_numpy(rng.standard_normal(value.shape).astype(np.float32))
              if value.dtype != np.int64 else torch.tensor(7) for key, value in model.state_dict().items()}
     model.load_state_dict(state)
-    loaded = model.block3.state_dict()["1.attn.dw_conv.weight"]
-    assert_close(loaded, state["block3.1.attn.dw_conv.weight"].numpy())
+    loaded = model.block3.state_dict()["1.attn.local_conv.weight"]
+    assert_close(loaded, state["block3.1.attn.local_conv.weight"].numpy())
     assert int(model.block1[0].attn.bn.num_batches_tracked) == 7
 
 

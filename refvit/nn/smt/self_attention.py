@@ -8,15 +8,15 @@ On ``x (B, H, W, dim)``, ``N = H W`` tokens in row-major order, ``heads = sa_num
 2. Global attention per head: ``softmax(scale q k^T) v`` (``ops.attention``), heads merged as
    channel ``h d + j``. ``scale = qk_scale`` when given, else ``d ** -0.5``.
 3. A depthwise 3x3 convolution (with bias, padding 1) of ``v`` with its heads merged, which is
-   the ``v`` half of ``kv`` read as a ``(B, H, W, dim)`` map, is added: ``dw_conv``.
+   the ``v`` half of ``kv`` read as a ``(B, H, W, dim)`` map, is added: ``local_conv``.
 4. ``proj`` Linear.
 
 .. math::  \text{out} = \bigl(\mathrm{Attn}(q, k, v) + \mathrm{DWConv}_{3\times 3}(v)\bigr) W_p^\top + b_p
 
-Parameters ``proj``, ``q``, ``kv``, ``dw_conv`` as in the official ``Attention`` with
-``ca_attention=0`` in the current ``models/smt.py`` (and the detection backbone of the same
-revision). The first published revision named the 3x3 convolution ``local_conv``; see
-:func:`refvit.models.smt.rename_local_conv` to load such a ``state_dict``.
+Parameters ``proj``, ``q``, ``kv``, ``local_conv`` as in the official ``Attention`` with
+``ca_attention=0`` in ``models/smt.py`` (the names the specification of this package fixes).
+A later revision of the official code names the 3x3 convolution ``dw_conv``; see
+:func:`refvit.models.smt.rename_dw_conv` to load such a ``state_dict``.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class ConvSelfAttention(Module):
         self.proj_drop = Dropout(proj_drop)
         self.q = Linear(dim, dim, bias=qkv_bias, dtype=dtype)
         self.kv = Linear(dim, 2 * dim, bias=qkv_bias, dtype=dtype)
-        self.dw_conv = Conv2d(dim, dim, 3, padding=1, groups=dim, dtype=dtype)
+        self.local_conv = Conv2d(dim, dim, 3, padding=1, groups=dim, dtype=dtype)
 
     def split_heads(self, tokens):
         """``(B, H, W, dim)`` -> ``(B, heads, N, d)``; channel ``h d + j`` goes to head ``h``."""
@@ -64,7 +64,7 @@ class ConvSelfAttention(Module):
         k_map, v_map = F.split(self.kv(x), [self.dim, self.dim], axis=3)
         attended = F.attention(q, self.split_heads(k_map), self.split_heads(v_map), scale=self.scale)
         attended = F.reshape(F.permute(attended, (0, 2, 1, 3)), (batch, height, width, self.dim))
-        return self.proj_drop(self.proj(attended + self.dw_conv(v_map)))
+        return self.proj_drop(self.proj(attended + self.local_conv(v_map)))
 
     def extra_repr(self):
         return f"dim={self.dim}, sa_num_heads={self.sa_num_heads}, scale={self.scale:g}"
