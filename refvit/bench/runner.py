@@ -36,9 +36,18 @@ def _to_device(args, kwargs):
     return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
 
 
+def resolve_op(op):
+    """An op module from its name in :mod:`refvit.ops`, or the op-like object itself."""
+    return getattr(ops, op) if isinstance(op, str) else op
+
+
+def op_name(op):
+    return op if isinstance(op, str) else getattr(op, "OP", getattr(op, "__name__", type(op).__name__))
+
+
 def time_op(case, backend, dtype, repeat, seed=0):
     """(forward seconds, forward+backward seconds) of ``case`` on ``backend``."""
-    op = getattr(ops, case.op)
+    op = resolve_op(case.op)
     rng = np.random.default_rng(seed)
     args, kwargs = case.make(rng, dtype)
     out, _ = op.forward(*args, **kwargs, backend="numpy" if backend == "cuda" else backend)
@@ -124,7 +133,7 @@ def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.f
             if case.flops:
                 args, kwargs = case.make(np.random.default_rng(0), dtype)
                 rate = case.flops(args, kwargs) / fwd / 1e9
-            row = dict(case=case.name, op=case.op, backend=backend, forward_ms=fwd * 1e3,
+            row = dict(case=case.name, op=op_name(case.op), backend=backend, forward_ms=fwd * 1e3,
                        forward_backward_ms=fwd_bwd * 1e3, speedup_vs_numpy=speedup, forward_gflops=rate)
             rows.append(row)
             print(f"{case.name:<44} {backend:<8} {fwd * 1e3:>11.3f} {fwd_bwd * 1e3:>11.3f} "

@@ -60,3 +60,21 @@ def test_python_dash_m_entry_point():
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "check" in capsys.readouterr().out
+
+
+def test_bench_accepts_an_op_like_object(capsys):
+    import types
+
+    from refvit import ops
+
+    wrapper = types.SimpleNamespace(OP="double_gelu", forward=ops.gelu.forward, backward=ops.gelu.backward)
+    case = BenchCase("wrapped gelu", wrapper, lambda rng, dt: ((rng.standard_normal((4, 8)).astype(dt),), {}),
+                     backends=("numpy", "cpu"))
+    from refvit.bench import runner
+
+    rows = []
+    for backend in ("numpy", "cpu"):
+        forward, both = runner.time_op(case, backend, np.float32, repeat=1)
+        rows.append((forward, both))
+    assert all(f > 0 and b > 0 for f, b in rows)
+    assert runner.op_name(wrapper) == "double_gelu" and runner.op_name("gelu") == "gelu"
