@@ -269,3 +269,19 @@ def test_receptive_field_example():
     assert na == layers * (kernel - 1) + 1
     assert alternating > na and alternating == 1 + (kernel - 1) * (1 + 2 + 1)
     assert exponential == kernel ** layers
+
+
+# ---------------------------------------------------------------- benchmark equivalent
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_bench_dense_masked_attention_equals_na2d(rng, dilation):
+    """The PyTorch side of the na2d benchmark (dense attention, -inf outside the window) is the same op."""
+    torch = pytest.importorskip("torch")
+    from refvit.bench.cases_dinat import _na2d_torch
+
+    q, k, v = (rng.standard_normal((1, 2, 9, 8, 4)) for _ in range(3))
+    kwargs = {"dilation": dilation, "rpb": rng.standard_normal((2, 5, 5))}
+    expected, _ = refvit.ops.na2d.forward(q, k, v, 3, backend="numpy", **kwargs)
+    with torch.no_grad():
+        got = _na2d_torch((q, k, v, 3), kwargs)().numpy()
+    assert_close(got, expected, name=f"dense masked attention, dilation {dilation}")
