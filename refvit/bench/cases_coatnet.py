@@ -106,7 +106,7 @@ CASES = [
               _relative_attention_torch, flops=_attention_flops, tags=("coatnet",)),
     BenchCase("relative attention CoAtNet-0 s4 (1,24,49,32)", "attention", _relative_attention_inputs(1, 24, 7),
               _relative_attention_torch, flops=_attention_flops, tags=("coatnet",)),
-    BenchCase("relative_position_bias 14x14 h12", "relative_position_bias", _table_inputs(14, 12), _table_torch,
+    BenchCase("relative_position_bias CoAtNet-0 s3 14x14 h12", "relative_position_bias", _table_inputs(14, 12), _table_torch,
               tags=("coatnet",)),
     BenchCase("MBConv CoAtNet-0 s2 (8,28,28,192)", "refvit.bench._coatnet_mbconv", _mbconv_inputs(8, 28, 192),
               _mbconv_torch, flops=_mbconv_flops, tags=("coatnet",)),
