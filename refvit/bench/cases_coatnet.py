@@ -6,14 +6,13 @@
   ``attn_mask`` (a float mask is added to the logits), what timm runs.
 * ``relative_position_bias`` alone at the stage-3 window (the gather and its scatter-add).
 * A stage-2 MBConv block (28x28, 192 channels, expanded to 768) forward and backward, through
-  the op-like wrapper :mod:`refvit.bench._coatnet_mbconv` (``op="refvit.bench._coatnet_mbconv"``,
-  a module path: the runner needs to import it by that path).
+  the op-like wrapper :mod:`refvit.bench._coatnet_mbconv` (the case's ``op`` is that module).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refvit.bench import BenchCase
+from refvit.bench import BenchCase, _coatnet_mbconv
 from refvit.ops import relative_position_bias
 
 
@@ -108,6 +107,6 @@ CASES = [
               _relative_attention_torch, flops=_attention_flops, tags=("coatnet",)),
     BenchCase("relative_position_bias CoAtNet-0 s3 14x14 h12", "relative_position_bias", _table_inputs(14, 12), _table_torch,
               tags=("coatnet",)),
-    BenchCase("MBConv CoAtNet-0 s2 (8,28,28,192)", "refvit.bench._coatnet_mbconv", _mbconv_inputs(8, 28, 192),
+    BenchCase("MBConv CoAtNet-0 s2 (8,28,28,192)", _coatnet_mbconv, _mbconv_inputs(8, 28, 192),
               _mbconv_torch, flops=_mbconv_flops, tags=("coatnet",)),
 ]
