@@ -4,11 +4,9 @@ import numpy as np
 import pytest
 
 import refvit
-from refvit import ops
 from refvit.autograd import Tensor
 from refvit.models import create_model, list_models, model_info
-from refvit.models.cswin import CSWinTransformer
-from refvit.nn.cswin import CSWinBlock, LePEAttention, MergeBlock, conv_embed
+from refvit.nn.cswin import CSWinBlock
 from refvit.testing import assert_close, numerical_vjp, relative_error
 
 TINY = dict(embed_dim=64, depth=(1, 2, 21, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16))
