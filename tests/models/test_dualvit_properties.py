@@ -152,3 +152,15 @@ def test_blocks_on_cuda_match_numpy(kind):
         assert_close(got, expected, name=name)
     for index, (got, expected) in enumerate(zip(grads_gpu[2], grads_ref[2])):
         assert_close(got, expected, name=f"dparameters[{index}]")
+
+
+def test_bench_case_torch_equivalent_matches_the_block():
+    pytest.importorskip("torch")
+    from refvit.bench.cases_dualvit import CASES, _block_inputs, _torch_block
+
+    assert CASES[0].op == block_op.OP
+    args, kwargs = _block_inputs(batch=2, side=3, dim=8, heads=2, mlp_ratio=2, tokens=3)(np.random.default_rng(0),
+                                                                                          np.float64)
+    (x_out, semantics_out), _ = block_op.forward(*args, **kwargs, backend="numpy")
+    expected = _torch_block(args, kwargs)().detach().numpy()
+    assert_close(np.concatenate([x_out, semantics_out], axis=1), expected, name="bench torch block")
