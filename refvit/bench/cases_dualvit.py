@@ -4,17 +4,11 @@ Pixel tokens ``(1, 56*56, 64)``, 64 semantic tokens, 2 heads, FFN ratio 8, throu
 wrapper :mod:`refvit.bench._dualvit_block` (``numpy`` and ``cpu`` backends; ``cuda`` on a real GPU).
 The PyTorch equivalent is the same block written with torch functional ops on the same parameters.
 
-The table runner looks cases up in :mod:`refvit.ops`, which has no such op, so this case is timed
-by ``python -m refvit.bench.cases_dualvit`` (same median-of-repeats timer).
+The case's ``op`` is that wrapper module: ``python -m refvit.bench --filter dualvit`` times it.
 """
 from __future__ import annotations
 
-import os
-import sys
-
-import numpy as np
-
-from refvit.bench import BenchCase
+from refvit.bench import BenchCase, _dualvit_block
 
 STAGE1 = dict(batch=1, side=56, dim=64, heads=2, mlp_ratio=8, tokens=64)
 
@@ -87,45 +81,7 @@ def _flops(args, kwargs):
 
 
 CASES = [
-    BenchCase("dualvit_block DualViT-S s1 (1,3136,64) m64", "dualvit_block", _block_inputs(**STAGE1), _torch_block,
+    BenchCase("dualvit_block DualViT-S s1 (1,3136,64) m64", _dualvit_block, _block_inputs(**STAGE1), _torch_block,
               flops=_flops, backends=("numpy", "cpu"), tags=("dualvit",)),
 ]
 
-
-def main(repeat=3, dtype=np.float32, out=sys.stdout):
-    """Time each case's forward and forward+backward on numpy, cpu and (when installed) torch."""
-    from refvit.bench import _dualvit_block as block_op
-    from refvit.bench.timing import measure
-
-    for case in CASES:
-        args, kwargs = case.make(np.random.default_rng(0), dtype)
-        (x_out, s_out), _ = block_op.forward(*args, **kwargs, backend="numpy")
-        upstream = (np.ones_like(x_out), np.ones_like(s_out))
-        for backend in case.backends:
-            def forward(backend=backend):
-                block_op.forward(*args, **kwargs, backend=backend)
-
-            def forward_backward(backend=backend):
-                block_op.backward(upstream, block_op.forward(*args, **kwargs, backend=backend)[1])
-
-            fwd, both = measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
-            print(f"{case.name:<44} {backend:<6} forward {fwd * 1e3:9.1f} ms  fwd+bwd {both * 1e3:9.1f} ms  "
-                  f"{case.flops(args, kwargs) / fwd / 1e9:6.2f} GFLOP/s", file=out)
-        try:
-            import torch
-        except ImportError:
-            continue
-        torch.set_num_threads(os.cpu_count() or 1)
-        run = case.torch_forward(args, kwargs)
-        grad = torch.ones(run().shape, dtype=run().dtype)
-
-        def torch_forward():
-            with torch.no_grad():
-                run()
-
-        fwd, both = measure(torch_forward, repeat=repeat), measure(lambda: run().backward(grad), repeat=repeat)
-        print(f"{case.name:<44} {'torch':<6} forward {fwd * 1e3:9.1f} ms  fwd+bwd {both * 1e3:9.1f} ms", file=out)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,6 @@ An independent second implementation: refvit's modules call ``ops.attention`` th
 this one writes each attention as ``softmax(q k^T * scale) v`` with torch ops and lets torch's
 autograd differentiate it. Used only by the DualViT tests (needs torch).
 """
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -226,7 +225,8 @@ class DualViT(nn.Module):
         for i in range(4):
             if i:
                 setattr(self, f"proxy_embed{i + 1}", SemanticEmbed(dims[i - 1], dims[i]))
-            setattr(self, f"patch_embed{i + 1}", Stem(3, stem_hidden, dims[0]) if i == 0 else DownSamples(dims[i - 1], dims[i]))
+            embed = Stem(3, stem_hidden, dims[0]) if i == 0 else DownSamples(dims[i - 1], dims[i])
+            setattr(self, f"patch_embed{i + 1}", embed)
             if i < 2:
                 blocks = [DualBlock(dims[i], heads[i], ratios[i], eps) for _ in range(depths[i])]
             else:

@@ -64,7 +64,8 @@ def official_shapes(num_classes, stem_hidden_dim, embed_dims, num_heads, mlp_rat
             _linear(shapes, block + "attn.kv", dim, 2 * dim)
             _linear(shapes, block + "attn.proj", dim, dim)
             _linear(shapes, block + "mlp.fc1", dim, hidden)
-            shapes[block + "mlp.dwconv.dwconv.weight"], shapes[block + "mlp.dwconv.dwconv.bias"] = (hidden, 1, 3, 3), (hidden,)
+            shapes[block + "mlp.dwconv.dwconv.weight"] = (hidden, 1, 3, 3)
+            shapes[block + "mlp.dwconv.dwconv.bias"] = (hidden,)
             _linear(shapes, block + "mlp.fc2", hidden, dim)
             if stage < 2:
                 attn = block + "attn."

@@ -158,7 +158,7 @@ def test_bench_case_torch_equivalent_matches_the_block():
     pytest.importorskip("torch")
     from refvit.bench.cases_dualvit import CASES, _block_inputs, _torch_block
 
-    assert CASES[0].op == block_op.OP
+    assert CASES[0].op is block_op
     args, kwargs = _block_inputs(batch=2, side=3, dim=8, heads=2, mlp_ratio=2, tokens=3)(np.random.default_rng(0),
                                                                                           np.float64)
     (x_out, semantics_out), _ = block_op.forward(*args, **kwargs, backend="numpy")
