@@ -238,13 +238,13 @@ def _torch_nano(seed, token_label=True):
     return theirs
 
 
-@pytest.mark.parametrize("token_label", [True, False])
-def test_nano_model_matches_torch(rng, token_label):
+@pytest.mark.parametrize("token_label, backend", [(True, "cpu"), (False, "numpy")])
+def test_nano_model_matches_torch(rng, token_label, backend):
     torch = pytest.importorskip("torch")
     from tests.models import dualvit_torch as ref
 
     theirs = _torch_nano(4, token_label)
-    ours = create_model("dualvit_nano", dtype=np.float64, token_label=token_label).eval()
+    ours = create_model("dualvit_nano", dtype=np.float64, token_label=token_label).eval().to(backend)
     ours.load_state_dict(ref.state_numpy(theirs.official_state_dict()))
     images = rng.standard_normal((2, 32, 32, 3))
     upstream = rng.standard_normal((2, 10))
@@ -267,7 +267,7 @@ def test_nano_model_matches_torch(rng, token_label):
 
 def test_nano_gradients_match_central_differences(rng):
     """Tensor.backward through the whole nano model against refvit.testing.numerical_vjp (float64)."""
-    model = create_model("dualvit_nano", dtype=np.float64).eval()
+    model = create_model("dualvit_nano", dtype=np.float64).eval().to("numpy")  # the reference path: many forwards
     for name, parameter in model.named_parameters():  # layer scales of 1e-6 would hide the blocks
         if "gamma" in name:
             parameter.data[...] = 0.5
