@@ -104,7 +104,7 @@ COATNET_NANO = CoAtNetConfig(embed_dim=(32, 64, 128, 192), depths=(1, 2, 2, 1), 
                              head_hidden_size=192)
 
 
-@register_model("coatnet", 224, "CoAtNet-0 (timm coatnet_0_224): 2-3-5-2 blocks, widths 96-768, 27M parameters")
+@register_model("coatnet", 224, "CoAtNet-0 (timm coatnet_0_224): 2-3-5-2 blocks, widths 96-768, 25M parameters")
 def coatnet_0(num_classes=1000, img_size=224, drop_rate=0.0, drop_path_rate=0.0, **kwargs):
     return CoAtNet(COATNET_0, img_size=img_size, num_classes=num_classes, drop_rate=drop_rate,
                    drop_path_rate=drop_path_rate, **kwargs)

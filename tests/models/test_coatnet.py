@@ -275,3 +275,20 @@ def test_bench_mbconv_wrapper_keeps_the_op_contract():
 
     args, kwargs = _coatnet_mbconv.example(np.random.default_rng(0))
     assert gradcheck(_coatnet_mbconv, args, kwargs)["x"] < 1e-6
+
+
+def test_pointwise_conv_equals_a_1x1_conv2d(rng):
+    from refvit.nn.coatnet import PointwiseConv2d
+
+    pointwise, conv = PointwiseConv2d(6, 4, dtype=np.float64), nn.Conv2d(6, 4, 1, dtype=np.float64)
+    conv.load_state_dict(pointwise.state_dict())
+    x, upstream = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((2, 3, 5, 4))
+    outputs = []
+    for module in (pointwise, conv):
+        x_tensor = Tensor(x, requires_grad=True)
+        out = module(x_tensor)
+        out.backward(upstream)
+        outputs.append([out.data, x_tensor.grad, module.weight.grad, module.bias.grad])
+    for ours, reference in zip(*outputs):
+        assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    assert outputs[0][2].shape == (4, 6, 1, 1)

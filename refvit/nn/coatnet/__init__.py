@@ -5,7 +5,8 @@
   :class:`Downsample2d` (its downsampling shortcut).
 * :class:`TransformerBlock2d`: :class:`Attention2d` (head-first ``qkv``, relative attention with
   :class:`RelPosBias`) and :class:`ConvMlp`.
-* :class:`CoAtNetStage`, :class:`NormMlpClassifierHead`.
+* :class:`CoAtNetStage`, :class:`NormMlpClassifierHead`; :class:`PointwiseConv2d` (a 1x1
+  ``Conv2d`` computed by ``ops.linear``) for every 1x1 convolution.
 
 The models themselves are in :mod:`refvit.models.coatnet`; see ``docs/models/coatnet.md``.
 """
@@ -15,6 +16,7 @@ from refvit.nn.coatnet.downsample import Downsample2d
 from refvit.nn.coatnet.head import NormMlpClassifierHead
 from refvit.nn.coatnet.mbconv import MbConvBlock, make_divisible
 from refvit.nn.coatnet.norm_act import BatchNormAct2d
+from refvit.nn.coatnet.pointwise import PointwiseConv2d
 from refvit.nn.coatnet.rel_pos import RelPosBias
 from refvit.nn.coatnet.squeeze_excite import SqueezeExcite
 from refvit.nn.coatnet.stage import CoAtNetStage
@@ -24,6 +26,6 @@ from refvit.nn.coatnet.weight_init import init_conv_weights, init_transformer_we
 
 __all__ = [
     "Attention2d", "BatchNormAct2d", "CoAtNetStage", "CoAtNetStem", "ConvMlp", "Downsample2d", "MbConvBlock",
-    "NormMlpClassifierHead", "RelPosBias", "SqueezeExcite", "TransformerBlock2d", "init_conv_weights",
+    "NormMlpClassifierHead", "PointwiseConv2d", "RelPosBias", "SqueezeExcite", "TransformerBlock2d", "init_conv_weights",
     "init_transformer_weights", "make_divisible",
 ]
