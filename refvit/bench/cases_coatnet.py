@@ -77,7 +77,8 @@ def _mbconv_torch(args, kwargs):
 
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(True)
     w1, w2, w3, b3 = leaf(mid, channels, 1, 1), leaf(mid, 1, 3, 3), leaf(channels, mid, 1, 1), leaf(channels)
-    se1, se1b, se2, se2b = leaf(channels // 4, mid, 1, 1), leaf(channels // 4), leaf(mid, channels // 4, 1, 1), leaf(mid)
+    squeeze = channels // 4
+    se1, se1b, se2, se2b = leaf(squeeze, mid, 1, 1), leaf(squeeze), leaf(mid, squeeze, 1, 1), leaf(mid)
     norms = [(torch.zeros(n, dtype=x.dtype), torch.ones(n, dtype=x.dtype), leaf(n), leaf(n)) for n in
              (channels, mid, mid)]
 
@@ -105,8 +106,8 @@ CASES = [
               _relative_attention_torch, flops=_attention_flops, tags=("coatnet",)),
     BenchCase("relative attention CoAtNet-0 s4 (1,24,49,32)", "attention", _relative_attention_inputs(1, 24, 7),
               _relative_attention_torch, flops=_attention_flops, tags=("coatnet",)),
-    BenchCase("relative_position_bias CoAtNet-0 s3 14x14 h12", "relative_position_bias", _table_inputs(14, 12), _table_torch,
-              tags=("coatnet",)),
+    BenchCase("relative_position_bias CoAtNet-0 s3 14x14 h12", "relative_position_bias", _table_inputs(14, 12),
+              _table_torch, tags=("coatnet",)),
     BenchCase("MBConv CoAtNet-0 s2 (8,28,28,192)", _coatnet_mbconv, _mbconv_inputs(8, 28, 192),
               _mbconv_torch, flops=_mbconv_flops, tags=("coatnet",)),
 ]

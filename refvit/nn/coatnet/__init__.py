@@ -26,6 +26,6 @@ from refvit.nn.coatnet.weight_init import init_conv_weights, init_transformer_we
 
 __all__ = [
     "Attention2d", "BatchNormAct2d", "CoAtNetStage", "CoAtNetStem", "ConvMlp", "Downsample2d", "MbConvBlock",
-    "NormMlpClassifierHead", "PointwiseConv2d", "RelPosBias", "SqueezeExcite", "TransformerBlock2d", "init_conv_weights",
-    "init_transformer_weights", "make_divisible",
+    "NormMlpClassifierHead", "PointwiseConv2d", "RelPosBias", "SqueezeExcite", "TransformerBlock2d",
+    "init_conv_weights", "init_transformer_weights", "make_divisible",
 ]

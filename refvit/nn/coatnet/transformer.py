@@ -3,8 +3,8 @@ r"""``TransformerBlock2d``: CoAtNet's pre-norm relative-attention block on a 2-D
 On ``x (B, H, W, dim)``:
 
 .. math::
-    x &\leftarrow \mathrm{shortcut}(x) + \mathrm{drop\_path}\bigl(\mathrm{Attn}(\mathrm{down}(\mathrm{LN}_1(x)))\bigr) \\
-    x &\leftarrow x + \mathrm{drop\_path}\bigl(\mathrm{ConvMlp}(\mathrm{LN}_2(x))\bigr)
+    x &\leftarrow \mathrm{shortcut}(x) + \mathrm{DropPath}(\mathrm{Attn}(\mathrm{down}(\mathrm{LN}_1(x)))) \\
+    x &\leftarrow x + \mathrm{DropPath}(\mathrm{ConvMlp}(\mathrm{LN}_2(x)))
 
 LayerNorms over channels with ``eps = 1e-6``. With ``stride = 2`` (a stage's first block)
 ``norm1`` is ``Sequential(norm, down)``: LayerNorm, then a 2x2 average pool; the shortcut is
