@@ -285,3 +285,19 @@ def test_bench_dense_masked_attention_equals_na2d(rng, dilation):
     with torch.no_grad():
         got = _na2d_torch((q, k, v, 3), kwargs)().numpy()
     assert_close(got, expected, name=f"dense masked attention, dilation {dilation}")
+
+
+def test_bench_layer_wrapper_gradcheck_and_torch_equivalent(rng):
+    """The op-like NATLayer wrapper of the bench passes gradcheck, and its PyTorch equivalent equals it."""
+    from refvit.bench import _dinat_layer
+    from refvit.bench.cases_dinat import _layer_torch
+    from refvit.testing import gradcheck
+
+    args, kwargs = _dinat_layer.example(rng)
+    gradcheck(_dinat_layer, args, kwargs, backend="cpu")
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((1, 7, 7, 8))
+    expected, _ = _dinat_layer.forward(x, 2, 3, dilation=2)
+    with torch.no_grad():
+        got = _layer_torch((x, 2, 3), {"dilation": 2})().numpy()
+    assert_close(got, expected, name="NATLayer, dense masked attention in torch")
