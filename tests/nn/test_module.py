@@ -212,3 +212,12 @@ def test_to_cuda_runs_the_module_on_the_cuda_backend(rng):
     assert_close(out.data, nn.GELU()(x.data).data, rtol=1e-9, atol=1e-11)
     out.backward(np.ones((2, 3)))
     assert x.grad.shape == (2, 3)
+
+
+def test_family_modules_are_exported_from_nn():
+    from refvit import nn as refvit_nn
+
+    assert refvit_nn.NeighborhoodAttention2D is refvit_nn.nat.NeighborhoodAttention2D
+    for name in ("CSWinBlock", "LePEAttention", "MbConvBlock", "TransformerBlock2d", "ScaleAwareModulation",
+                 "SMTBlock", "NATLayer"):
+        assert issubclass(getattr(refvit_nn, name), refvit_nn.Module)
