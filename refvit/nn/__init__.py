@@ -19,9 +19,10 @@ from refvit.nn.state_dict import IncompatibleKeys
 # The architecture families, each a subpackage with the official module names
 # (``refvit.nn.nat``, ``.cswin``, ``.smt``, ``.coatnet``, ``.dualvit``); their main modules are
 # also exported here.
-from refvit.nn import coatnet, cswin, nat, smt  # noqa: E402  (they build on the modules above)
+from refvit.nn import coatnet, cswin, dualvit, nat, smt  # noqa: E402  (they build on the modules above)
 from refvit.nn.coatnet import MbConvBlock, RelPosBias, SqueezeExcite, TransformerBlock2d  # noqa: E402
 from refvit.nn.cswin import CSWinBlock, LePEAttention  # noqa: E402
+from refvit.nn.dualvit import DualAttention, DualBlock, MergeBlock  # noqa: E402
 from refvit.nn.nat import NATLayer, NeighborhoodAttention2D  # noqa: E402
 from refvit.nn.smt import ConvSelfAttention, ScaleAwareModulation, SMTBlock  # noqa: E402
 
@@ -31,7 +32,7 @@ __all__ = [
     "SiLU", "Sigmoid", "Softmax", "Tanh", "drop_path", "dropout", "get_default_dtype", "init", "random",
     "set_default_dtype",
     # families
-    "coatnet", "cswin", "nat", "smt",
-    "CSWinBlock", "ConvSelfAttention", "LePEAttention", "MbConvBlock", "NATLayer", "NeighborhoodAttention2D",
+    "coatnet", "cswin", "dualvit", "nat", "smt",
+    "CSWinBlock", "ConvSelfAttention", "DualAttention", "DualBlock", "MergeBlock", "LePEAttention", "MbConvBlock", "NATLayer", "NeighborhoodAttention2D",
     "RelPosBias", "SMTBlock", "ScaleAwareModulation", "SqueezeExcite", "TransformerBlock2d",
 ]

@@ -219,5 +219,5 @@ def test_family_modules_are_exported_from_nn():
 
     assert refvit_nn.NeighborhoodAttention2D is refvit_nn.nat.NeighborhoodAttention2D
     for name in ("CSWinBlock", "LePEAttention", "MbConvBlock", "TransformerBlock2d", "ScaleAwareModulation",
-                 "SMTBlock", "NATLayer"):
+                 "SMTBlock", "NATLayer", "DualBlock", "MergeBlock", "DualAttention"):
         assert issubclass(getattr(refvit_nn, name), refvit_nn.Module)
