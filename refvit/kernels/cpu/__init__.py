@@ -7,4 +7,10 @@ Rules the kernels follow:
 * ``prange`` over the output being written, so that no two threads write one
   element (gradients are gathered, not scattered);
 * no ``fastmath``: the float64 path must match the reference to rounding.
+
+Threads: see :mod:`refvit.kernels.cpu._threads` (BLAS single-threaded inside the kernels, no
+Numba threads for small arrays, OpenMP workers that sleep between parallel regions).
 """
+from refvit.kernels.cpu._threads import wait_passively
+
+wait_passively()

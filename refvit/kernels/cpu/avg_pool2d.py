@@ -10,6 +10,8 @@ r"""Average pooling on the CPU, channels-last, padding counted as zeros (divisor
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True, parallel=True)
 def _forward(x, out, kh, kw, stride_h, stride_w, pad_h, pad_w):
@@ -64,6 +66,7 @@ def _window_args(window):
     return kh, kw, stride_h, stride_w, pad_h, pad_w
 
 
+@kernel_entry
 def forward(x, window):
     x = np.ascontiguousarray(x)
     out = np.zeros((x.shape[0], *window.output_size(x.shape[1], x.shape[2]), x.shape[3]), dtype=x.dtype)
@@ -71,6 +74,7 @@ def forward(x, window):
     return out
 
 
+@kernel_entry
 def backward(dout, x_shape, window):
     dx = np.zeros(x_shape, dtype=dout.dtype)
     _backward(np.ascontiguousarray(dout), dx, *_window_args(window))

@@ -10,6 +10,8 @@ numbers, are updated in place at the end of the forward pass.
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 ROWS_PER_BLOCK = 64
 
 
@@ -88,6 +90,7 @@ def _or_constant(param, channels, dtype, value):
     return np.full(channels, value, dtype) if param is None else np.ascontiguousarray(param)
 
 
+@kernel_entry
 def forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """-> ``(y, mean, rstd)`` with float64 ``(C,)`` statistics; running statistics updated in place."""
     channels = x.shape[-1]
@@ -108,6 +111,7 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
     return y, mean, rstd
 
 
+@kernel_entry
 def backward(dout, x, mean, rstd, weight, training):
     """-> ``(dx, dweight, dbias)``."""
     channels = x.shape[-1]

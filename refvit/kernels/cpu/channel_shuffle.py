@@ -6,6 +6,8 @@ backward pass is the same gather with ``groups`` and ``n`` swapped.
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True, parallel=True)
 def _shuffle(x, groups, y):
@@ -18,6 +20,7 @@ def _shuffle(x, groups, y):
             y[p, out_channel] = x[p, i * per_group + j]
 
 
+@kernel_entry
 def shuffle(x, groups):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)

@@ -17,6 +17,7 @@ the entries of every ``(n, k)`` that copied it. The products run in NumPy's ``ma
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 
 
@@ -89,6 +90,7 @@ def _weight_matrix(weight, groups):
     return np.ascontiguousarray(w.reshape(groups, kh * kw * group_in, out_channels // groups))
 
 
+@kernel_entry
 def forward(x, weight, bias, window):
     x = np.ascontiguousarray(x)
     groups = x.shape[3] // weight.shape[1]
@@ -100,6 +102,7 @@ def forward(x, weight, bias, window):
     return out
 
 
+@kernel_entry
 def backward(dout, x, weight, has_bias, window):
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)

@@ -26,9 +26,14 @@ at a time.
 Forward and dx accumulate in the input dtype (at most ``kh*kw`` terms per element); dweight
 and dbias finish their long sums in float64.
 """
-import numba
 import numpy as np
 from numba import njit, prange
+
+from refvit.kernels.cpu._threads import kernel_entry
+
+# Block sizes of the float64 partial sums of dweight (output map rows) and dbias (pixels).
+MAP_ROWS_PER_WEIGHT_BLOCK = 8
+PIXELS_PER_BIAS_BLOCK = 512
 
 
 @njit(cache=True)
@@ -175,18 +180,21 @@ def _as_rows(a):
     return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
 
 
-def _blocks(rows):
-    return max(1, min(rows, 4 * numba.get_num_threads()))
+def _blocks(rows, rows_per_block):
+    """How many blocks a sum over ``rows`` is split into: fixed by the shape alone, so the rounding
+    of dweight and dbias does not depend on the number of threads."""
+    return max(1, -(-rows // rows_per_block))
 
 
 def channel_sums(dout):
     """``dout (..., C)`` summed over every axis but the last (the bias gradient)."""
     rows = np.ascontiguousarray(dout).reshape(-1, dout.shape[-1])
-    partial = np.zeros((_blocks(rows.shape[0]), rows.shape[1]), dtype=np.float64)
+    partial = np.zeros((_blocks(rows.shape[0], PIXELS_PER_BIAS_BLOCK), rows.shape[1]), dtype=np.float64)
     _channel_sums(rows, partial)
     return partial.sum(axis=0).astype(rows.dtype)
 
 
+@kernel_entry
 def forward(x, weight, bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = window.output_size(height, width)
@@ -197,6 +205,7 @@ def forward(x, weight, bias, window):
     return out
 
 
+@kernel_entry
 def backward(dout, x, weight, has_bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = dout.shape[1], dout.shape[2]
@@ -204,7 +213,7 @@ def backward(dout, x, weight, has_bias, window):
     dx = np.zeros((batch, height, width, channels), dtype=x.dtype)
     _grad_input(dout_rows, _tap_rows(weight, out_w), _as_rows(dx), channels, *_window_args(window))
     kh, kw = weight.shape[2:]
-    partials = np.zeros((_blocks(batch * out_h), kh, kw, channels), dtype=np.float64)
+    partials = np.zeros((_blocks(batch * out_h, MAP_ROWS_PER_WEIGHT_BLOCK), kh, kw, channels), dtype=np.float64)
     _grad_weight_partials(dout_rows, x_rows, partials, *_window_args(window))
     dweight = np.ascontiguousarray(partials.sum(axis=0).transpose(2, 0, 1)).astype(x.dtype)[:, None]
     return dx, dweight, channel_sums(dout) if has_bias else None

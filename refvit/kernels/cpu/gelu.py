@@ -4,6 +4,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _C = math.sqrt(2.0 / math.pi)
@@ -31,6 +33,7 @@ def _backward(dout, x, dx, tanh_approx):
             dx[i] = dout[i] * (0.5 * (1.0 + math.erf(v * _SQRT_HALF)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
 
 
+@kernel_entry
 def forward(x, tanh_approx):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -38,6 +41,7 @@ def forward(x, tanh_approx):
     return out
 
 
+@kernel_entry
 def backward(dout, x, tanh_approx):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)

@@ -6,12 +6,15 @@ module only arranges the data: rows ``(n, in)``, C-contiguous operands, ``gemm``
 """
 import numpy as np
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 def _rows(a):
     a = np.ascontiguousarray(a)
     return a.reshape(-1, a.shape[-1])
 
 
+@kernel_entry
 def forward(x, weight, bias):
     rows = _rows(x)
     y = np.dot(rows, np.ascontiguousarray(weight).T)
@@ -20,6 +23,7 @@ def forward(x, weight, bias):
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
 
+@kernel_entry
 def backward(dout, x, weight):
     rows_x = _rows(x)
     rows_dout = _rows(dout)

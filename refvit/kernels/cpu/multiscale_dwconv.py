@@ -15,6 +15,8 @@ one contiguous range ending at ``C``, which is the innermost loop for every tap.
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 def packed_size(heads):
     """Side of the packed kernel array: the largest head kernel, ``3 + 2 * (heads - 1)``."""
@@ -126,6 +128,7 @@ def unpack_weights(packed, heads):
     return tuple(result)
 
 
+@kernel_entry
 def forward(x, weights, biases):
     x = np.ascontiguousarray(x)
     heads = len(weights)
@@ -136,6 +139,7 @@ def forward(x, weights, biases):
     return out
 
 
+@kernel_entry
 def backward(dout, x, weights, has_bias):
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)

@@ -2,6 +2,8 @@
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True, parallel=True)
 def _forward(x, out):
@@ -18,6 +20,7 @@ def _backward(dout, x, dx):
         dx[i] = 0.0 if x[i] <= 0.0 else dout[i]
 
 
+@kernel_entry
 def forward(x):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -25,6 +28,7 @@ def forward(x):
     return out
 
 
+@kernel_entry
 def backward(dout, x):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True)
 def stable_sigmoid(v):
@@ -30,6 +32,7 @@ def _backward(dout, out, dx):
         dx[i] = dout[i] * y * (1.0 - y)
 
 
+@kernel_entry
 def forward(x):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -37,6 +40,7 @@ def forward(x):
     return out
 
 
+@kernel_entry
 def backward(dout, out):
     out = np.asarray(out, order="C")
     dx = np.empty_like(out)

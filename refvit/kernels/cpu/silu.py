@@ -2,6 +2,7 @@
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.sigmoid import stable_sigmoid
 
 
@@ -20,6 +21,7 @@ def _backward(dout, x, dx):
         dx[i] = dout[i] * s * (1.0 + v * (1.0 - s))
 
 
+@kernel_entry
 def forward(x):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -27,6 +29,7 @@ def forward(x):
     return out
 
 
+@kernel_entry
 def backward(dout, x):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)

@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True, parallel=True)
 def _forward(x, y):
@@ -42,6 +44,7 @@ def _backward(dout, y, dx):
             dx[o, k, i] = y[o, k, i] * (dout[o, k, i] - dot)
 
 
+@kernel_entry
 def forward(x, outer, length, inner):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
@@ -49,6 +52,7 @@ def forward(x, outer, length, inner):
     return y
 
 
+@kernel_entry
 def backward(dout, y, outer, length, inner):
     y = np.ascontiguousarray(y)
     dx = np.empty_like(y)

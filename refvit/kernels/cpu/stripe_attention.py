@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._threads import kernel_entry
+
 
 @njit(cache=True)
 def _window(index, heads, window_rows, window_cols, stripe_h, stripe_w):
@@ -232,6 +234,7 @@ def _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, dtype):
     return weight, np.ascontiguousarray(lepe_bias).reshape(heads, head_dim), True
 
 
+@kernel_entry
 def forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
     """``-> (out, saved)``; ``saved`` is what :func:`backward` needs."""
     q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
@@ -245,6 +248,7 @@ def forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
     return out, (q, k, v, weight, has_lepe, attended, logsumexp)
 
 
+@kernel_entry
 def backward(dout, saved, has_bias, stripe_size, scale):
     """``-> (dq, dk, dv, dlepe_weight, dlepe_bias)``."""
     q, k, v, weight, has_lepe, attended, logsumexp = saved

@@ -1,0 +1,142 @@
+"""How the ``cpu`` backend uses threads: one pool at a time, and no threads for small work.
+
+Two pools of worker threads can serve one ``cpu`` op call: Numba's (``prange`` kernels) and the
+BLAS library's behind NumPy's ``matmul``/``dot``. Both pools keep their workers busy-waiting for a
+while after a call (OpenBLAS for a long while), so on a machine with few cores the workers of one
+pool take the cores the other pool's next call needs, and on a machine that other processes keep
+busy every parallel region waits for descheduled, spinning workers. Measured on 2 cores: a whole
+training step of the nano models ran 10-30x slower than with one thread per pool. Hence:
+
+* :func:`kernel_entry` wraps the public functions of a kernel module: BLAS runs single-threaded
+  inside them (the Numba kernels are the ``cpu`` backend's parallelism), and the Numba kernels
+  run on one thread when the call's largest array has fewer than :data:`PARALLEL_MIN_SIZE`
+  elements, where waking the workers costs more than the work.
+* :func:`wait_passively` makes Numba's OpenMP workers sleep between parallel regions instead of
+  spinning; it is called once when the ``cpu`` kernels are first imported.
+
+The results do not depend on any of this: every kernel gives the same values on any number of
+threads (each output element is written by one iteration, reductions go through fixed blocks).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import numba
+import numpy as np
+
+# A call whose largest array has fewer elements runs its Numba kernels on one thread: below
+# about this size an elementwise pass takes tens of microseconds, the cost of waking workers.
+PARALLEL_MIN_SIZE = 1 << 15
+
+_OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_")
+
+
+class _OpenBLAS:
+    """One loaded OpenBLAS library, reached through ``ctypes`` (``set_num_threads``/``get_num_threads``)."""
+
+    def __init__(self, setter, getter):
+        self._set, self._get = setter, getter
+
+    def get_num_threads(self):
+        return self._get()
+
+    def set_num_threads(self, n):
+        self._set(n)
+
+
+def _loaded_openblas_from_maps(maps_path="/proc/self/maps"):
+    """The OpenBLAS libraries mapped into this process (Linux), as :class:`_OpenBLAS` objects."""
+    try:
+        with open(maps_path) as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return []
+    found = []
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _OPENBLAS_SETTERS:
+            getter_name = name.replace("_set_", "_get_")
+            if hasattr(library, name) and hasattr(library, getter_name):
+                setter, getter = getattr(library, name), getattr(library, getter_name)
+                setter.argtypes, setter.restype, getter.argtypes, getter.restype = [ctypes.c_int], None, [], ctypes.c_int
+                found.append(_OpenBLAS(setter, getter))
+                break
+    return found
+
+
+def _loaded_blas():
+    """Thread controls of the BLAS libraries loaded now: threadpoolctl's when it is installed
+    (OpenBLAS, MKL, BLIS on any platform), else the OpenBLAS libraries found in ``/proc/self/maps``."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return _loaded_openblas_from_maps()
+    return [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+
+
+_blas = None
+
+
+def _blas_libraries():
+    global _blas
+    if _blas is None:
+        _blas = _loaded_blas()
+    return _blas
+
+
+def largest_size(args):
+    """The element count of the largest NumPy array among ``args`` (0 if none)."""
+    return max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+
+
+def run_with_threads(fn, args, kwargs, numba_threads):
+    """``fn(*args, **kwargs)`` with BLAS on one thread and Numba on ``numba_threads`` (``None``: unchanged)."""
+    libraries = _blas_libraries()
+    blas_before = [lib.get_num_threads() for lib in libraries]
+    numba_before = numba.get_num_threads()
+    try:
+        for lib in libraries:
+            lib.set_num_threads(1)
+        if numba_threads is not None:
+            numba.set_num_threads(min(numba_threads, numba_before))
+        return fn(*args, **kwargs)
+    finally:
+        numba.set_num_threads(numba_before)
+        for lib, n in zip(libraries, blas_before):
+            lib.set_num_threads(n)
+
+
+def kernel_entry(fn):
+    """Decorate a kernel module's public function: single-threaded BLAS inside it, and its Numba
+    kernels on one thread when its largest array argument is smaller than :data:`PARALLEL_MIN_SIZE`."""
+
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        small = max(largest_size(args), largest_size(kwargs.values())) < PARALLEL_MIN_SIZE
+        return run_with_threads(fn, args, kwargs, 1 if small else None)
+
+    return entry
+
+
+def wait_passively():
+    """Start Numba's thread pool with OpenMP workers that sleep, not spin, between parallel regions.
+
+    ``OMP_WAIT_POLICY=PASSIVE`` is set only while Numba loads its threading layer (the OpenMP
+    runtime reads it when it is loaded) and only when neither it nor ``GOMP_SPINCOUNT`` was set by
+    the user. Without effect when Numba's threads were already started or it uses TBB or its own
+    work queue.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        numba.get_num_threads()
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        numba.get_num_threads()  # loads the threading layer
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
