@@ -1,5 +1,8 @@
 """2-D neighbourhood attention on the CPU (``na1d`` runs here too, as a map of height 1).
 
+:func:`forward` and :func:`backward` send stride-1, non-causal calls to the width-vectorised kernels of
+:mod:`refvit.kernels.cpu.na2d_transposed` and every other call to the general kernels below.
+
 Layout inside the kernels: ``q, k, v, out`` are ``(B*heads, H, W, d)``, C-contiguous; the softmax
 weights ``attn`` and their gradient ``dlogits`` are ``(B*heads, H, W, kh*kw)``, slot ``u*kw + w``
 for row slot ``u`` and column slot ``w``. Memory is O(H W kh kw), never O((H W)^2).
@@ -24,6 +27,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu import na2d_transposed
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 
@@ -229,7 +233,24 @@ def _typed(scale, dtype):
 
 
 def forward(q, k, v, rpb, options):
-    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``."""
+    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``.
+
+    Stride 1 without causal windows (NA and DiNA) runs on the width-vectorised kernels of
+    :mod:`refvit.kernels.cpu.na2d_transposed`; everything else on the general kernels here."""
+    if na2d_transposed.applies(options):
+        return na2d_transposed.forward(q, k, v, rpb, options)
+    return forward_general(q, k, v, rpb, options)
+
+
+def backward(dout, q, k, v, rpb, out, attn, options):
+    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; the same path as :func:`forward`."""
+    if na2d_transposed.applies(options):
+        return na2d_transposed.backward(dout, q, k, v, rpb, out, attn, options)
+    return backward_general(dout, q, k, v, rpb, out, attn, options)
+
+
+def forward_general(q, k, v, rpb, options):
+    """The general kernels (any stride, causal windows): ``-> (out, attn)``."""
     batch, heads, height, width, head_dim = q.shape
     rows, cols = (axis_bounds(*axis) for axis in _axes(height, width, options))
     kernel_h, kernel_w = options.kernel_size
@@ -242,8 +263,8 @@ def forward(q, k, v, rpb, options):
     return out.reshape(q.shape), attn.reshape((batch, heads, height, width, kernel_h * kernel_w))
 
 
-def backward(dout, q, k, v, rpb, out, attn, options):
-    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
+def backward_general(dout, q, k, v, rpb, out, attn, options):
+    """The general kernels' backward: ``-> (dq, dk, dv, drpb)``."""
     batch, heads, height, width, head_dim = q.shape
     axes = _axes(height, width, options)
     rows, cols = (axis_bounds(*axis) for axis in axes)

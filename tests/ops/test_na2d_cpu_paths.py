@@ -1,0 +1,110 @@
+"""The two ``cpu`` paths of ``na2d``: the width-vectorised kernels (stride 1, no causal mask) and the
+general kernels, each against the NumPy reference, directly at the kernel-module boundary.
+
+The shapes exercise what the width-vectorised path treats specially: border columns (clamped
+windows) next to interior ones, several maps side by side in one wide row and split across tasks,
+maps only as wide as the kernel, dilation groups of unequal size, and bias tables with and without
+rows."""
+import numpy as np
+import pytest
+
+from refvit import ops
+from refvit.kernels.cpu import na2d as cpu_na2d
+from refvit.kernels.cpu import na2d_transposed
+from refvit.testing import assert_close
+from tests.conftest import tolerance
+
+# (batch, heads, (H, W), head_dim, kernel_size, dilation, with_rpb)
+SHAPES = [
+    (1, 2, (9, 11), 5, 3, 1, True),            # head_dim not a multiple of four
+    (2, 3, (7, 13), 8, (5, 3), 1, True),       # several maps per wide row, two kernel sizes
+    (1, 1, (5, 5), 4, 5, 1, True),             # kernel as large as the map: every column is a border
+    (2, 2, (11, 14), 3, 3, (2, 3), True),      # dilation groups of unequal size (11 % 2, 14 % 3)
+    (1, 2, (9, 9), 6, 3, 3, False),            # groups exactly the kernel's size, no bias
+    (1, 1, (1, 17), 4, (1, 7), 1, True),       # the na1d shape: one row, kernel 1 on it
+]
+IDS = ["odd-head-dim", "many-maps", "kernel-covers-map", "dilation-unequal-groups", "dilation-no-rpb", "one-row"]
+
+
+def _inputs(rng, batch, heads, size, head_dim, kernel_size, with_rpb):
+    kernel_h, kernel_w = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+    q, k, v, dout = (rng.standard_normal((batch, heads) + size + (head_dim,)) for _ in range(4))
+    rpb = rng.standard_normal((heads, 2 * kernel_h - 1, 2 * kernel_w - 1)) if with_rpb else None
+    return q, k, v, dout, rpb
+
+
+def _reference(q, k, v, dout, rpb, kernel_size, **options):
+    out, cache = ops.na2d.forward(q, k, v, kernel_size, rpb=rpb, backend="numpy", **options)
+    return out, cache, ops.na2d.backward(dout, cache)
+
+
+def _run(path_forward, path_backward, dtype, q, k, v, dout, rpb, options):
+    q, k, v, dout = (a.astype(dtype) for a in (q, k, v, dout))
+    rpb = None if rpb is None else rpb.astype(dtype)
+    out, attn = path_forward(q, k, v, rpb, options)
+    grads = path_backward(dout, q, k, v, rpb, out, attn, options)
+    assert out.dtype == dtype and all(g is None or g.dtype == dtype for g in grads)
+    return out, attn, grads
+
+
+@pytest.mark.parametrize("batch, heads, size, head_dim, kernel_size, dilation, with_rpb", SHAPES, ids=IDS)
+@pytest.mark.parametrize("path", ["transposed", "general"])
+def test_path_matches_numpy(rng, dtype, path, batch, heads, size, head_dim, kernel_size, dilation, with_rpb):
+    q, k, v, dout, rpb = _inputs(rng, batch, heads, size, head_dim, kernel_size, with_rpb)
+    expected_out, cache, expected_grads = _reference(q, k, v, dout, rpb, kernel_size, dilation=dilation)
+    assert na2d_transposed.applies(cache.options)
+    functions = ((na2d_transposed.forward, na2d_transposed.backward) if path == "transposed"
+                 else (cpu_na2d.forward_general, cpu_na2d.backward_general))
+    out, attn, grads = _run(*functions, dtype, q, k, v, dout, rpb, cache.options)
+    tol = tolerance(dtype)
+    assert_close(out, expected_out, **tol)
+    assert_close(attn.reshape(cache.attn.shape), cache.attn, **tol)
+    for got, want in zip(grads, expected_grads):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert_close(got, want, **tol)
+
+
+def test_float64_agrees_with_numpy_to_rounding(rng):
+    q, k, v, dout, rpb = _inputs(rng, 2, 2, (10, 12), 5, 5, True)
+    expected_out, cache, expected_grads = _reference(q, k, v, dout, rpb, 5, dilation=(1, 2))
+    out, _, grads = _run(na2d_transposed.forward, na2d_transposed.backward, np.float64, q, k, v, dout, rpb,
+                         cache.options)
+    for got, want in zip((out,) + grads, (expected_out,) + expected_grads):
+        assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want))
+
+
+def test_paths_share_the_attention_cache(rng):
+    # Both paths store the softmax weights as (B, heads, H, W, kh*kw), so either backward can
+    # consume either forward's cache.
+    q, k, v, dout, rpb = _inputs(rng, 1, 2, (8, 9), 4, 3, True)
+    _, cache, _ = _reference(q, k, v, dout, rpb, 3)
+    out, attn = na2d_transposed.forward(q, k, v, rpb, cache.options)
+    general_out, general_attn = cpu_na2d.forward_general(q, k, v, rpb, cache.options)
+    assert_close(out, general_out, **tolerance(np.float64))
+    assert_close(attn, general_attn, **tolerance(np.float64))
+    crossed = cpu_na2d.backward_general(dout, q, k, v, rpb, out, attn, cache.options)
+    straight = na2d_transposed.backward(dout, q, k, v, rpb, out, attn, cache.options)
+    for a, b in zip(crossed, straight):
+        assert_close(a, b, **tolerance(np.float64))
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(), True), (dict(dilation=2), True), (dict(stride=2), False), (dict(is_causal=(False, True)), False),
+])
+def test_dispatch_by_options(rng, options, expected):
+    q, k, v, dout, rpb = _inputs(rng, 1, 1, (6, 6), 2, 3, True)
+    _, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, backend="numpy", **options)
+    assert na2d_transposed.applies(cache.options) is expected
+
+
+def test_wide_rows_split_across_tasks(rng, monkeypatch):
+    # More maps than one task takes: the wide row is cut between maps, and every cut must give
+    # the same values as one task over the whole row.
+    q, k, v, dout, rpb = _inputs(rng, 3, 2, (6, 7), 4, 3, True)
+    _, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, backend="numpy")
+    whole = _run(na2d_transposed.forward, na2d_transposed.backward, np.float64, q, k, v, dout, rpb, cache.options)
+    monkeypatch.setattr(na2d_transposed, "TARGET_ROW_LENGTH", 7)  # one map per task
+    split = _run(na2d_transposed.forward, na2d_transposed.backward, np.float64, q, k, v, dout, rpb, cache.options)
+    for a, b in zip((whole[0], whole[1]) + whole[2], (split[0], split[1]) + split[2]):
+        np.testing.assert_array_equal(a, b)
