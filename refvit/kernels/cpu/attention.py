@@ -1,177 +1,281 @@
-r"""Attention on the CPU, one row at a time: no ``(Nq, Nk)`` probability matrix is ever stored.
+r"""Attention on the CPU in tiles of query rows, with BLAS products: no ``(B, h, Nq, Nk)`` tensor is stored.
 
-``S_ij = scale * q_i . k_j + bias_ij`` is recomputed wherever it is needed, a whole row (or
-column) at a time. Four ``prange`` loops, each writing only the rows it owns (gather, no races):
+A tile is ``T`` consecutive query rows of one ``(b, head)``; ``T`` is chosen (:func:`_tile_rows`) so
+that each product of a tile stays below OpenBLAS's threading threshold (``SERIAL_PRODUCT_SIZE``) and
+runs on the calling ``prange`` thread. Products are ``np.dot`` on C-contiguous 2-D arrays (or their
+transposes) in the input dtype, which Numba hands to BLAS, as the NumPy reference's ``@`` does.
 
-* forward, one query row ``(b, head, i)`` per iteration: ``S_i.`` into an ``Nk`` scratch row,
-  ``m_i = max_j S_ij``, ``P_ij = exp(S_ij - m_i) / l_i``, ``out_i = sum_j P_ij v_j``; saves
-  ``lse_i = m_i + log l_i`` (float64, ``(B, h, Nq)``).
-* backward, query rows: ``P_ij = exp(S_ij - lse_i)``, ``dP_ij = dout_i . v_j``,
-  ``delta_i = sum_j P_ij dP_ij``, ``dS_ij = P_ij (dP_ij - delta_i)``, ``dq_i = scale sum_j dS_ij k_j``;
-  saves ``delta_i``.
-* backward, key rows ``(b, head, j)``: the column ``S_.j`` and ``dP_.j`` over queries, then
-  ``dv_j = sum_i P_ij dout_i`` and ``dk_j = scale sum_i dS_ij q_i`` from the saved ``lse`` and ``delta``.
-* ``dbias``: one iteration per row of the reduced gradient ``(Bb, Hb, Qb, Kb)`` (the bias shape
-  padded to 4-D); it sums the recomputed ``dS_i.`` of every ``(b, head, i)`` that reads that bias
-  row, so broadcast axes are reduced without two iterations writing one element.
+* forward, ``prange`` over ``(b, head, tile)``: ``S_t = Q_t K^T`` (BLAS), then per row in place
+  ``S_ij = scale S_ij + bias_ij``, ``m_i = max_j S_ij``, ``E_ij = exp(S_ij - m_i)``; one product
+  ``E_t (V | 1)`` with ``v`` widened by a column of ones gives both ``E_t V`` and the row sums ``l_i``;
+  ``out_i = (E V)_i / l_i`` and ``lse_i = m_i + log l_i`` (float64, ``(B, h, Nq)``) is saved.
+* backward, ``prange`` over runs of consecutive ``(b, head)``; each ``(b, head)`` belongs to one run,
+  which walks its query tiles: ``P_t = exp(S_t - lse)``, ``dP_t = dout_t V^T`` (BLAS),
+  ``delta_i = sum_j P_ij dP_ij`` (float64), ``G_t = scale * P_t * (dP_t - delta)`` (``scale dS``),
+  then ``dq_t = G_t K``, ``dK += G_t^T Q_t``, ``dV += P_t^T dout_t`` (BLAS; the first tile writes
+  ``dk``, ``dv`` of its ``(b, head)``, later tiles add).
+* ``dbias``: each ``dS_ij`` (float64) is added at its bias index into a float64 buffer of the bias
+  shape padded to 4-D, which sums the broadcast query and key axes as it goes. When the bias has the
+  full batch and head axes (or those are 1), each ``(b, head)`` owns its slots and one buffer serves
+  all runs, one run per ``(b, head)``; when it is broadcast over batch or heads there is one run per
+  thread, each with its own buffer, and the buffers are summed afterwards in run order. No element is
+  written by two iterations at once.
 
-Speed without ``fastmath``: a dot-product reduction cannot be vectorised (it would reorder the
-sum), so rows of dot products are built as sums of scaled rows instead,
-``S_i. += q_ic * K^T_c.`` over ``c``, from transposed copies ``K^T``, ``V^T`` (and ``Q^T``,
-``dout^T`` for key columns): every inner loop is an independent ``a[j] += x * b[j]``.
-The bias keeps its own 4-D shape; an axis of size 1 is read at index 0.
-Accumulation is in float64 for both dtypes; results are rounded to the input dtype on store.
+The per-element passes are written to vectorise, since a scalar ``exp`` call or a serial reduction
+per element would cost as much as the products: :func:`_exp_shifted` is a branch-free exponential in
+the input dtype (about one ulp), and row maxima and sums keep four independent partial results.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import overload
+
+# Multiply-adds (m n k) below which a BLAS product stays on the calling thread. OpenBLAS gives a product
+# m n k / 262144 threads (65536 * GEMM_MULTITHREAD_THRESHOLD, 4 by default), so one below 2 * 262144.
+# Larger products wake BLAS threads that compete with the prange threads for the same cores, which
+# measured up to 20 times slower on a busy machine.
+SERIAL_PRODUCT_SIZE = 2 * 262144 - 1
+
+_LOG2E = 1.4426950408889634
+_TWO_52 = 4503599627370496.0
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 significant bits: k * _LN2_HI is exact for |k| < 2^20
+_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+_TAYLOR_EXP = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1/0!
+_EXP_LOW, _EXP_HIGH = -708.0, 709.0   # exp(y) is a normal, finite double between these
+
+_LOG2E_F32 = np.float32(_LOG2E)
+_TWO_23_F32 = np.float32(8388608.0)
+_LN2_HI_F32 = np.float32(0.693359375)      # 355 / 512, exact in few bits: k * _LN2_HI_F32 is exact
+_LN2_LO_F32 = np.float32(math.log(2.0) - 0.693359375)
+_TAYLOR_EXP_F32 = tuple(np.float32(1.0 / math.factorial(n)) for n in range(7, -1, -1))  # to r^7/7!
+_EXP_LOW_F32, _EXP_HIGH_F32 = np.float32(-87.0), np.float32(88.0)
+
+
+def _exp_shifted(x, shift, powers):
+    r"""In place ``x[j] = exp(x[j] - shift)`` for a 1-D float row; ``powers`` is scratch like ``x``.
+
+    ``exp(y) = 2^k exp(r)`` with ``k = round(y / ln 2)`` and ``|r| <= ln(2) / 2``; ``exp(r)`` is its
+    Taylor series, to ``r^13`` in float64 (remainder below 1e-17 relative) and to ``r^7`` in float32
+    (below 6e-9). ``2^k`` is built from bits: the float ``k + bias + 2^m`` (``m`` mantissa bits,
+    exponent bias 1023 or 127) holds ``k + bias`` in its low mantissa bits, and shifting its bit
+    pattern left by ``m`` moves that into the exponent field. Within an ulp or two of ``exp`` where the
+    result is a normal number (``-708 < y < 709`` in float64, ``-87 < y < 88`` in float32); 0 below,
+    ``inf`` above, NaN for NaN. No branch and no library call, so the loops vectorise.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        x[:] = np.exp(x - shift)
 
 
 @njit(cache=True)
-def _products(a, b, h, i, other_t, result):
-    """``result[j] = a[b, h, i, :] . other[b, h, j, :]`` for all ``j``, from ``other_t = other^T``."""
-    result[:] = 0.0
-    for c in range(a.shape[3]):
-        weight = a[b, h, i, c]
-        for j in range(result.shape[0]):
-            result[j] += weight * other_t[b, h, c, j]
+def _exp_shifted_f64(x, shift, powers):
+    bits = powers.view(np.int64)
+    for j in range(x.shape[0]):
+        y = x[j] - shift
+        clamped = y if y > _EXP_LOW else _EXP_LOW  # also NaN -> _EXP_LOW
+        clamped = clamped if clamped < _EXP_HIGH else _EXP_HIGH
+        k = np.floor(clamped * _LOG2E + 0.5)
+        r = (clamped - k * _LN2_HI) - k * _LN2_LO
+        series = 0.0
+        for coefficient in _TAYLOR_EXP:
+            series = series * r + coefficient
+        series = series if y < _EXP_HIGH else np.inf
+        x[j] = series if y > _EXP_LOW else (0.0 if y <= _EXP_LOW else y)
+        powers[j] = (k + 1023.0) + _TWO_52
+    for j in range(x.shape[0]):
+        bits[j] <<= 52
+        x[j] *= powers[j]
 
 
 @njit(cache=True)
-def _logits_row(q, k_t, bias, has_bias, scale, b, h, i, logits):
-    """``logits[j] = S_ij`` for all keys ``j``."""
-    _products(q, b, h, i, k_t, logits)
-    for j in range(logits.shape[0]):
-        logits[j] *= scale
-    if has_bias:
-        bias_row = bias[b * (bias.shape[0] > 1), h * (bias.shape[1] > 1), i * (bias.shape[2] > 1)]
-        for j in range(logits.shape[0]):
-            logits[j] += bias_row[j * (bias.shape[3] > 1)]
+def _exp_shifted_f32(x, shift, powers):
+    bits = powers.view(np.int32)
+    shift = np.float32(shift)
+    zero, half, infinity = np.float32(0.0), np.float32(0.5), np.float32(np.inf)
+    for j in range(x.shape[0]):
+        y = x[j] - shift
+        clamped = y if y > _EXP_LOW_F32 else _EXP_LOW_F32
+        clamped = clamped if clamped < _EXP_HIGH_F32 else _EXP_HIGH_F32
+        k = np.floor(clamped * _LOG2E_F32 + half)
+        r = (clamped - k * _LN2_HI_F32) - k * _LN2_LO_F32
+        series = zero
+        for coefficient in _TAYLOR_EXP_F32:
+            series = series * r + coefficient
+        series = series if y < _EXP_HIGH_F32 else infinity
+        x[j] = series if y > _EXP_LOW_F32 else (zero if y <= _EXP_LOW_F32 else y)
+        powers[j] = (k + np.float32(127.0)) + _TWO_23_F32
+    for j in range(x.shape[0]):
+        bits[j] <<= 23
+        x[j] *= powers[j]
+
+
+@overload(_exp_shifted)
+def _exp_shifted_for_dtype(x, shift, powers):
+    if x.dtype == types.float32:
+        def exp_shifted(x, shift, powers):
+            _exp_shifted_f32(x, shift, powers)
+    else:
+        def exp_shifted(x, shift, powers):
+            _exp_shifted_f64(x, shift, powers)
+    return exp_shifted
 
 
 @njit(cache=True)
-def _logits_column(k, q_t, bias, has_bias, scale, b, h, j, logits):
-    """``logits[i] = S_ij`` for all queries ``i``."""
-    _products(k, b, h, j, q_t, logits)
-    for i in range(logits.shape[0]):
-        logits[i] *= scale
-    if has_bias:
-        bias_b, bias_h, bias_j = b * (bias.shape[0] > 1), h * (bias.shape[1] > 1), j * (bias.shape[3] > 1)
-        for i in range(logits.shape[0]):
-            logits[i] += bias[bias_b, bias_h, i * (bias.shape[2] > 1), bias_j]
+def _row_dot(x, y):
+    """``sum_j x[j] y[j]`` in float64, as four interleaved partial sums (independent chains)."""
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(0, n - 3, 4):
+        s0 += x[j] * y[j]
+        s1 += x[j + 1] * y[j + 1]
+        s2 += x[j + 2] * y[j + 2]
+        s3 += x[j + 3] * y[j + 3]
+    for j in range(n - n % 4, n):
+        s0 += x[j] * y[j]
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True)
-def _query_row_gradient(dout, q, k_t, v_t, bias, has_bias, scale, lse, b, h, i, dlogits, dprobs):
-    """``dlogits[j] = dS_ij`` for all keys; returns ``delta_i``."""
-    _logits_row(q, k_t, bias, has_bias, scale, b, h, i, dlogits)
-    _products(dout, b, h, i, v_t, dprobs)
-    row_delta = 0.0
-    for j in range(dlogits.shape[0]):
-        dlogits[j] = math.exp(dlogits[j] - lse)
-        row_delta += dlogits[j] * dprobs[j]
-    for j in range(dlogits.shape[0]):
-        dlogits[j] *= dprobs[j] - row_delta
-    return row_delta
+def _row_max(x):
+    """``max_j x[j]`` (NaN entries are skipped) as four interleaved partial maxima."""
+    n = x.shape[0]
+    m0 = m1 = m2 = m3 = -np.inf
+    for j in range(0, n - 3, 4):
+        m0 = x[j] if x[j] > m0 else m0
+        m1 = x[j + 1] if x[j + 1] > m1 else m1
+        m2 = x[j + 2] if x[j + 2] > m2 else m2
+        m3 = x[j + 3] if x[j + 3] > m3 else m3
+    for j in range(n - n % 4, n):
+        m0 = x[j] if x[j] > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    return m2 if m2 > m0 else m0
+
+
+@njit(cache=True)
+def _add_bias_and_scale(row, bias, has_bias, scale, b, h, i):
+    """In place ``row[j] = S_ij = scale * row[j] + bias_ij``, where ``row`` holds ``(Q K^T)_i.``."""
+    n_keys = row.shape[0]
+    if not has_bias:
+        for j in range(n_keys):
+            row[j] = scale * row[j]
+        return
+    bias_row = bias[b * (bias.shape[0] > 1), h * (bias.shape[1] > 1), i * (bias.shape[2] > 1)]
+    if bias.shape[3] > 1:
+        for j in range(n_keys):
+            row[j] = scale * row[j] + bias_row[j]
+    else:
+        for j in range(n_keys):
+            row[j] = scale * row[j] + bias_row[0]
 
 
 @njit(cache=True, parallel=True)
-def _forward_rows(q, k_t, v, bias, has_bias, scale, out, logsumexp):
+def _forward_tiles(q, k, v_and_ones, bias, has_bias, scale, tile_rows, out, logsumexp):
+    """``v_and_ones`` is ``v`` with a column of ones appended: ``E (V | 1)`` gives ``E V`` and the row sums."""
     batch, heads, n_queries, _ = q.shape
-    n_keys, value_dim = v.shape[2], v.shape[3]
-    for row in prange(batch * heads * n_queries):
-        b, rest = divmod(np.int64(row), heads * n_queries)
-        h, i = divmod(rest, n_queries)
-        probs = np.empty(n_keys)
-        _logits_row(q, k_t, bias, has_bias, scale, b, h, i, probs)
-        row_max = -np.inf
-        for j in range(n_keys):
-            if probs[j] > row_max:
-                row_max = probs[j]
-        total = 0.0
-        for j in range(n_keys):
-            probs[j] = math.exp(probs[j] - row_max)
-            total += probs[j]
-        acc = np.zeros(value_dim)
-        for j in range(n_keys):
-            p = probs[j] / total
+    n_keys, value_dim = k.shape[2], out.shape[3]
+    n_tiles = (n_queries + tile_rows - 1) // tile_rows
+    for item in prange(batch * heads * n_tiles):
+        bh, tile = divmod(np.int64(item), n_tiles)
+        b, h = divmod(bh, heads)
+        first = tile * tile_rows
+        rows = min(tile_rows, n_queries - first)
+        exps = np.empty((rows, n_keys), dtype=q.dtype)
+        powers = np.empty(n_keys, dtype=q.dtype)
+        row_max = np.empty(rows)
+        weighted = np.empty((rows, value_dim + 1), dtype=q.dtype)
+        np.dot(q[b, h, first:first + rows], k[b, h].T, exps)
+        for r in range(rows):
+            _add_bias_and_scale(exps[r], bias, has_bias, scale, b, h, first + r)
+            row_max[r] = _row_max(exps[r])
+            _exp_shifted(exps[r], row_max[r], powers)
+        np.dot(exps, v_and_ones[b, h], weighted)
+        for r in range(rows):
+            total = weighted[r, value_dim]
             for c in range(value_dim):
-                acc[c] += p * v[b, h, j, c]
-        for c in range(value_dim):
-            out[b, h, i, c] = acc[c]
-        logsumexp[b, h, i] = row_max + math.log(total)
+                out[b, h, first + r, c] = weighted[r, c] / total
+            logsumexp[b, h, first + r] = row_max[r] + math.log(total)
+
+
+@njit(cache=True)
+def _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first, probs, dlogits, powers,
+                    dbias_slots):
+    """For the tile's rows: ``probs = P_t`` and ``dlogits = scale * dS_t`` (input dtype); with a bias,
+    adds ``dS_t`` (float64) at its bias indices into ``dbias_slots`` (the bias shape, 4-D)."""
+    rows, n_keys = probs.shape
+    np.dot(q[b, h, first:first + rows], k[b, h].T, probs)
+    np.dot(dout[b, h, first:first + rows], v[b, h].T, dlogits)
+    key_axis = dbias_slots.shape[3] > 1
+    for r in range(rows):
+        i = first + r
+        p_row, d_row = probs[r], dlogits[r]
+        _add_bias_and_scale(p_row, bias, has_bias, scale, b, h, i)
+        _exp_shifted(p_row, logsumexp[b, h, i], powers)
+        delta = _row_dot(p_row, d_row)
+        if not has_bias:
+            for j in range(n_keys):
+                d_row[j] = scale * (p_row[j] * (d_row[j] - delta))
+            continue
+        slots = dbias_slots[b * (dbias_slots.shape[0] > 1), h * (dbias_slots.shape[1] > 1),
+                            i * (dbias_slots.shape[2] > 1)]
+        if key_axis:
+            for j in range(n_keys):
+                dlogit = p_row[j] * (d_row[j] - delta)
+                slots[j] += dlogit
+                d_row[j] = scale * dlogit
+        else:
+            for j in range(n_keys):
+                dlogit = p_row[j] * (d_row[j] - delta)
+                slots[0] += dlogit
+                d_row[j] = scale * dlogit
 
 
 @njit(cache=True, parallel=True)
-def _backward_query_rows(dout, q, k, k_t, v_t, bias, has_bias, scale, logsumexp, dq, delta):
-    batch, heads, n_queries, head_dim = q.shape
-    n_keys = k.shape[2]
-    for row in prange(batch * heads * n_queries):
-        b, rest = divmod(np.int64(row), heads * n_queries)
-        h, i = divmod(rest, n_queries)
-        dlogits = np.empty(n_keys)
-        dprobs = np.empty(n_keys)
-        delta[b, h, i] = _query_row_gradient(dout, q, k_t, v_t, bias, has_bias, scale, logsumexp[b, h, i],
-                                             b, h, i, dlogits, dprobs)
-        acc = np.zeros(head_dim)
-        for j in range(n_keys):
-            for c in range(head_dim):
-                acc[c] += dlogits[j] * k[b, h, j, c]
-        for c in range(head_dim):
-            dq[b, h, i, c] = scale * acc[c]
-
-
-@njit(cache=True, parallel=True)
-def _backward_key_rows(dout, dout_t, q, q_t, k, v, bias, has_bias, scale, logsumexp, delta, dk, dv):
+def _backward_heads(dout, q, k, v, bias, has_bias, scale, logsumexp, tile_rows, n_runs, dq, dk, dv,
+                    dbias_buffers):
+    """``prange`` over ``n_runs`` runs of consecutive ``(b, head)``; run ``c`` adds its bias gradient
+    into ``dbias_buffers[c]`` when there is a buffer per run, else into ``dbias_buffers[0]``."""
     batch, heads, n_queries, head_dim = q.shape
     n_keys, value_dim = v.shape[2], v.shape[3]
-    for row in prange(batch * heads * n_keys):
-        b, rest = divmod(np.int64(row), heads * n_keys)
-        h, j = divmod(rest, n_keys)
-        probs = np.empty(n_queries)
-        dprobs = np.empty(n_queries)
-        _logits_column(k, q_t, bias, has_bias, scale, b, h, j, probs)
-        _products(v, b, h, j, dout_t, dprobs)
-        acc_k = np.zeros(head_dim)
-        acc_v = np.zeros(value_dim)
-        for i in range(n_queries):
-            p = math.exp(probs[i] - logsumexp[b, h, i])
-            dlogit = p * (dprobs[i] - delta[b, h, i])
-            for c in range(value_dim):
-                acc_v[c] += p * dout[b, h, i, c]
-            for c in range(head_dim):
-                acc_k[c] += dlogit * q[b, h, i, c]
-        for c in range(head_dim):
-            dk[b, h, j, c] = scale * acc_k[c]
-        for c in range(value_dim):
-            dv[b, h, j, c] = acc_v[c]
+    n_heads = batch * heads
+    for run in prange(n_runs):
+        dbias_slots = dbias_buffers[min(np.int64(run), dbias_buffers.shape[0] - 1)]
+        probs = np.empty((tile_rows, n_keys), dtype=q.dtype)
+        dlogits = np.empty((tile_rows, n_keys), dtype=q.dtype)
+        powers = np.empty(n_keys, dtype=q.dtype)
+        dk_tile = np.empty((n_keys, head_dim), dtype=q.dtype)
+        dv_tile = np.empty((n_keys, value_dim), dtype=q.dtype)
+        for bh in range(run * n_heads // n_runs, (run + 1) * n_heads // n_runs):
+            b, h = divmod(np.int64(bh), heads)
+            for first in range(0, n_queries, tile_rows):
+                rows = min(tile_rows, n_queries - first)
+                probs_t, dlogits_t = probs[:rows], dlogits[:rows]
+                _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first,
+                                probs_t, dlogits_t, powers, dbias_slots)
+                np.dot(dlogits_t, k[b, h], dq[b, h, first:first + rows])
+                if first == 0:  # the first tile writes dk, dv; later ones add to them
+                    np.dot(dlogits_t.T, q[b, h, :rows], dk[b, h])
+                    np.dot(probs_t.T, dout[b, h, :rows], dv[b, h])
+                else:
+                    np.dot(dlogits_t.T, q[b, h, first:first + rows], dk_tile)
+                    np.dot(probs_t.T, dout[b, h, first:first + rows], dv_tile)
+                    dk[b, h] += dk_tile
+                    dv[b, h] += dv_tile
 
 
-@njit(cache=True, parallel=True)
-def _backward_bias_rows(dout, q, k_t, v_t, bias, scale, logsumexp, dbias):
-    batch, heads, n_queries, _ = q.shape
-    n_keys = k_t.shape[3]
-    bias_batch, bias_heads, bias_queries, bias_keys = dbias.shape
-    for row in prange(bias_batch * bias_heads * bias_queries):
-        bb, rest = divmod(np.int64(row), bias_heads * bias_queries)
-        hb, ib = divmod(rest, bias_queries)
-        # the (b, h, i) that read this bias row: one index on a full axis, all on a broadcast one
-        b_first, b_stop = (bb, bb + 1) if bias_batch > 1 else (0, batch)
-        h_first, h_stop = (hb, hb + 1) if bias_heads > 1 else (0, heads)
-        i_first, i_stop = (ib, ib + 1) if bias_queries > 1 else (0, n_queries)
-        dlogits = np.empty(n_keys)
-        dprobs = np.empty(n_keys)
-        acc = np.zeros(bias_keys)
-        for b in range(b_first, b_stop):
-            for h in range(h_first, h_stop):
-                for i in range(i_first, i_stop):
-                    _query_row_gradient(dout, q, k_t, v_t, bias, True, scale, logsumexp[b, h, i],
-                                        b, h, i, dlogits, dprobs)
-                    for j in range(n_keys):
-                        acc[j * (bias_keys > 1)] += dlogits[j]
-        for j in range(bias_keys):
-            dbias[bb, hb, ib, j] = acc[j]
+def _tile_rows(n_queries, n_keys, width):
+    """Query rows per tile, split evenly, so that each product of a tile has ``m n k`` at most
+    ``SERIAL_PRODUCT_SIZE`` (``width``: the widest of ``d``, ``dv``, ``dv + 1``); at least 8 rows."""
+    most = max(8, SERIAL_PRODUCT_SIZE // (n_keys * width))
+    n_tiles = -(-n_queries // most)
+    return -(-n_queries // n_tiles)
+
+
+def _shared_bias_runs(n_heads):
+    """Runs of ``(b, head)`` (each with its own ``dbias`` buffer) when the bias is shared: one per thread."""
+    return min(n_heads, numba.get_num_threads())
 
 
 def _bias_4d(bias, dtype):
@@ -182,35 +286,34 @@ def _bias_4d(bias, dtype):
     return bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
 
 
-def _transposed(a):
-    """``(B, h, N, c)`` -> C-contiguous ``(B, h, c, N)``."""
-    return np.ascontiguousarray(np.swapaxes(a, 2, 3))
-
-
 def forward(q, k, v, bias, scale):
     """-> ``(out (B, h, Nq, dv), logsumexp (B, h, Nq) float64)``."""
-    q, v = np.ascontiguousarray(q), np.ascontiguousarray(v)
+    q, k = np.ascontiguousarray(q), np.ascontiguousarray(k)
+    v_and_ones = np.ones(v.shape[:3] + (v.shape[3] + 1,), dtype=q.dtype)
+    v_and_ones[..., :-1] = v
     out = np.empty(q.shape[:3] + v.shape[3:], dtype=q.dtype)
     logsumexp = np.empty(q.shape[:3], dtype=np.float64)
-    _forward_rows(q, _transposed(k), v, _bias_4d(bias, q.dtype), bias is not None, float(scale), out, logsumexp)
+    tile_rows = _tile_rows(q.shape[2], k.shape[2], max(q.shape[3], v.shape[3] + 1))
+    _forward_tiles(q, k, v_and_ones, _bias_4d(bias, q.dtype), bias is not None, float(scale), tile_rows,
+                   out, logsumexp)
     return out, logsumexp
 
 
 def backward(dout, q, k, v, bias, scale, logsumexp):
     """-> ``(dq, dk, dv, dbias)``, ``dbias`` of ``bias.shape`` or None."""
     dout, q, k, v = (np.ascontiguousarray(a) for a in (dout, q, k, v))
-    k_t, v_t = _transposed(k), _transposed(v)
     bias4 = _bias_4d(bias, q.dtype)
-    scale = float(scale)
-    dq = np.empty_like(q)
-    delta = np.empty(q.shape[:3], dtype=np.float64)
-    _backward_query_rows(dout, q, k, k_t, v_t, bias4, bias is not None, scale, logsumexp, dq, delta)
-    dk = np.empty_like(k)
-    dv = np.empty_like(v)
-    _backward_key_rows(dout, _transposed(dout), q, _transposed(q), k, v, bias4, bias is not None, scale,
-                       logsumexp, delta, dk, dv)
+    batch, heads = q.shape[:2]
+    n_heads = batch * heads
+    # a bias with full batch and head axes: every slot is read by one (b, head) only
+    owned = bias is None or ((bias4.shape[0] == batch or batch == 1) and (bias4.shape[1] == heads or heads == 1))
+    n_runs = n_heads if owned else _shared_bias_runs(n_heads)
+    dbias_buffers = np.zeros((1 if owned else n_runs,) + bias4.shape)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    tile_rows = _tile_rows(q.shape[2], k.shape[2], max(q.shape[3], v.shape[3]))
+    _backward_heads(dout, q, k, v, bias4, bias is not None, float(scale), logsumexp, tile_rows, n_runs,
+                    dq, dk, dv, dbias_buffers)
     if bias is None:
         return dq, dk, dv, None
-    dbias = np.empty_like(bias4)
-    _backward_bias_rows(dout, q, k_t, v_t, bias4, scale, logsumexp, dbias)
-    return dq, dk, dv, dbias.reshape(bias.shape)
+    dbias = dbias_buffers[0] if dbias_buffers.shape[0] == 1 else dbias_buffers.sum(axis=0)
+    return dq, dk, dv, dbias.astype(q.dtype).reshape(bias.shape)
