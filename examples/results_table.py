@@ -1,6 +1,6 @@
 """Train every ``*_nano`` model on the digits and print a Markdown table of the results.
 
-    python examples/results_table.py --epochs 5 --backend numpy --root runs/nano
+    python examples/results_table.py --epochs 5 --backend cpu --root runs/nano
 
 Each model trains with ``refvit train`` into ``ROOT/MODEL`` (a finished run is not
 trained again; an interrupted one is resumed), then the table is built from the runs'
@@ -47,7 +47,7 @@ def markdown_table(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--backend", default="cpu")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--root", default=os.path.join("runs", "nano"))
     parser.add_argument("--limit-batches", type=int, default=None)

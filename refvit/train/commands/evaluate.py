@@ -12,7 +12,7 @@ def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, help="a checkpoint.npz written by refvit train")
     parser.add_argument("--dataset", help="digits, shapes or a folder of .npz files (default: the training data set)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
-    parser.add_argument("--backend", default="numpy", help="numpy, cpu or cuda (default: numpy)")
+    parser.add_argument("--backend", default="cpu", help="numpy, cpu or cuda (default: cpu)")
     parser.add_argument("--limit-batches", type=int, default=None, help="at most N test batches")
 
 

@@ -1,7 +1,7 @@
 """``refvit train``: train a model on digits, shapes or a folder of ``.npz`` files.
 
 The defaults train the first available ``*_nano`` model on the digits for a few epochs
-on the ``numpy`` backend; everything lands in ``--out``: ``checkpoint.npz`` (resumable
+on the ``cpu`` backend; everything lands in ``--out``: ``checkpoint.npz`` (resumable
 with ``--resume``), ``metrics.json`` and ``log.csv``.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay (default: 1)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default: 0)")
     parser.add_argument("--clip-grad", type=float, default=None, help="clip the gradients' joint norm to this (default: off)")
-    parser.add_argument("--backend", default="numpy",
-                        help="numpy, cpu or cuda (default: numpy, the fastest on a CPU at these batch sizes)")
+    parser.add_argument("--backend", default="cpu",
+                        help="numpy, cpu or cuda (default: cpu, the Numba kernels)")
     parser.add_argument("--out", help="output folder (default: runs/MODEL-DATASET)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--limit-batches", type=int, default=None, help="at most N training and test batches per epoch")
