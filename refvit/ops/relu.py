@@ -15,40 +15,22 @@ A NaN input gives a NaN output, and its gradient passes ``dout`` through
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from refvit import kernels
-from refvit._validate import check_array, check_grad
-from refvit.backend import resolve_backend
+from refvit.ops import _elementwise as elementwise
 
 OP = "relu"
 DIFFERENTIABLE = ("x",)
 
 
-class Cache(NamedTuple):
-    x: np.ndarray
-    backend: str
-
-
 def forward(x, backend=None):
     """``relu(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    backend = resolve_backend(backend, OP)
-    x = check_array(OP, "x", x, backend)
-    if backend == "numpy":
-        out = np.asarray(_forward_numpy(x))  # a ufunc gives a NumPy scalar for a 0-d input
-    else:
-        out = kernels.load(backend, OP).forward(x)
-    return out, Cache(x, backend)
+    return elementwise.forward(OP, x, backend, _forward_numpy)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    dout = check_grad(OP, dout, cache.x)
-    if cache.backend == "numpy":
-        return (np.asarray(_backward_numpy(dout, cache.x)),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.x),)
+    return elementwise.backward(OP, dout, cache, _backward_numpy)
 
 
 def example(rng):

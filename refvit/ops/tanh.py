@@ -12,40 +12,22 @@ Backward, from the saved output (:math:`\tanh' = 1 - \tanh^2`):
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from refvit import kernels
-from refvit._validate import check_array, check_grad
-from refvit.backend import resolve_backend
+from refvit.ops import _elementwise as elementwise
 
 OP = "tanh"
 DIFFERENTIABLE = ("x",)
 
 
-class Cache(NamedTuple):
-    out: np.ndarray
-    backend: str
-
-
 def forward(x, backend=None):
     """``tanh(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    backend = resolve_backend(backend, OP)
-    x = check_array(OP, "x", x, backend)
-    if backend == "numpy":
-        out = np.asarray(_forward_numpy(x))  # a ufunc gives a NumPy scalar for a 0-d input
-    else:
-        out = kernels.load(backend, OP).forward(x)
-    return out, Cache(out, backend)
+    return elementwise.forward(OP, x, backend, _forward_numpy, save="out")
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
-        return (np.asarray(_backward_numpy(dout, cache.out)),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.out),)
+    return elementwise.backward(OP, dout, cache, _backward_numpy)
 
 
 def example(rng):

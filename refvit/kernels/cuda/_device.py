@@ -58,6 +58,22 @@ def to_host_unless(on_device: bool, *arrays):
     return result[0] if len(result) == 1 else result
 
 
+def elementwise(kernel, inputs, *options):
+    """Run ``kernel(*flat_inputs, flat_out, *options)`` with one thread per element.
+
+    The output has the shape and dtype of ``inputs[0]``; device arrays in give a device array
+    out, NumPy in gives NumPy out. The shape is read before the copy to the device, which
+    turns a 0-d array into shape ``(1,)``.
+    """
+    on_device = any_device(*inputs)
+    shape = tuple(inputs[0].shape)
+    arrays = to_device(*inputs)
+    out = empty(shape, arrays[0].dtype)
+    flat = [a.reshape(a.size) for a in arrays]
+    kernel[grid_1d(out.size)](*flat, out.reshape(out.size), *options)
+    return to_host_unless(on_device, out)
+
+
 def grid_1d(n: int):
     """(blocks, threads) for ``n`` independent work items."""
     threads = THREADS_1D

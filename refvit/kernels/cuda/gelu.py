@@ -3,7 +3,7 @@ import math
 
 from numba import cuda
 
-from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda._device import elementwise
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -23,11 +23,7 @@ def _forward_kernel(x, out, tanh_approx):
 
 
 def forward(x, tanh_approx):
-    on_device = any_device(x)
-    (x,) = to_device(x)
-    out = empty(x.shape, x.dtype)
-    _forward_kernel[grid_1d(x.size)](x.reshape(x.size), out.reshape(out.size), tanh_approx)
-    return to_host_unless(on_device, out)
+    return elementwise(_forward_kernel, (x,), tanh_approx)
 
 
 @cuda.jit
@@ -43,8 +39,4 @@ def _backward_kernel(dout, x, dx, tanh_approx):
 
 
 def backward(dout, x, tanh_approx):
-    on_device = any_device(dout, x)
-    dout, x = to_device(dout, x)
-    dx = empty(x.shape, x.dtype)
-    _backward_kernel[grid_1d(x.size)](dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size), tanh_approx)
-    return to_host_unless(on_device, dx)
+    return elementwise(_backward_kernel, (dout, x), tanh_approx)

@@ -1,7 +1,7 @@
 """ReLU on the GPU: one thread per element, forward and backward."""
 from numba import cuda
 
-from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda._device import elementwise
 
 
 @cuda.jit
@@ -13,12 +13,7 @@ def _forward_kernel(x, out):
 
 
 def forward(x):
-    on_device = any_device(x)
-    shape = x.shape  # taken before to_device, which turns a 0-d array into shape (1,)
-    (x,) = to_device(x)
-    out = empty(shape, x.dtype)
-    _forward_kernel[grid_1d(x.size)](x.reshape(x.size), out.reshape(out.size))
-    return to_host_unless(on_device, out)
+    return elementwise(_forward_kernel, (x,))
 
 
 @cuda.jit
@@ -29,9 +24,4 @@ def _backward_kernel(dout, x, dx):
 
 
 def backward(dout, x):
-    on_device = any_device(dout, x)
-    shape = x.shape
-    dout, x = to_device(dout, x)
-    dx = empty(shape, x.dtype)
-    _backward_kernel[grid_1d(x.size)](dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size))
-    return to_host_unless(on_device, dx)
+    return elementwise(_backward_kernel, (dout, x))

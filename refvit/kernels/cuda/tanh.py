@@ -3,7 +3,7 @@ import math
 
 from numba import cuda
 
-from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda._device import elementwise
 
 
 @cuda.jit
@@ -14,12 +14,7 @@ def _forward_kernel(x, out):
 
 
 def forward(x):
-    on_device = any_device(x)
-    shape = x.shape  # taken before to_device, which turns a 0-d array into shape (1,)
-    (x,) = to_device(x)
-    out = empty(shape, x.dtype)
-    _forward_kernel[grid_1d(x.size)](x.reshape(x.size), out.reshape(out.size))
-    return to_host_unless(on_device, out)
+    return elementwise(_forward_kernel, (x,))
 
 
 @cuda.jit
@@ -31,9 +26,4 @@ def _backward_kernel(dout, out, dx):
 
 
 def backward(dout, out):
-    on_device = any_device(dout, out)
-    shape = out.shape
-    dout, out = to_device(dout, out)
-    dx = empty(shape, out.dtype)
-    _backward_kernel[grid_1d(out.size)](dout.reshape(dout.size), out.reshape(out.size), dx.reshape(dx.size))
-    return to_host_unless(on_device, dx)
+    return elementwise(_backward_kernel, (dout, out))
