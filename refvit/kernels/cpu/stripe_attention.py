@@ -1,30 +1,36 @@
-"""Stripe attention with LePE on the CPU, working on the windows in place.
+r"""Stripe attention with LePE on the CPU, one window at a time with BLAS products.
 
-The kernels index a window's tokens directly in the ``(B, heads, H, W, d)`` arrays, from its top-left
-corner ``(top, left)``; the map is never rearranged into windows. The ``prange`` of the three attention
-kernels runs over ``(batch, head, window-row, window-col)`` and each iteration walks the rows of its
-window, writing only that window's rows of the output (gather, never scatter). The one copy is a
-per-window scratch tile: the window's keys (or queries, values, gradients) laid out feature-major,
-``(d, sh*sw)``, so that the ``sh*sw`` dot products of one token run as a contiguous inner loop over
-tokens with independent sums (each still adds ``j = 0, 1, ...`` in order; no fastmath).
+The ``prange`` of both kernels runs over the windows ``(batch, head, window-row, window-col)``; an
+iteration copies its window's tokens into contiguous ``(n, d)`` scratch tiles (``n = sh*sw``, tokens
+row-major inside the window), works on them with ``np.dot`` (which Numba hands to BLAS, as the NumPy
+reference's ``@`` does) and writes its results back into that window's rows of the
+``(B, heads, H, W, d)`` outputs. A window's keys are read only by its own queries, so every output
+element, ``dk`` and ``dv`` included, is written by one iteration: no races and no reduction across
+threads. Queries are taken in tiles of at most ``tile_rows`` rows (:func:`_tile_rows`), which bounds the
+``(rows, n)`` scratch for very large windows; a typical CSWin window is one tile.
 
-* ``_forward_windows``: per query, logits into an ``sh*sw`` buffer, softmax, weighted sum of ``v``,
-  then the LePE gather. Writes ``out``, the attention part ``A`` and the log-sum-exp ``lse``.
-* ``_dq_windows``: per query, recomputes ``P_ij = exp(s_ij - lse_i)`` and sums ``dS_ij k_j``.
-* ``_dk_dv_windows``: per key, loops over the queries of its window (gather form of ``P^T G`` and
-  ``dS^T q``), then adds the transposed LePE gather of ``G`` to ``dv``.
-* ``_dlepe_channels``: prange over the ``heads*d`` channels; each sums its 9 taps and its bias.
+* ``_forward_windows``: ``S = Q K^T`` (BLAS), per row in place ``S_ij = scale S_ij``, ``m_i = max_j``,
+  ``E_ij = exp(S_ij - m_i)`` (the vectorising exponential of the ``attention`` kernels); one product
+  ``E (V | 1)`` gives ``E V`` and the row sums ``l_i``; ``A_i = (E V)_i / l_i`` in float64, plus the
+  bias and the nine LePE taps gathered from the value tile, rounded once on store. Saves
+  ``lse_i = m_i + log l_i`` (float64, ``(B, heads, H, W)``).
+* ``_backward_windows``: ``P = exp(scale Q K^T - lse)``, ``dP = G V^T`` (BLAS),
+  ``delta_i = sum_j P_ij dP_ij`` (float64), ``D = scale P (dP - delta)``, then ``dq = D K``,
+  ``dk = D^T Q``, ``dv = P^T G`` (BLAS; later query tiles add to ``dk``, ``dv``), the LePE transpose
+  gathered from the gradient tile into ``dv``, and the window's share of ``dlepe_weight`` and
+  ``dlepe_bias`` (float64) into its own slot of a per-window buffer, summed afterwards.
 
-Memory kept for backward beyond the inputs: ``A (B, heads, H, W, d)`` and ``lse (B, heads, H, W)``
-(float64), never the ``(sh*sw) x (sh*sw)`` attention matrix of a window; scratch per thread is
-``O(d * sh*sw)``. Sums run in float64 and are rounded once on store.
+Memory kept for backward beyond the inputs: the log-sum-exp (float64, ``(B, heads, H, W)``), never the
+``(n, n)`` probabilities of a window. Scratch per thread: ``O(n d + tile_rows n)``.
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu.attention import _exp_shifted, _row_dot, _row_max
+
+# Scratch elements of one ``(rows, n)`` tile of logits: larger windows are split into query tiles.
+TILE_ELEMENTS = 1 << 16
 
 
 @njit(cache=True)
@@ -38,200 +44,195 @@ def _window(index, heads, window_rows, window_cols, stripe_h, stripe_w):
 
 
 @njit(cache=True)
-def _feature_major(plane, top, left, stripe_h, stripe_w, tile):
-    """``tile[j, t] = plane[top + t // sw, left + t % sw, j]``: one window's tokens, feature axis first."""
-    t = 0
-    for y in range(top, top + stripe_h):
-        for x in range(left, left + stripe_w):
-            for j in range(tile.shape[0]):
-                tile[j, t] = plane[y, x, j]
-            t += 1
+def _gather(plane, top, left, tile):
+    """``tile[t] = plane[top + t // sw, left + t % sw]``: the window's tokens, row-major, as ``(n, d)``."""
+    stripe_h, stripe_w = tile.shape[0], tile.shape[1]
+    for y in range(stripe_h):
+        for x in range(stripe_w):
+            tile[y, x] = plane[top + y, left + x]
 
 
 @njit(cache=True)
-def _dots(vector, tile, out):
-    """``out[t] = vector . tile[:, t]`` for every token ``t`` of a window.
+def _scatter(tile, top, left, plane):
+    """Inverse of :func:`_gather`: ``plane[top + y, left + x] = tile[y, x]`` (rounded to the plane's dtype)."""
+    stripe_h, stripe_w = tile.shape[0], tile.shape[1]
+    for y in range(stripe_h):
+        for x in range(stripe_w):
+            plane[top + y, left + x] = tile[y, x]
 
-    The feature axis is the outer loop, so the inner loop runs over contiguous tokens with
-    independent sums (it vectorises without fastmath); each sum still adds ``j = 0, 1, ...`` in order.
+
+@njit(cache=True)
+def _add_lepe(source, taps, direction, target):
+    """``target[y, x] += sum_{a,e} taps[a, e] * source[y + direction(a-1), x + direction(e-1)]`` over the
+    neighbours inside the window; ``source``, ``target`` are ``(sh, sw, d)`` tiles, ``taps`` ``(3, 3, d)``.
+
+    ``direction = 1``: the LePE forward (``source`` = values); ``-1``: its transpose (gradients, for ``dv``).
     """
-    out[:] = 0.0
-    for j in range(tile.shape[0]):
-        coefficient = vector[j]
-        row = tile[j]
-        for t in range(out.size):
-            out[t] += coefficient * row[t]
+    stripe_h, stripe_w, head_dim = source.shape
+    for y in range(stripe_h):
+        for x in range(stripe_w):
+            row = target[y, x]
+            for a in range(3):
+                yy = y + direction * (a - 1)
+                if yy < 0 or yy >= stripe_h:
+                    continue
+                for e in range(3):
+                    xx = x + direction * (e - 1)
+                    if xx < 0 or xx >= stripe_w:
+                        continue
+                    tap, neighbour = taps[a, e], source[yy, xx]
+                    for j in range(head_dim):
+                        row[j] += tap[j] * neighbour[j]
 
 
 @njit(cache=True)
-def _accumulate(weights, plane, top, left, stripe_h, stripe_w, acc):
-    """``acc += sum_t weights[t] * plane[top + t // sw, left + t % sw]``, read in place."""
-    t = 0
-    for y in range(top, top + stripe_h):
-        for x in range(left, left + stripe_w):
-            token = plane[y, x]
-            weight = weights[t]
-            for j in range(acc.shape[0]):
-                acc[j] += weight * token[j]
-            t += 1
-
-
-@njit(cache=True)
-def _lepe_gather(plane, weight, j, y, x, top, left, stripe_h, stripe_w, direction):
-    """``sum_{a,e} weight[j, a, e] plane[y + direction*(a-1), x + direction*(e-1), j]`` inside the window.
-
-    ``direction = 1``: the LePE forward (reads ``v``); ``-1``: its transpose (reads ``G`` for ``dv``).
-    """
-    total = 0.0
-    for a in range(3):
-        yy = y + direction * (a - 1)
-        if yy < top or yy >= top + stripe_h:
-            continue
-        for e in range(3):
-            xx = x + direction * (e - 1)
-            if left <= xx < left + stripe_w:
-                total += weight[j, a, e] * plane[yy, xx, j]
-    return total
+def _lepe_partials(grads, values, dtaps, dbias):
+    """``dtaps[a, e] = sum_{y,x} G[y, x] v[y + a - 1, x + e - 1]`` inside the window, ``dbias = sum G`` (float64)."""
+    stripe_h, stripe_w, head_dim = grads.shape
+    dtaps[:] = 0.0
+    dbias[:] = 0.0
+    for y in range(stripe_h):
+        for x in range(stripe_w):
+            g = grads[y, x]
+            for j in range(head_dim):
+                dbias[j] += g[j]
+            for a in range(3):
+                yy = y + a - 1
+                if yy < 0 or yy >= stripe_h:
+                    continue
+                for e in range(3):
+                    xx = x + e - 1
+                    if xx < 0 or xx >= stripe_w:
+                        continue
+                    slot, neighbour = dtaps[a, e], values[yy, xx]
+                    for j in range(head_dim):
+                        slot[j] += g[j] * neighbour[j]
 
 
 @njit(cache=True, parallel=True)
-def _forward_windows(q, k, v, weight, bias, has_lepe, stripe_h, stripe_w, scale, out, attended, logsumexp):
+def _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, scale, tile_rows, out, logsumexp):
     batch, heads, height, width, head_dim = q.shape
     window_rows, window_cols = height // stripe_h, width // stripe_w
+    n = stripe_h * stripe_w
     for index in prange(batch * heads * window_rows * window_cols):
         b, head, top, left = _window(index, heads, window_rows, window_cols, stripe_h, stripe_w)
-        keys = np.empty((head_dim, stripe_h * stripe_w), dtype=k.dtype)
-        _feature_major(k[b, head], top, left, stripe_h, stripe_w, keys)
-        logits = np.empty(stripe_h * stripe_w)
-        acc = np.empty(head_dim)
-        for y in range(top, top + stripe_h):
-            for x in range(left, left + stripe_w):
-                _dots(q[b, head, y, x], keys, logits)
-                largest = -np.inf
-                for t in range(logits.size):
-                    logits[t] *= scale
-                    largest = max(largest, logits[t])
-                total = 0.0
-                for t in range(logits.size):
-                    logits[t] = math.exp(logits[t] - largest)
-                    total += logits[t]
-                for t in range(logits.size):
-                    logits[t] /= total
-                acc[:] = 0.0
-                _accumulate(logits, v[b, head], top, left, stripe_h, stripe_w, acc)
-                logsumexp[b, head, y, x] = largest + math.log(total)
+        queries = np.empty((stripe_h, stripe_w, head_dim), dtype=q.dtype)
+        keys = np.empty((stripe_h, stripe_w, head_dim), dtype=q.dtype)
+        values_and_ones = np.ones((stripe_h, stripe_w, head_dim + 1), dtype=q.dtype)
+        _gather(q[b, head], top, left, queries)
+        _gather(k[b, head], top, left, keys)
+        _gather(v[b, head], top, left, values_and_ones[:, :, :head_dim])
+        query_rows, key_rows = queries.reshape(n, head_dim), keys.reshape(n, head_dim)
+        exps = np.empty((tile_rows, n), dtype=q.dtype)
+        weighted = np.empty((tile_rows, head_dim + 1), dtype=q.dtype)
+        powers = np.empty(n, dtype=q.dtype)
+        result = np.empty((stripe_h, stripe_w, head_dim))
+        result_rows = result.reshape(n, head_dim)
+        lse_rows = np.empty(n)
+        for first in range(0, n, tile_rows):
+            rows = min(tile_rows, n - first)
+            exps_t, weighted_t = exps[:rows], weighted[:rows]
+            np.dot(query_rows[first:first + rows], key_rows.T, exps_t)
+            for r in range(rows):
+                row = exps_t[r]
+                for t in range(n):
+                    row[t] = scale * row[t]
+                largest = _row_max(row)
+                _exp_shifted(row, largest, powers)
+                lse_rows[first + r] = largest
+            np.dot(exps_t, values_and_ones.reshape(n, head_dim + 1), weighted_t)
+            for r in range(rows):
+                total = float(weighted_t[r, head_dim])
+                lse_rows[first + r] += np.log(total)
                 for j in range(head_dim):
-                    attended[b, head, y, x, j] = acc[j]
-                    if has_lepe:
-                        acc[j] += bias[head, j] + _lepe_gather(v[b, head], weight[head], j, y, x, top, left,
-                                                               stripe_h, stripe_w, 1)
-                    out[b, head, y, x, j] = acc[j]
+                    result_rows[first + r, j] = weighted_t[r, j] / total
+        if has_lepe:
+            for t in range(n):
+                for j in range(head_dim):
+                    result_rows[t, j] += bias[head, j]
+            _add_lepe(values_and_ones[:, :, :head_dim], taps[head], 1, result)
+        _scatter(result, top, left, out[b, head])
+        _scatter(lse_rows.reshape(stripe_h, stripe_w), top, left, logsumexp[b, head])
 
 
 @njit(cache=True, parallel=True)
-def _dq_windows(dout, q, k, v, logsumexp, delta, stripe_h, stripe_w, scale, dq):
+def _backward_windows(dout, q, k, v, logsumexp, taps, has_lepe, stripe_h, stripe_w, scale, tile_rows,
+                      dq, dk, dv, dtaps_windows, dbias_windows):
     batch, heads, height, width, head_dim = q.shape
     window_rows, window_cols = height // stripe_h, width // stripe_w
+    n = stripe_h * stripe_w
     for index in prange(batch * heads * window_rows * window_cols):
         b, head, top, left = _window(index, heads, window_rows, window_cols, stripe_h, stripe_w)
-        keys = np.empty((head_dim, stripe_h * stripe_w), dtype=k.dtype)
-        values = np.empty((head_dim, stripe_h * stripe_w), dtype=v.dtype)
-        _feature_major(k[b, head], top, left, stripe_h, stripe_w, keys)
-        _feature_major(v[b, head], top, left, stripe_h, stripe_w, values)
-        dlogits = np.empty(stripe_h * stripe_w)
-        dprobabilities = np.empty(stripe_h * stripe_w)
-        acc = np.empty(head_dim)
-        for y in range(top, top + stripe_h):
-            for x in range(left, left + stripe_w):
-                _dots(q[b, head, y, x], keys, dlogits)
-                _dots(dout[b, head, y, x], values, dprobabilities)          # G_i . v_t
-                for t in range(dlogits.size):                               # dS_it = P_it (G_i . v_t - delta_i)
-                    probability = math.exp(scale * dlogits[t] - logsumexp[b, head, y, x])
-                    dlogits[t] = probability * (dprobabilities[t] - delta[b, head, y, x])
-                acc[:] = 0.0
-                _accumulate(dlogits, k[b, head], top, left, stripe_h, stripe_w, acc)
-                for j in range(head_dim):
-                    dq[b, head, y, x, j] = scale * acc[j]
+        tiles = np.empty((4, stripe_h, stripe_w, head_dim), dtype=q.dtype)   # Q, K, V, G of the window
+        queries, keys, values, grads = tiles[0], tiles[1], tiles[2], tiles[3]
+        _gather(q[b, head], top, left, queries)
+        _gather(k[b, head], top, left, keys)
+        _gather(v[b, head], top, left, values)
+        _gather(dout[b, head], top, left, grads)
+        query_rows, key_rows = queries.reshape(n, head_dim), keys.reshape(n, head_dim)
+        value_rows, grad_rows = values.reshape(n, head_dim), grads.reshape(n, head_dim)
+        lse = np.empty((stripe_h, stripe_w))
+        _gather(logsumexp[b, head], top, left, lse)
+        lse_rows = lse.reshape(n)
+        probs = np.empty((tile_rows, n), dtype=q.dtype)
+        dlogits = np.empty((tile_rows, n), dtype=q.dtype)
+        powers = np.empty(n, dtype=q.dtype)
+        results = np.empty((3, stripe_h, stripe_w, head_dim), dtype=q.dtype)  # dq, dk, dv of the window
+        dq_rows, dk_rows, dv_rows = (results[0].reshape(n, head_dim), results[1].reshape(n, head_dim),
+                                     results[2].reshape(n, head_dim))
+        dk_tile = np.empty((n, head_dim), dtype=q.dtype)
+        dv_tile = np.empty((n, head_dim), dtype=q.dtype)
+        for first in range(0, n, tile_rows):
+            rows = min(tile_rows, n - first)
+            probs_t, dlogits_t = probs[:rows], dlogits[:rows]
+            np.dot(query_rows[first:first + rows], key_rows.T, probs_t)
+            np.dot(grad_rows[first:first + rows], value_rows.T, dlogits_t)
+            for r in range(rows):
+                p_row, d_row = probs_t[r], dlogits_t[r]
+                for t in range(n):
+                    p_row[t] = scale * p_row[t]
+                _exp_shifted(p_row, lse_rows[first + r], powers)
+                delta = _row_dot(p_row, d_row)
+                for t in range(n):
+                    d_row[t] = scale * (p_row[t] * (d_row[t] - delta))
+            np.dot(dlogits_t, key_rows, dq_rows[first:first + rows])
+            if first == 0:  # the first tile writes dk, dv; later ones add to them
+                np.dot(dlogits_t.T, query_rows[:rows], dk_rows)
+                np.dot(probs_t.T, grad_rows[:rows], dv_rows)
+            else:
+                np.dot(dlogits_t.T, query_rows[first:first + rows], dk_tile)
+                np.dot(probs_t.T, grad_rows[first:first + rows], dv_tile)
+                dk_rows += dk_tile
+                dv_rows += dv_tile
+        if has_lepe:
+            _add_lepe(grads, taps[head], -1, results[2])
+            _lepe_partials(grads, values, dtaps_windows[index], dbias_windows[index])
+        _scatter(results[0], top, left, dq[b, head])
+        _scatter(results[1], top, left, dk[b, head])
+        _scatter(results[2], top, left, dv[b, head])
 
 
-@njit(cache=True, parallel=True)
-def _dk_dv_windows(dout, q, k, v, logsumexp, delta, weight, has_lepe, stripe_h, stripe_w, scale, dk, dv):
-    batch, heads, height, width, head_dim = q.shape
-    window_rows, window_cols = height // stripe_h, width // stripe_w
-    for index in prange(batch * heads * window_rows * window_cols):
-        b, head, top, left = _window(index, heads, window_rows, window_cols, stripe_h, stripe_w)
-        queries = np.empty((head_dim, stripe_h * stripe_w), dtype=q.dtype)
-        grads = np.empty((head_dim, stripe_h * stripe_w), dtype=dout.dtype)
-        _feature_major(q[b, head], top, left, stripe_h, stripe_w, queries)
-        _feature_major(dout[b, head], top, left, stripe_h, stripe_w, grads)
-        query_lse = np.empty(stripe_h * stripe_w)
-        query_delta = np.empty(stripe_h * stripe_w)
-        t = 0
-        for y in range(top, top + stripe_h):
-            for x in range(left, left + stripe_w):
-                query_lse[t] = logsumexp[b, head, y, x]
-                query_delta[t] = delta[b, head, y, x]
-                t += 1
-        probabilities = np.empty(stripe_h * stripe_w)
-        dlogits = np.empty(stripe_h * stripe_w)
-        acc_k = np.empty(head_dim)
-        acc_v = np.empty(head_dim)
-        for y in range(top, top + stripe_h):                 # one key at a time; t runs over the queries
-            for x in range(left, left + stripe_w):
-                _dots(k[b, head, y, x], queries, probabilities)
-                _dots(v[b, head, y, x], grads, dlogits)          # G_t . v_j
-                for t in range(probabilities.size):
-                    probabilities[t] = math.exp(scale * probabilities[t] - query_lse[t])
-                    dlogits[t] = probabilities[t] * (dlogits[t] - query_delta[t])
-                acc_k[:] = 0.0
-                acc_v[:] = 0.0
-                _accumulate(probabilities, dout[b, head], top, left, stripe_h, stripe_w, acc_v)
-                _accumulate(dlogits, q[b, head], top, left, stripe_h, stripe_w, acc_k)
-                for j in range(head_dim):
-                    dk[b, head, y, x, j] = scale * acc_k[j]
-                    if has_lepe:
-                        acc_v[j] += _lepe_gather(dout[b, head], weight[head], j, y, x, top, left,
-                                                 stripe_h, stripe_w, -1)
-                    dv[b, head, y, x, j] = acc_v[j]
-
-
-@njit(cache=True, parallel=True)
-def _dlepe_channels(dout, v, stripe_h, stripe_w, dweight, dbias):
-    batch, heads, height, width, head_dim = v.shape
-    for channel in prange(heads * head_dim):
-        head = channel // head_dim
-        j = channel % head_dim
-        taps = np.zeros((3, 3))
-        bias_total = 0.0
-        for b in range(batch):
-            for y in range(height):
-                top = y - y % stripe_h
-                for x in range(width):
-                    left = x - x % stripe_w
-                    g = dout[b, head, y, x, j]
-                    bias_total += g
-                    for a in range(3):
-                        yy = y + a - 1
-                        if yy < top or yy >= top + stripe_h:
-                            continue
-                        for e in range(3):
-                            xx = x + e - 1
-                            if left <= xx < left + stripe_w:
-                                taps[a, e] += g * v[b, head, yy, xx, j]
-        for a in range(3):
-            for e in range(3):
-                dweight[head, j, a, e] = taps[a, e]
-        dbias[head, j] = bias_total
+def _tile_rows(n_tokens):
+    """Query rows per tile: the whole window when its ``(n, n)`` logits fit :data:`TILE_ELEMENTS`, else
+    equal tiles of at least 8 rows within that bound."""
+    most = max(8, TILE_ELEMENTS // n_tokens)
+    n_tiles = -(-n_tokens // most)
+    return -(-n_tokens // n_tiles)
 
 
 def _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, dtype):
-    """LePE parameters as ``(heads, d, 3, 3)`` and ``(heads, d)``; zeros (unused) when absent."""
+    """LePE parameters as taps ``(heads, 3, 3, d)`` and bias ``(heads, d)``; zeros (unused) when absent."""
     if lepe_weight is None:
-        return np.zeros((heads, head_dim, 3, 3), dtype), np.zeros((heads, head_dim), dtype), False
-    weight = np.ascontiguousarray(lepe_weight).reshape(heads, head_dim, 3, 3)
+        return np.zeros((heads, 3, 3, head_dim), dtype), np.zeros((heads, head_dim), dtype), False
+    taps = np.ascontiguousarray(np.asarray(lepe_weight).reshape(heads, head_dim, 3, 3).transpose(0, 2, 3, 1))
     if lepe_bias is None:
-        return weight, np.zeros((heads, head_dim), dtype), True
-    return weight, np.ascontiguousarray(lepe_bias).reshape(heads, head_dim), True
+        return taps, np.zeros((heads, head_dim), dtype), True
+    return taps, np.ascontiguousarray(lepe_bias).reshape(heads, head_dim), True
+
+
+def _window_count(shape, stripe_size):
+    batch, heads, height, width = shape[:4]
+    return batch * heads * (height // stripe_size[0]) * (width // stripe_size[1])
 
 
 @kernel_entry
@@ -239,29 +240,32 @@ def forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
     """``-> (out, saved)``; ``saved`` is what :func:`backward` needs."""
     q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
     heads, head_dim = q.shape[1], q.shape[4]
-    weight, bias, has_lepe = _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, q.dtype)
+    taps, bias, has_lepe = _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, q.dtype)
+    stripe_h, stripe_w = stripe_size
     out = np.empty_like(q)
-    attended = np.empty_like(q)
     logsumexp = np.empty(q.shape[:4])
-    _forward_windows(q, k, v, weight, bias, has_lepe, stripe_size[0], stripe_size[1], float(scale),
-                  out, attended, logsumexp)
-    return out, (q, k, v, weight, has_lepe, attended, logsumexp)
+    _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, float(scale),
+                     _tile_rows(stripe_h * stripe_w), out, logsumexp)
+    return out, (q, k, v, taps, has_lepe, logsumexp)
 
 
 @kernel_entry
 def backward(dout, saved, has_bias, stripe_size, scale):
     """``-> (dq, dk, dv, dlepe_weight, dlepe_bias)``."""
-    q, k, v, weight, has_lepe, attended, logsumexp = saved
+    q, k, v, taps, has_lepe, logsumexp = saved
     dout = np.ascontiguousarray(dout)
     stripe_h, stripe_w = stripe_size
-    delta = np.sum(dout.astype(np.float64) * attended, axis=-1)     # G_i . A_i
+    batch, heads, head_dim = q.shape[0], q.shape[1], q.shape[4]
+    n_windows = _window_count(q.shape, stripe_size) if has_lepe else 1
+    dtaps_windows = np.zeros((n_windows, 3, 3, head_dim))
+    dbias_windows = np.zeros((n_windows, head_dim))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    _dq_windows(dout, q, k, v, logsumexp, delta, stripe_h, stripe_w, float(scale), dq)
-    _dk_dv_windows(dout, q, k, v, logsumexp, delta, weight, has_lepe, stripe_h, stripe_w, float(scale), dk, dv)
+    _backward_windows(dout, q, k, v, logsumexp, taps, has_lepe, stripe_h, stripe_w, float(scale),
+                      _tile_rows(stripe_h * stripe_w), dq, dk, dv, dtaps_windows, dbias_windows)
     if not has_lepe:
         return dq, dk, dv, None, None
-    dweight = np.empty_like(weight)
-    dbias = np.empty(weight.shape[:2], dtype=q.dtype)
-    _dlepe_channels(dout, v, stripe_h, stripe_w, dweight, dbias)
-    channels = weight.shape[0] * weight.shape[1]
-    return dq, dk, dv, dweight.reshape(channels, 1, 3, 3), (dbias.reshape(channels) if has_bias else None)
+    # windows are ordered (batch, head, window): sum each head's windows over the batch
+    dtaps = dtaps_windows.reshape(batch, heads, -1, 3, 3, head_dim).sum(axis=(0, 2))
+    dweight = dtaps.transpose(0, 3, 1, 2).reshape(heads * head_dim, 1, 3, 3).astype(q.dtype)
+    dbias = dbias_windows.reshape(batch, heads, -1, head_dim).sum(axis=(0, 2)).reshape(heads * head_dim)
+    return dq, dk, dv, dweight, (dbias.astype(q.dtype) if has_bias else None)
