@@ -108,3 +108,23 @@ def test_wide_rows_split_across_tasks(rng, monkeypatch):
     split = _run(na2d_transposed.forward, na2d_transposed.backward, np.float64, q, k, v, dout, rpb, cache.options)
     for a, b in zip((whole[0], whole[1]) + whole[2], (split[0], split[1]) + split[2]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype, int_dtype, ulps", [(np.float32, np.int32, 2), (np.float64, np.int64, 2)])
+def test_vectorised_exp_agrees_with_numpy(dtype, int_dtype, ulps):
+    from refvit.kernels.cpu import na2d_wide_rows
+
+    rng = np.random.default_rng(0)
+    shifted = np.concatenate(([0.0, -1e-7, -0.3465, -0.3466, -1.0, -20.5, -80.0], -rng.exponential(8.0, 200)))
+    row = shifted.astype(dtype) + dtype(3.0)
+    largest = np.full(row.shape, 3.0, dtype)
+    total = np.ones(row.shape, dtype)
+    expected = np.exp(row.astype(np.float64) - largest)
+    na2d_wide_rows.exp_minus(row, largest, total, np.empty(row.shape, int_dtype), na2d_wide_rows.exp_constants(dtype))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(row - expected) <= ulps * eps * expected)
+    assert_close(total, 1.0 + row, rtol=0.0, atol=0.0)
+    nan_row = np.array([np.nan, 0.0], dtype)
+    na2d_wide_rows.exp_minus(nan_row, np.zeros(2, dtype), np.zeros(2, dtype), np.empty(2, int_dtype),
+                             na2d_wide_rows.exp_constants(dtype))
+    assert np.isnan(nan_row[0]) and nan_row[1] == 1.0

@@ -20,13 +20,19 @@ the *width*, where the lanes are independent queries:
 
   a sum over ``c`` of element-wise products of two shifted rows. The loop over ``t`` has no
   dependence between lanes and vectorises, each lane still summing over ``c`` in a fixed order.
-  The ``h`` border columns on each side of every map have clamped windows: their values are
-  recomputed from the index tables, and their weights are zeroed before the shifted weighted sums.
+* **border blocks.** The ``h`` border columns on each side of every map have clamped windows. Their
+  queries, and for each column slot the keys (values) they see, are gathered once per group into
+  compact blocks where the products are element-wise along the blocks (see
+  :mod:`refvit.kernels.cpu.na2d_wide_rows`); their results overwrite the border lanes of the shifted
+  products, and their weights are zeroed before the shifted weighted sums.
+* **softmax** per lane along the row, with :func:`refvit.kernels.cpu.na2d_wide_rows.exp_minus`, an
+  exponential written as vectorisable arithmetic (``math.exp`` is a call per element).
 
 Kernels, ``prange`` over (row, chunk of maps) of one group:
 
 * ``_forward_rows``: logits of all ``kh*kw`` slots, the softmax per lane, and ``out``; the softmax
-  weights go to ``attn (B*heads, H, W, kh*kw)`` exactly as the general kernels store them.
+  weights go to ``attn (B*heads, H, W, kh*kw)`` exactly as the general kernels store them, so either
+  path's backward can read either path's cache.
 * ``_backward_query_rows``: :math:`\bar a = p(\delta - g\cdot o)` and :math:`\partial L/\partial q`;
   keeps ``p`` and :math:`\bar a` in the wide layout for the key pass, and sums :math:`\bar a` by bias
   index into per-(map, row) partials.
@@ -34,10 +40,10 @@ Kernels, ``prange`` over (row, chunk of maps) of one group:
   row table), ``dk`` and ``dv`` as gathers: key ``j`` takes slot ``w`` from interior query
   ``j - w + h``. Each key row has one writer: no races and no atomics.
 
-Everything runs in the input dtype; the bias partials are float64.
+Everything runs in the input dtype; the bias partials are float64. Numba's on-disk cache of a kernel
+here does not notice edits to the helpers in ``na2d_wide_rows``: after changing those, delete this
+module's cache files (``__pycache__/na2d_transposed.*.nb*``).
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -84,7 +90,8 @@ def _interior_sum(segment, half):
 
 @njit(cache=True, parallel=True)
 def _forward_rows(q, k, v, query_blocks, key_blocks, value_blocks, rpb, heads, scale, row_first, row_bias, col_bias,
-                  border, kernel_h, kernel_w, cols, maps_per_task, row_group, row_step, col_group, col_step, out, attn):
+                  exp_constants, exp_bits, border, kernel_h, kernel_w, cols, maps_per_task, row_group, row_step,
+                  col_group, col_step, out, attn):
     """``q, k, v`` in wide rows and border blocks; ``out (B*heads, H, W, d)``, ``attn (B*heads, H, W, kh*kw)``."""
     rows, head_dim = q.shape[0], q.shape[1]
     maps = out.shape[0]
@@ -121,11 +128,11 @@ def _forward_rows(q, k, v, query_blocks, key_blocks, value_blocks, rpb, heads, s
             for t in range(n):
                 largest[t] = max(largest[t], probs[slot, t])
         total = np.zeros(n, dtype=q.dtype)
+        shifts = np.empty(n, dtype=q.dtype)
+        bits = np.empty(n, dtype=exp_bits.dtype)
         for slot in range(slots):
-            for t in range(n):
-                weight = math.exp(probs[slot, t] - largest[t])
-                probs[slot, t] = weight
-                total[t] += weight
+            shifts[:] = largest
+            wide.exp_minus(probs[slot], shifts, total, bits, exp_constants)
         for t in range(n):
             total[t] = 1.0 / total[t]
         for slot in range(slots):
@@ -320,7 +327,8 @@ def forward(q, k, v, rpb, options):
     for group in _groups(height, width, q.shape[0], options):
         _forward_rows(group.wide(q), group.wide(k), group.wide(v), group.blocks(q, False), group.blocks(k, True),
                       group.blocks(v, True), bias, heads, scale, group.row_bounds.first_key,
-                      group.row_bounds.first_bias, group.col_bounds.first_bias, group.border, kernel_h,
+                      group.row_bounds.first_bias, group.col_bounds.first_bias, wide.exp_constants(q.dtype),
+                      np.empty(0, np.int64 if q.dtype == np.float64 else np.int32), group.border, kernel_h,
                       *group.placement()[1:], out, attn)
     return out.reshape((batch, heads, height, width, head_dim)), attn.reshape((batch, heads, height, width, -1))
 
