@@ -128,3 +128,22 @@ def test_vectorised_exp_agrees_with_numpy(dtype, int_dtype, ulps):
     na2d_wide_rows.exp_minus(nan_row, np.zeros(2, dtype), np.zeros(2, dtype), np.empty(2, int_dtype),
                              na2d_wide_rows.exp_constants(dtype))
     assert np.isnan(nan_row[0]) and nan_row[1] == 1.0
+
+
+def test_non_finite_values_stay_in_their_own_map():
+    """A NaN in one batch element's map must not reach another element's outputs or gradients."""
+    from refvit import ops
+
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 2, 6, 7, 4)) for _ in range(3))
+    q[0, 1, 2, 0, 1] = np.nan  # a border column of map (0, 1)
+    out, cache = ops.na2d.forward(q, k, v, 3, backend="cpu")
+    dout = rng.standard_normal(out.shape)
+    dout[0, 0, 5, 6, 0] = np.inf
+    dq, dk, dv, _ = ops.na2d.backward(dout, cache)
+    for grad in (out, dq, dk, dv):
+        assert np.isfinite(grad[1]).all()
+    reference, ref_cache = ops.na2d.forward(q, k, v, 3, backend="numpy")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(reference))
+    for got, want in zip((dq, dk, dv), ops.na2d.backward(dout, ref_cache)[:3]):
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))

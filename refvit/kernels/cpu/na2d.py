@@ -237,16 +237,27 @@ def forward(q, k, v, rpb, options):
 
     Stride 1 without causal windows (NA and DiNA) runs on the width-vectorised kernels of
     :mod:`refvit.kernels.cpu.na2d_transposed`; everything else on the general kernels here."""
-    if na2d_transposed.applies(options):
+    if _vectorised_path(options, q, k, v, rpb):
         return na2d_transposed.forward(q, k, v, rpb, options)
     return forward_general(q, k, v, rpb, options)
 
 
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; the same path as :func:`forward`."""
-    if na2d_transposed.applies(options):
+    if _vectorised_path(options, dout, q, k, v, rpb):
         return na2d_transposed.backward(dout, q, k, v, rpb, out, attn, options)
     return backward_general(dout, q, k, v, rpb, out, attn, options)
+
+
+def _vectorised_path(options, *arrays):
+    """The width-vectorised kernels apply to these options and every input is finite.
+
+    Those kernels lay the maps of all batch elements and heads side by side and multiply whole
+    rows, border columns included, by zero-weighted neighbours: a NaN or inf in one map could
+    then reach another map's gradients (0 * inf). Non-finite inputs take the general kernels,
+    where each map is computed on its own, so they propagate only where PyTorch's would.
+    """
+    return na2d_transposed.applies(options) and all(a is None or np.isfinite(a).all() for a in arrays)
 
 
 def forward_general(q, k, v, rpb, options):
