@@ -13,7 +13,9 @@ def to_numpy(a):
     """NumPy view of an array, a device array, a refvit ``Tensor`` or a torch tensor."""
     if a is None:
         return None
-    if hasattr(a, "data") and type(a).__name__ == "Tensor" and type(a).__module__.startswith("refvit"):
+    from refvit.autograd import Tensor
+
+    if isinstance(a, Tensor):  # Parameters too
         a = a.data
     if is_device_array(a) and hasattr(a, "copy_to_host"):
         return a.copy_to_host()

@@ -105,3 +105,13 @@ def test_assert_close_zero_dimensional():
     assert_close(np.array(1.5), np.array(1.5))
     with pytest.raises(AssertionError, match="1 of 1 elements differ"):
         assert_close(np.array(1.0), np.array(2.0))
+
+
+def test_to_numpy_of_tensors_and_parameters():
+    from refvit import Tensor
+    from refvit.nn import Parameter
+    from refvit.testing import to_numpy
+
+    values = np.arange(3.0)
+    assert to_numpy(Tensor(values)) is not None and np.array_equal(to_numpy(Tensor(values)), values)
+    assert np.array_equal(to_numpy(Parameter(values)), values)
