@@ -1,6 +1,6 @@
 """Train every ``*_nano`` model on the digits and print a Markdown table of the results.
 
-    python examples/results_table.py --epochs 5 --backend cpu --root runs/nano
+    python examples/results_table.py --epochs 20 --lr 2e-3 --backend cpu --root runs/nano
 
 Each model trains with ``refvit train`` into ``ROOT/MODEL`` (a finished run is not
 trained again; an interrupted one is resumed), then the table is built from the runs'
@@ -23,7 +23,7 @@ def train(name, out, args):
         with open(metrics_path) as handle:
             if json.load(handle)["epochs"] >= args.epochs:
                 return 0
-    argv = ["train", "--model", name, "--dataset", args.dataset, "--epochs", str(args.epochs),
+    argv = ["train", "--model", name, "--dataset", args.dataset, "--epochs", str(args.epochs), "--lr", str(args.lr),
             "--backend", args.backend, "--out", out, "--seed", str(args.seed), "--quiet"]
     if args.limit_batches:
         argv += ["--limit-batches", str(args.limit_batches)]
@@ -46,7 +46,8 @@ def markdown_table(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--backend", default="cpu")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--root", default=os.path.join("runs", "nano"))
@@ -65,7 +66,7 @@ def main(argv=None):
             with open(os.path.join(out, "metrics.json")) as handle:
                 metrics = json.load(handle)
         results.append((name, metrics))
-    print(f"\n{args.dataset}, {args.epochs} epoch(s), backend {args.backend}:\n")
+    print(f"\n{args.dataset}, {args.epochs} epoch(s), lr {args.lr:g}, backend {args.backend}:\n")
     print(markdown_table(results))
     return 0 if all(metrics is not None for _, metrics in results) else 1
 

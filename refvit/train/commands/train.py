@@ -16,9 +16,9 @@ COMMAND = "train"
 def add_arguments(parser):
     parser.add_argument("--model", help=f"model name (default: the first registered of {', '.join(DEFAULT_MODEL_ORDER)})")
     parser.add_argument("--dataset", default="digits", help="digits, shapes, or a folder of .npz files (default: digits)")
-    parser.add_argument("--epochs", type=int, default=5, help="passes over the training split (default: 5)")
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the training split (default: 20)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
     parser.add_argument("--weight-decay", type=float, default=0.05,
                         help="AdamW decoupled weight decay; norms, biases and position tables get none (default: 0.05)")
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay (default: 1)")
