@@ -2,14 +2,17 @@
 
 For each case and backend: forward time, forward+backward time, and the
 forward+backward speed-up over the ``numpy`` reference. PyTorch CPU rows appear
-when ``torch`` is installed and the case describes its PyTorch equivalent. The
-``cuda`` backend is timed with device-resident inputs on a real GPU only (the
+when ``torch`` is installed and the case describes its PyTorch equivalent; they are
+timed in a child process, since torch's OpenMP runtime slows Numba's threads when both are
+loaded in one process. The ``cuda`` backend is timed with device-resident inputs on a real GPU only (the
 simulator measures Python, not a GPU).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -73,33 +76,21 @@ def time_op(case, backend, dtype, repeat, seed=0):
     return measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
 
 
-def time_torch(case, dtype, repeat, seed=0):
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    rng = np.random.default_rng(seed)
-    args, kwargs = case.make(rng, dtype)
-    run = case.torch_forward(args, kwargs)
-    with torch.no_grad():
-        out = run()
-    grad = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(dtype))
-
-    def forward():
-        with torch.no_grad():
-            run()
-
-    def forward_backward():
-        run().backward(grad)
-
-    return measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
+def time_torch(case, dtype, repeat):
+    """(forward seconds, forward+backward seconds) of the case in PyTorch, timed in a child process
+    (:mod:`refvit.bench.torch_worker`) so that torch's OpenMP runtime never shares this process
+    with the Numba kernels."""
+    command = [sys.executable, "-m", "refvit.bench.torch_worker", case.name, np.dtype(dtype).name, str(repeat)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench: timing {case.name!r} in PyTorch failed: {result.stderr.strip().splitlines()[-1:]}")
+    times = json.loads(result.stdout.strip().splitlines()[-1])
+    return times["forward"], times["forward_backward"]
 
 
 def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when torch can be imported (looked up without importing it here)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None):

@@ -78,3 +78,12 @@ def test_bench_accepts_an_op_like_object(capsys):
         rows.append((forward, both))
     assert all(f > 0 and b > 0 for f, b in rows)
     assert runner.op_name(wrapper) == "double_gelu" and runner.op_name("gelu") == "gelu"
+
+
+def test_bench_times_torch_in_a_child_process():
+    pytest.importorskip("torch")
+    from refvit.bench import runner
+
+    (case,) = [c for c in collect_cases() if c.name.startswith("gelu")]
+    forward, both = runner.time_torch(case, np.float32, repeat=1)
+    assert forward > 0 and both > 0
