@@ -4,10 +4,12 @@
 * :func:`check_vjp`: the dot-product test, ``<g, J v> == <J^T g, v>``, cheap enough
   for Hypothesis-sized inputs.
 * :func:`check_backends`: one op on two backends, forward and backward.
+* :func:`check_module_gradients`: ``Tensor.backward`` through a whole module at probed entries.
 * :func:`assert_close`: an ``allclose`` that says where and by how much.
 * :mod:`refvit.testing.strategies`: Hypothesis strategies for shapes, seeds and layouts.
 """
 from refvit.testing.compare import assert_close, to_numpy
+from refvit.testing.modules import check_module_gradients
 from refvit.testing.gradients import (
     GradcheckError,
     bind_inputs,
@@ -23,6 +25,7 @@ __all__ = [
     "assert_close",
     "bind_inputs",
     "check_backends",
+    "check_module_gradients",
     "check_vjp",
     "gradcheck",
     "numerical_vjp",

@@ -12,7 +12,7 @@ from refvit.autograd import Tensor
 from refvit.models import create_model, list_models, model_info
 from refvit.models.dinat import NAT
 from refvit.nn.nat import ConvDownsampler, ConvTokenizer, NATBlock, NATLayer, NeighborhoodAttention2D
-from refvit.testing import assert_close, numerical_vjp, relative_error
+from refvit.testing import assert_close, check_module_gradients
 
 MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3, kernel_size=7)
 TINY = dict(MINI, depths=(3, 4, 18, 5))
@@ -158,34 +158,19 @@ def test_attention_backends_agree(kernel_backend, rng):
 # ---------------------------------------------------------------- gradients and training mode
 
 def test_nano_gradients_match_central_differences(rng):
-    """Tensor.backward through the whole dinat_nano against refvit.testing.numerical_vjp (float64), on a
+    """Tensor.backward through the whole dinat_nano against central differences (refvit.testing.check_module_gradients, float64), on a
     16x16 image: maps 4/2/1, so the DiNA layer (window 6) and the last level (window 3) are both padded."""
     model = create_model("dinat_nano", dtype=np.float64).eval()
     images = rng.standard_normal((1, 16, 16, 3))
     upstream = rng.standard_normal((1, 10))
-    x = Tensor(images, requires_grad=True)
-    model(x).backward(upstream)
-    params = dict(model.named_parameters())
-    probes = [(x, (0, 5, 9, 1)), (x, (0, 15, 14, 2)),
-              (params["patch_embed.proj.1.weight"], (7, 3, 1, 2)),
-              (params["levels.0.blocks.1.attn.rpb"], (0, 1, 3)),
-              (params["levels.0.blocks.1.attn.qkv.weight"], (40, 5)),
-              (params["levels.1.downsample.reduction.weight"], (9, 12, 0, 2)),
-              (params["levels.2.blocks.3.attn.rpb"], (2, 4, 0)),
-              (params["levels.2.blocks.0.mlp.fc2.bias"], (17,))]
-    analytic, numeric = [], []
-    for tensor, index in probes:
-        def logits_at(value, tensor=tensor, index=index):
-            saved = tensor.data[index]
-            tensor.data[index] = value[0]
-            with refvit.autograd.no_grad():
-                out = model(images).data  # x.data is images itself
-            tensor.data[index] = saved
-            return out
-
-        analytic.append(tensor.grad[index])
-        numeric.append(numerical_vjp(logits_at, [np.array([tensor.data[index]])], upstream)[0][0])
-    assert relative_error(analytic, numeric) < 1e-6, (analytic, numeric)
+    probes = [("input", (0, 5, 9, 1)), ("input", (0, 15, 14, 2)),
+              ("patch_embed.proj.1.weight", (7, 3, 1, 2)),
+              ("levels.0.blocks.1.attn.rpb", (0, 1, 3)),
+              ("levels.0.blocks.1.attn.qkv.weight", (40, 5)),
+              ("levels.1.downsample.reduction.weight", (9, 12, 0, 2)),
+              ("levels.2.blocks.3.attn.rpb", (2, 4, 0)),
+              ("levels.2.blocks.0.mlp.fc2.bias", (17,))]
+    check_module_gradients(model, images, probes, upstream)
 
 
 @pytest.mark.parametrize("name", ["dinat_nano", "nat_nano"])

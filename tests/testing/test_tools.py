@@ -115,3 +115,23 @@ def test_to_numpy_of_tensors_and_parameters():
     values = np.arange(3.0)
     assert to_numpy(Tensor(values)) is not None and np.array_equal(to_numpy(Tensor(values)), values)
     assert np.array_equal(to_numpy(Parameter(values)), values)
+
+
+def test_check_module_gradients_accepts_right_and_rejects_wrong_backward():
+    from refvit import nn as refvit_nn
+    from refvit.testing import check_module_gradients
+
+    rng = np.random.default_rng(0)
+    model = refvit_nn.Sequential(refvit_nn.Linear(4, 5, dtype=np.float64), refvit_nn.GELU(),
+                                 refvit_nn.Linear(5, 3, dtype=np.float64))
+    x, upstream = rng.standard_normal((2, 4)), rng.standard_normal((2, 3))
+    probes = [("input", (1, 2)), ("0.weight", (3, 1)), ("2.bias", (2,))]
+    analytic, numeric = check_module_gradients(model, x, probes, upstream)
+    assert len(analytic) == len(numeric) == 3
+    original = ops.gelu.backward
+    try:
+        ops.gelu.backward = lambda dout, cache: (1.01 * original(dout, cache)[0],)
+        with pytest.raises(GradcheckError, match="Sequential: probed gradients"):
+            check_module_gradients(model, x, probes, upstream)
+    finally:
+        ops.gelu.backward = original
