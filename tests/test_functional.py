@@ -34,12 +34,6 @@ def _as_tensors(arguments, differentiable):
     return tensors
 
 
-def _close(actual, expected, name="value"):
-    """assert_close, with 0-d results (a scalar loss) compared as 1-element arrays."""
-    assert np.shape(actual) == np.shape(expected), f"{name}: shapes {np.shape(actual)} != {np.shape(expected)}"
-    assert_close(np.atleast_1d(actual), np.atleast_1d(expected), name=name)
-
-
 def _grad(value):
     if isinstance(value, tuple):
         return tuple(None if v is None else v.grad for v in value)
@@ -62,7 +56,7 @@ def test_function_matches_op_forward_and_backward(name, rng):
     expected_outputs = expected if isinstance(expected, tuple) else (expected,)
     for got, want in zip(outputs, expected_outputs):
         assert isinstance(got, Tensor)
-        _close(got.data, want, name=f"{name} output")
+        assert_close(got.data, want, name=f"{name} output")
     upstream = tuple(rng.standard_normal(np.shape(o)) for o in expected_outputs)
     expected_grads = op.backward(upstream if isinstance(expected, tuple) else upstream[0], cache)
     root = outputs[0] if len(outputs) == 1 else F.concatenate([F.reshape(o, (-1,)) for o in outputs])
@@ -72,7 +66,7 @@ def test_function_matches_op_forward_and_backward(name, rng):
         if want is None:
             continue
         for g, w in (zip(got, want) if isinstance(want, (list, tuple)) else [(got, want)]):
-            _close(g, w, name=f"{name} d{input_name}")
+            assert_close(g, w, name=f"{name} d{input_name}")
 
 
 @pytest.mark.parametrize("name", CORE_OPS)

@@ -48,6 +48,8 @@ def random_array(shape, seed, dtype=np.float64, scale=1.0, layout="C"):
 
 def with_layout(a, layout):
     """The same values as ``a`` laid out as ``"C"``, ``"F"``, ``"strided"`` or ``"reversed"``."""
+    if np.ndim(a) == 0:  # one element has one layout; keep it a 0-d array
+        return np.array(a)
     if layout == "C":
         return np.asarray(a, order="C")
     if layout == "F":

@@ -12,11 +12,6 @@ from tests.conftest import tolerance
 AXES = [None, 0, -1, (0, 2), (-3, -1), (), [1]]
 
 
-def close(actual, expected, **tolerances):
-    """``assert_close`` that also takes 0-d arrays."""
-    assert_close(np.atleast_1d(actual), np.atleast_1d(expected), **tolerances)
-
-
 @st.composite
 def shapes_and_axes(draw, max_dims=4):
     """A shape, an ``axis`` argument for it (None, an int or a tuple, negatives included) and ``keepdims``."""
@@ -57,14 +52,14 @@ def test_equals_np_mean_and_gradient_is_dout_over_count(backend, case, seed, lay
     out, cache = ops.mean.forward(x, axis, keepdims, backend=backend)
     expected = np.mean(x, axis=axis, keepdims=keepdims)
     assert isinstance(out, np.ndarray) and out.shape == np.shape(expected)
-    close(out, expected, rtol=1e-12, atol=1e-12)
+    assert_close(out, expected, rtol=1e-12, atol=1e-12)
     dout = random_array(out.shape, seed + 1).reshape(out.shape)
     (dx,) = ops.mean.backward(dout, cache)
     count = x.size // max(out.size, 1)
     kept = np.reshape(dout, np.shape(np.mean(x, axis=axis, keepdims=True)))
-    close(dx, np.broadcast_to(kept / count, shape), rtol=1e-12, atol=1e-12)
+    assert_close(dx, np.broadcast_to(kept / count, shape), rtol=1e-12, atol=1e-12)
     # the adjoint: summing dx back over the reduced axes gives dout
-    close(np.sum(dx, axis=axis, keepdims=keepdims), dout, rtol=1e-10, atol=1e-12)
+    assert_close(np.sum(dx, axis=axis, keepdims=keepdims), dout, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -147,6 +142,6 @@ def test_sum_over_axes_helpers_for_every_axis_subset(rng):
         for axes in itertools.combinations(range(x.ndim), count):
             for keepdims in (False, True):
                 got = to_numpy(module.sum_over_axes(x, axes, keepdims, 0.5))
-                close(got, 0.5 * np.sum(x, axis=axes, keepdims=keepdims), rtol=1e-12, atol=1e-12)
+                assert_close(got, 0.5 * np.sum(x, axis=axes, keepdims=keepdims), rtol=1e-12, atol=1e-12)
                 assert got.shape == np.sum(x, axis=axes, keepdims=keepdims).shape
-    close(to_numpy(module.sum_to_shape(x, (3, 1))), x.sum(axis=(0, 1, 3))[:, None], rtol=1e-12, atol=1e-12)
+    assert_close(to_numpy(module.sum_to_shape(x, (3, 1))), x.sum(axis=(0, 1, 3))[:, None], rtol=1e-12, atol=1e-12)

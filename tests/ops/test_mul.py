@@ -1,36 +1,16 @@
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 from refvit import ops
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
 from refvit.testing.strategies import layouts, random_array, seeds
 from tests.conftest import tolerance
+from tests.ops._broadcast import scatter_sum, shape_pairs
 
 # (a.shape, b.shape): same shape, per-channel scale, size-1 axes on both sides, lower rank, 0-d
 SHAPE_PAIRS = [((2, 3), (2, 3)), ((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)), ((2, 1, 4), (3, 1)),
                ((1,), (2, 3)), ((), (2, 3))]
-
-
-def array(shape, seed, layout="C"):
-    """``random_array`` that keeps a 0-d shape 0-d."""
-    return random_array(shape, seed, layout=layout).reshape(shape)
-
-
-def close(actual, expected, **tolerances):
-    """``assert_close`` that also takes 0-d arrays."""
-    assert_close(np.atleast_1d(actual), np.atleast_1d(expected), **tolerances)
-
-
-def shape_pairs():
-    return mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4)
-
-
-def scatter_sum(values, shape):
-    """Sum ``values`` into an array of ``shape``: each position adds to the element it was broadcast from."""
-    source = np.broadcast_to(np.arange(int(np.prod(shape))).reshape(shape), values.shape)
-    return np.bincount(source.ravel(), weights=values.ravel(), minlength=int(np.prod(shape))).reshape(shape)
 
 
 @pytest.mark.parametrize("a_shape, b_shape", SHAPE_PAIRS)
@@ -41,7 +21,7 @@ def test_gradcheck(rng, a_shape, b_shape):
 @given(shapes=shape_pairs(), seed=seeds())
 def test_vjp(shapes, seed):
     a_shape, b_shape = shapes.input_shapes
-    check_vjp(ops.mul, (array(a_shape, seed), array(b_shape, seed + 1)))
+    check_vjp(ops.mul, (random_array(a_shape, seed), random_array(b_shape, seed + 1)))
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [((2, 3, 4), (3, 1)), ((1, 4), (3, 1, 1)), ((5,), (5,))])
@@ -53,38 +33,38 @@ def test_backends_match_numpy(kernel_backend, dtype, rng, a_shape, b_shape):
 @given(shapes=shape_pairs(), seed=seeds(), a_layout=layouts(), b_layout=layouts())
 def test_cpu_matches_numpy_for_any_shapes_and_layouts(shapes, seed, a_layout, b_layout):
     a_shape, b_shape = shapes.input_shapes
-    a = array(a_shape, seed, layout=a_layout)
-    b = array(b_shape, seed + 1, layout=b_layout)
+    a = random_array(a_shape, seed, layout=a_layout)
+    b = random_array(b_shape, seed + 1, layout=b_layout)
     out, cache = ops.mul.forward(a, b, backend="cpu")
     assert out.shape == shapes.result_shape
-    close(out, a * b)
-    dout = array(shapes.result_shape, seed + 2)
+    assert_close(out, a * b)
+    dout = random_array(shapes.result_shape, seed + 2)
     da, db = ops.mul.backward(dout, cache)
     assert da.shape == a_shape and db.shape == b_shape
-    close(da, scatter_sum(dout * b, a_shape), rtol=1e-12, atol=1e-12)
-    close(db, scatter_sum(dout * a, b_shape), rtol=1e-12, atol=1e-12)
+    assert_close(da, scatter_sum(dout * b, a_shape), rtol=1e-12, atol=1e-12)
+    assert_close(db, scatter_sum(dout * a, b_shape), rtol=1e-12, atol=1e-12)
 
 
 @given(shapes=shape_pairs(), seed=seeds())
 def test_gradient_is_the_product_rule_summed_over_broadcast_positions(shapes, seed):
     a_shape, b_shape = shapes.input_shapes
-    a, b = array(a_shape, seed), array(b_shape, seed + 1)
+    a, b = random_array(a_shape, seed), random_array(b_shape, seed + 1)
     _, cache = ops.mul.forward(a, b, backend="numpy")
-    dout = array(shapes.result_shape, seed + 2)
+    dout = random_array(shapes.result_shape, seed + 2)
     da, db = ops.mul.backward(dout, cache)
     assert isinstance(da, np.ndarray) and da.shape == a_shape and db.shape == b_shape
-    close(da, scatter_sum(dout * b, a_shape), rtol=1e-12, atol=1e-12)
-    close(db, scatter_sum(dout * a, b_shape), rtol=1e-12, atol=1e-12)
+    assert_close(da, scatter_sum(dout * b, a_shape), rtol=1e-12, atol=1e-12)
+    assert_close(db, scatter_sum(dout * a, b_shape), rtol=1e-12, atol=1e-12)
 
 
 @given(shapes=shape_pairs(), seed=seeds())
 def test_commutative(shapes, seed):
-    a = array(shapes.input_shapes[0], seed)
-    b = array(shapes.input_shapes[1], seed + 1)
+    a = random_array(shapes.input_shapes[0], seed)
+    b = random_array(shapes.input_shapes[1], seed + 1)
     ab, cache_ab = ops.mul.forward(a, b, backend="numpy")
     ba, cache_ba = ops.mul.forward(b, a, backend="numpy")
     np.testing.assert_array_equal(ab, ba)
-    dout = array(np.shape(ab), seed + 2)
+    dout = random_array(np.shape(ab), seed + 2)
     da, db = ops.mul.backward(dout, cache_ab)
     db_swapped, da_swapped = ops.mul.backward(dout, cache_ba)
     np.testing.assert_array_equal(da, da_swapped)
@@ -94,7 +74,7 @@ def test_commutative(shapes, seed):
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @given(shapes=shape_pairs(), seed=seeds())
 def test_multiplying_by_ones_is_identity_and_by_zeros_gives_zeros(backend, shapes, seed):
-    a = array(shapes.result_shape, seed)  # b's shape broadcasts into a's
+    a = random_array(shapes.result_shape, seed)  # b's shape broadcasts into a's
     b_shape = shapes.input_shapes[1]
     np.testing.assert_array_equal(ops.mul.forward(a, np.ones(b_shape), backend=backend)[0], a)
     np.testing.assert_array_equal(ops.mul.forward(a, np.zeros(b_shape), backend=backend)[0], np.zeros_like(a))

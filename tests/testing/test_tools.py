@@ -135,3 +135,9 @@ def test_check_module_gradients_accepts_right_and_rejects_wrong_backward():
             check_module_gradients(model, x, probes, upstream)
     finally:
         ops.gelu.backward = original
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "reversed"])
+def test_zero_dimensional_arrays_keep_their_shape_in_every_layout(layout):
+    assert random_array((), 3, layout=layout).shape == ()
+    assert with_layout(np.array(2.5), layout).shape == ()
