@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu._window import reached_output
 
 
 @njit(cache=True, parallel=True)
@@ -46,15 +47,13 @@ def _backward(dout, dx, kh, kw, stride_h, stride_w, pad_h, pad_w):
         h = row % height
         for w in range(width):
             for i in range(kh):
-                reach_h = h + pad_h - i
-                if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+                u = reached_output(h, pad_h, i, stride_h, out_h)
+                if u < 0:
                     continue
-                u = reach_h // stride_h
                 for j in range(kw):
-                    reach_w = w + pad_w - j
-                    if reach_w < 0 or reach_w % stride_w != 0 or reach_w // stride_w >= out_w:
+                    v = reached_output(w, pad_w, j, stride_w, out_w)
+                    if v < 0:
                         continue
-                    v = reach_w // stride_w
                     for c in range(channels):
                         dx[b, h, w, c] += dout[b, u, v, c]
             for c in range(channels):

@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
+from refvit.kernels.cpu._window import reached_output
 
 
 @njit(cache=True, parallel=True)
@@ -53,16 +54,15 @@ def _fold(dcols, dx, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, dil
         b = row // height
         h = row % height
         for i in range(kh):
-            reach_h = h + pad_h - i * dil_h
-            if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+            u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
+            if u < 0:
                 continue
-            u = reach_h // stride_h
             for w in range(width):
                 for j in range(kw):
-                    reach_w = w + pad_w - j * dil_w
-                    if reach_w < 0 or reach_w % stride_w != 0 or reach_w // stride_w >= out_w:
+                    v = reached_output(w, pad_w, j * dil_w, stride_w, out_w)
+                    if v < 0:
                         continue
-                    n = (b * out_h + u) * out_w + reach_w // stride_w
+                    n = (b * out_h + u) * out_w + v
                     column = (i * kw + j) * group_in
                     for g in range(groups):
                         for c in range(group_in):

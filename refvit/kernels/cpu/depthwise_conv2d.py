@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu._window import reached_output
 
 # Block sizes of the float64 partial sums of dweight (output map rows) and dbias (pixels).
 MAP_ROWS_PER_WEIGHT_BLOCK = 8
@@ -93,10 +94,10 @@ def _grad_input(dout_rows, tap_rows, dx_rows, channels, stride_h, stride_w, pad_
         h = row % height
         dx_row = dx_rows[b, h]
         for i in range(kh):
-            reach_h = h + pad_h - i * dil_h
-            if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+            u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
+            if u < 0:
                 continue
-            dout_row = dout_rows[b, reach_h // stride_h]
+            dout_row = dout_rows[b, u]
             for j in range(kw):
                 # outputs v read this row through tap j at w = v*stride_w - pad_w + j*dil_w
                 first, last = _valid_outputs(width, out_w, stride_w, pad_w, j * dil_w)

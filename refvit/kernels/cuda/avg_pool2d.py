@@ -7,6 +7,7 @@ r"""Average pooling on the GPU, channels-last, padding counted as zeros (divisor
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda._window import reached_output
 
 
 @cuda.jit
@@ -45,13 +46,13 @@ def _backward_kernel(dout, dx, kh, kw, stride_h, stride_w, pad_h, pad_w):
     b = index // (channels * width * height)
     total = 0.0
     for i in range(kh):
-        reach_h = h + pad_h - i
-        if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+        u = reached_output(h, pad_h, i, stride_h, out_h)
+        if u < 0:
             continue
         for j in range(kw):
-            reach_w = w + pad_w - j
-            if reach_w >= 0 and reach_w % stride_w == 0 and reach_w // stride_w < out_w:
-                total += dout[b, reach_h // stride_h, reach_w // stride_w, c]
+            v = reached_output(w, pad_w, j, stride_w, out_w)
+            if v >= 0:
+                total += dout[b, u, v, c]
     dx[b, h, w, c] = total / (kh * kw)
 
 

@@ -21,6 +21,7 @@ from refvit.kernels.cuda._device import (
     SIMULATOR, any_device, empty, grid_1d, to_device, to_host_unless, zeros,
 )
 from refvit.kernels.cuda.depthwise_conv2d import channel_sums
+from refvit.kernels.cuda._window import reached_output
 
 # threads per dweight block (a power of two)
 REDUCE_THREADS = 8 if SIMULATOR else 128
@@ -71,15 +72,13 @@ def _grad_input_kernel(dout, weight, dx, stride_h, stride_w, pad_h, pad_w, dil_h
     c = channel % group_in
     total = 0.0
     for i in range(kh):
-        reach_h = h + pad_h - i * dil_h
-        if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+        u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
+        if u < 0:
             continue
-        u = reach_h // stride_h
         for j in range(kw):
-            reach_w = w + pad_w - j * dil_w
-            if reach_w < 0 or reach_w % stride_w != 0 or reach_w // stride_w >= out_w:
+            v = reached_output(w, pad_w, j * dil_w, stride_w, out_w)
+            if v < 0:
                 continue
-            v = reach_w // stride_w
             for o in range(group * group_out, (group + 1) * group_out):
                 total += dout[b, u, v, o] * weight[o, c, i, j]
     dx[b, h, w, channel] = total

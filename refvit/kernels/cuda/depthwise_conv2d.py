@@ -20,6 +20,7 @@ from numba import cuda
 from refvit.kernels.cuda._device import (
     SIMULATOR, any_device, empty, grid_1d, to_device, to_host_unless, zeros,
 )
+from refvit.kernels.cuda._window import reached_output
 
 # threads per reduction block: (channels, pixel lanes); the lane count is a power of two
 CHANNEL_LANES, PIXEL_LANES = (4, 4) if SIMULATOR else (32, 8)
@@ -63,14 +64,13 @@ def _grad_input_kernel(dout, weight, dx, stride_h, stride_w, pad_h, pad_w, dil_h
     b = index // (channels * width * height)
     total = 0.0
     for i in range(kh):
-        reach_h = h + pad_h - i * dil_h
-        if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+        u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
+        if u < 0:
             continue
-        u = reach_h // stride_h
         for j in range(kw):
-            reach_w = w + pad_w - j * dil_w
-            if reach_w >= 0 and reach_w % stride_w == 0 and reach_w // stride_w < out_w:
-                total += dout[b, u, reach_w // stride_w, c] * weight[c, 0, i, j]
+            v = reached_output(w, pad_w, j * dil_w, stride_w, out_w)
+            if v >= 0:
+                total += dout[b, u, v, c] * weight[c, 0, i, j]
     dx[b, h, w, c] = total
 
 

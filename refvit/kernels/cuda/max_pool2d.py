@@ -12,6 +12,7 @@ import numpy as np
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda._window import reached_output
 
 
 @cuda.jit
@@ -57,14 +58,12 @@ def _backward_kernel(dout, selected, dx, kh, kw, stride_h, stride_w, pad_h, pad_
     position = h * width + w
     total = 0.0
     for i in range(kh):
-        reach_h = h + pad_h - i
-        if reach_h < 0 or reach_h % stride_h != 0 or reach_h // stride_h >= out_h:
+        u = reached_output(h, pad_h, i, stride_h, out_h)
+        if u < 0:
             continue
-        u = reach_h // stride_h
         for j in range(kw):
-            reach_w = w + pad_w - j
-            if reach_w >= 0 and reach_w % stride_w == 0 and reach_w // stride_w < out_w:
-                v = reach_w // stride_w
+            v = reached_output(w, pad_w, j, stride_w, out_w)
+            if v >= 0:
                 if selected[b, u, v, c] == position:
                     total += dout[b, u, v, c]
     dx[b, h, w, c] = total

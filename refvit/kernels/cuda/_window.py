@@ -1,0 +1,13 @@
+"""Window arithmetic shared by the CUDA convolution and pooling kernels (device functions)."""
+from numba import cuda
+
+
+@cuda.jit(device=True)
+def reached_output(position, pad, offset, stride, out_size):
+    """The output index whose window puts the tap at ``offset`` (``tap * dilation``) on input
+    ``position``, or -1 when no output does (see :func:`refvit.kernels.cpu._window.reached_output`)."""
+    reach = position + pad - offset
+    if reach < 0 or reach % stride != 0:
+        return -1
+    output = reach // stride
+    return output if output < out_size else -1
