@@ -1,4 +1,4 @@
-"""Window arithmetic shared by the CUDA convolution and pooling kernels (device functions)."""
+"""Index and window arithmetic shared by the CUDA kernels on channels-last maps (device functions)."""
 from numba import cuda
 
 
@@ -11,3 +11,13 @@ def reached_output(position, pad, offset, stride, out_size):
         return -1
     output = reach // stride
     return output if output < out_size else -1
+
+
+@cuda.jit(device=True)
+def nhwc_position(index, height, width, channels):
+    """``(b, h, w, c)`` of element ``index`` of a C-ordered ``(B, height, width, channels)`` array."""
+    c = index % channels
+    w = (index // channels) % width
+    h = (index // (channels * width)) % height
+    b = index // (channels * width * height)
+    return b, h, w, c

@@ -7,7 +7,7 @@ r"""Average pooling on the GPU, channels-last, padding counted as zeros (divisor
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
-from refvit.kernels.cuda._window import reached_output
+from refvit.kernels.cuda._window import nhwc_position, reached_output
 
 
 @cuda.jit
@@ -17,10 +17,7 @@ def _forward_kernel(x, out, kh, kw, stride_h, stride_w, pad_h, pad_w):
         return
     batch, out_h, out_w, channels = out.shape
     height, width = x.shape[1], x.shape[2]
-    c = index % channels
-    v = (index // channels) % out_w
-    u = (index // (channels * out_w)) % out_h
-    b = index // (channels * out_w * out_h)
+    b, u, v, c = nhwc_position(index, out_h, out_w, channels)
     total = 0.0
     for i in range(kh):
         h = u * stride_h - pad_h + i
@@ -40,10 +37,7 @@ def _backward_kernel(dout, dx, kh, kw, stride_h, stride_w, pad_h, pad_w):
         return
     batch, height, width, channels = dx.shape
     out_h, out_w = dout.shape[1], dout.shape[2]
-    c = index % channels
-    w = (index // channels) % width
-    h = (index // (channels * width)) % height
-    b = index // (channels * width * height)
+    b, h, w, c = nhwc_position(index, height, width, channels)
     total = 0.0
     for i in range(kh):
         u = reached_output(h, pad_h, i, stride_h, out_h)

@@ -20,7 +20,7 @@ from numba import cuda
 from refvit.kernels.cuda._device import (
     SIMULATOR, any_device, empty, grid_1d, to_device, to_host_unless, zeros,
 )
-from refvit.kernels.cuda._window import reached_output
+from refvit.kernels.cuda._window import nhwc_position, reached_output
 
 # threads per reduction block: (channels, pixel lanes); the lane count is a power of two
 CHANNEL_LANES, PIXEL_LANES = (4, 4) if SIMULATOR else (32, 8)
@@ -34,10 +34,7 @@ def _forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_
     batch, out_h, out_w, channels = out.shape
     height, width = x.shape[1], x.shape[2]
     kh, kw = weight.shape[2], weight.shape[3]
-    c = index % channels
-    v = (index // channels) % out_w
-    u = (index // (channels * out_w)) % out_h
-    b = index // (channels * out_w * out_h)
+    b, u, v, c = nhwc_position(index, out_h, out_w, channels)
     total = 0.0
     for i in range(kh):
         h = u * stride_h - pad_h + i * dil_h
@@ -58,10 +55,7 @@ def _grad_input_kernel(dout, weight, dx, stride_h, stride_w, pad_h, pad_w, dil_h
     batch, height, width, channels = dx.shape
     out_h, out_w = dout.shape[1], dout.shape[2]
     kh, kw = weight.shape[2], weight.shape[3]
-    c = index % channels
-    w = (index // channels) % width
-    h = (index // (channels * width)) % height
-    b = index // (channels * width * height)
+    b, h, w, c = nhwc_position(index, height, width, channels)
     total = 0.0
     for i in range(kh):
         u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)

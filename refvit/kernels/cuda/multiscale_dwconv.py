@@ -14,6 +14,7 @@ As on the CPU, the per-head kernels are packed, centred, into ``packed (K, K, C)
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless, zeros
+from refvit.kernels.cuda._window import nhwc_position
 
 
 @cuda.jit
@@ -80,10 +81,7 @@ def _correlate_kernel(x, packed, bias, channels_per_head, out):
     i = cuda.grid(1)
     batch, height, width, channels = x.shape
     if i < batch * height * width * channels:
-        c = i % channels
-        q = (i // channels) % width
-        y = (i // (channels * width)) % height
-        b = i // (channels * width * height)
+        b, y, q, c = nhwc_position(i, height, width, channels)
         radius = 1 + c // channels_per_head
         centre = packed.shape[0] // 2
         acc = 0.0
