@@ -130,10 +130,24 @@ def test_vectorised_exp_agrees_with_numpy(dtype, int_dtype, ulps):
     assert np.isnan(nan_row[0]) and nan_row[1] == 1.0
 
 
-def test_non_finite_values_stay_in_their_own_map():
-    """A NaN in one batch element's map must not reach another element's outputs or gradients."""
-    from refvit import ops
+@pytest.mark.parametrize("width, dilation, expected", [
+    (8, 1, {"forward": False, "backward": False}),      # the nano models' maps: general kernels
+    (28, 1, {"forward": True, "backward": False}),
+    (56, 1, {"forward": True, "backward": True}),       # DiNAT-Mini's first level
+    (56, 4, {"forward": False, "backward": False}),     # dilation groups 14 columns wide
+])
+def test_dispatch_by_width(rng, width, dilation, expected):
+    q, k, v, dout, rpb = _inputs(rng, 1, 1, (7, width), 2, 3, True)
+    _, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, dilation=(1, dilation), backend="numpy")
+    for direction, vectorised in expected.items():
+        assert cpu_na2d._vectorised_path(direction, cache.options, width, q, k, v, rpb) is vectorised
+    q[0, 0, 0, 0, 0] = np.nan
+    assert not cpu_na2d._vectorised_path("forward", cache.options, width, q, k, v, rpb)
 
+
+def test_non_finite_values_stay_in_their_own_map(monkeypatch):
+    """A NaN in one batch element's map must not reach another element's outputs or gradients."""
+    monkeypatch.setattr(cpu_na2d, "VECTORISED_MIN_COLS", {"forward": 1, "backward": 1})  # any width
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((2, 2, 6, 7, 4)) for _ in range(3))
     q[0, 1, 2, 0, 1] = np.nan  # a border column of map (0, 1)
