@@ -17,6 +17,7 @@ The gradient of ``bias`` is ``None`` when ``bias`` was ``None``.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -84,8 +85,9 @@ def _forward_numpy(x, weight, bias):
 
 
 def _backward_numpy(dout, x, weight):
-    rows_x = x.reshape(-1, x.shape[-1])
-    rows_dout = dout.reshape(-1, dout.shape[-1])
+    rows = math.prod(x.shape[:-1])
+    rows_x = x.reshape(rows, x.shape[-1])
+    rows_dout = dout.reshape(rows, dout.shape[-1])
     dx = dout @ weight
     dweight = rows_dout.T @ rows_x
     dbias = rows_dout.sum(axis=0)

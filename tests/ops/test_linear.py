@@ -99,3 +99,42 @@ def test_cuda_answers_device_arrays_in_kind(rng):
     for grad, expected in zip(grads, ops.linear.backward(g, expected_cache)):
         assert not isinstance(grad, np.ndarray)
         assert_close(grad.copy_to_host(), expected)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("x_shape, out_features", [((0, 4), 3), ((5, 0), 3), ((5, 4), 0), ((2, 0, 4), 3)])
+def test_empty_axes(backend, rng, x_shape, out_features):
+    x, weight, bias = _inputs(rng, x_shape[:-1], x_shape[-1], out_features)
+    y, cache = ops.linear.forward(x, weight, bias, backend=backend)
+    assert_close(y, np.einsum("...i,oi->...o", x, weight) + bias)
+    dout = rng.standard_normal(y.shape)
+    dx, dweight, dbias = ops.linear.backward(dout, cache)
+    assert_close(dx, np.einsum("...o,oi->...i", dout, weight))
+    rows = int(np.prod(x_shape[:-1]))
+    assert_close(dweight, dout.reshape(rows, out_features).T @ x.reshape(rows, x_shape[-1]))
+    assert_close(dbias, dout.reshape(rows, out_features).sum(axis=0))
+
+
+def test_cpu_row_blocks_do_not_depend_on_threads(rng):
+    """Rows are cut into fixed blocks (several here), so every thread count gives the same bits."""
+    import numba
+
+    from refvit.kernels.cpu import linear as cpu_linear
+
+    x, weight, bias = _inputs(rng, (3 * cpu_linear.ROWS_PER_BLOCK + 5,), 6, 4)
+    dout = rng.standard_normal((x.shape[0], 4))
+    expected = ops.linear.backward(dout, ops.linear.forward(x, weight, bias, backend="numpy")[1])
+    results = []
+    before = numba.get_num_threads()
+    for threads in sorted({1, before}):
+        numba.set_num_threads(threads)
+        try:
+            y, cache = ops.linear.forward(x, weight, bias, backend="cpu")
+            results.append((y,) + ops.linear.backward(dout, cache))
+        finally:
+            numba.set_num_threads(before)
+    for got in results:
+        for a, b in zip(got[1:], expected):
+            assert_close(a, b, **tolerance(np.float64))
+        for a, b in zip(got, results[0]):
+            np.testing.assert_array_equal(a, b)
