@@ -1,5 +1,6 @@
-"""The two ``cpu`` paths of ``na2d``: the width-vectorised kernels (stride 1, no causal mask) and the
-general kernels, each against the NumPy reference, directly at the kernel-module boundary.
+"""The three ``cpu`` paths of ``na2d``: the width-vectorised kernels (stride 1, no causal mask), the
+dense small-map kernels and the general kernels, each against the NumPy reference, directly at the
+kernel-module boundary.
 
 The shapes exercise what the width-vectorised path treats specially: border columns (clamped
 windows) next to interior ones, several maps side by side in one wide row and split across tasks,
@@ -10,7 +11,7 @@ import pytest
 
 from refvit import ops
 from refvit.kernels.cpu import na2d as cpu_na2d
-from refvit.kernels.cpu import na2d_transposed
+from refvit.kernels.cpu import na2d_dense, na2d_transposed
 from refvit.testing import assert_close
 from tests.conftest import tolerance
 
@@ -47,15 +48,20 @@ def _run(path_forward, path_backward, dtype, q, k, v, dout, rpb, options):
     return out, attn, grads
 
 
+PATHS = {
+    "transposed": (na2d_transposed.forward, na2d_transposed.backward),
+    "dense": (na2d_dense.forward, na2d_dense.backward),
+    "general": (cpu_na2d.forward_general, cpu_na2d.backward_general),
+}
+
+
 @pytest.mark.parametrize("batch, heads, size, head_dim, kernel_size, dilation, with_rpb", SHAPES, ids=IDS)
-@pytest.mark.parametrize("path", ["transposed", "general"])
+@pytest.mark.parametrize("path", sorted(PATHS))
 def test_path_matches_numpy(rng, dtype, path, batch, heads, size, head_dim, kernel_size, dilation, with_rpb):
     q, k, v, dout, rpb = _inputs(rng, batch, heads, size, head_dim, kernel_size, with_rpb)
     expected_out, cache, expected_grads = _reference(q, k, v, dout, rpb, kernel_size, dilation=dilation)
     assert na2d_transposed.applies(cache.options)
-    functions = ((na2d_transposed.forward, na2d_transposed.backward) if path == "transposed"
-                 else (cpu_na2d.forward_general, cpu_na2d.backward_general))
-    out, attn, grads = _run(*functions, dtype, q, k, v, dout, rpb, cache.options)
+    out, attn, grads = _run(*PATHS[path], dtype, q, k, v, dout, rpb, cache.options)
     tol = tolerance(dtype)
     assert_close(out, expected_out, **tol)
     assert_close(attn.reshape(cache.attn.shape), cache.attn, **tol)
@@ -63,6 +69,30 @@ def test_path_matches_numpy(rng, dtype, path, batch, heads, size, head_dim, kern
         assert (got is None) == (want is None)
         if want is not None:
             assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("options", [dict(stride=2), dict(is_causal=(True, False)), dict(is_causal=True, dilation=2),
+                                     dict(stride=(1, 3), dilation=(2, 1))], ids=["stride", "causal-rows", "causal-dilated",
+                                                                              "stride-dilated"])
+@pytest.mark.parametrize("path", ["dense", "general"])
+def test_strided_and_causal_paths_match_numpy(rng, dtype, path, options):
+    q, k, v, dout, rpb = _inputs(rng, 2, 2, (7, 9), 4, 3, True)
+    expected_out, cache, expected_grads = _reference(q, k, v, dout, rpb, 3, **options)
+    out, attn, grads = _run(*PATHS[path], dtype, q, k, v, dout, rpb, cache.options)
+    tol = tolerance(dtype)
+    assert_close(out, expected_out, **tol)
+    assert_close(attn.reshape(cache.attn.shape), cache.attn, **tol)
+    for got, want in zip(grads, expected_grads):
+        assert_close(got, want, **tol)
+
+
+def test_dense_path_by_tokens_per_slot():
+    _, cache = ops.na2d.forward(*(np.zeros((1, 1, 8, 8, 2)),) * 3, 3, backend="numpy")
+    assert na2d_dense.applies(8, 8, cache.options)              # 64 tokens, 9 slots
+    assert na2d_dense.applies(16, 16, cache.options)            # 28 tokens per slot
+    assert not na2d_dense.applies(20, 20, cache.options)        # 44 per slot
+    _, cache = ops.na2d.forward(*(np.zeros((1, 1, 56, 56, 2)),) * 3, 7, backend="numpy")
+    assert not na2d_dense.applies(56, 56, cache.options)        # DiNAT-Mini's first level
 
 
 def test_float64_agrees_with_numpy_to_rounding(rng):
@@ -145,9 +175,12 @@ def test_dispatch_by_width(rng, width, dilation, expected):
     assert not cpu_na2d._vectorised_path("forward", cache.options, width, q, k, v, rpb)
 
 
-def test_non_finite_values_stay_in_their_own_map(monkeypatch):
+@pytest.mark.parametrize("path", ["dense", "vectorised-or-general"])
+def test_non_finite_values_stay_in_their_own_map(monkeypatch, path):
     """A NaN in one batch element's map must not reach another element's outputs or gradients."""
-    monkeypatch.setattr(cpu_na2d, "VECTORISED_MIN_COLS", {"forward": 1, "backward": 1})  # any width
+    if path != "dense":
+        monkeypatch.setattr(na2d_dense, "applies", lambda *args: False)
+        monkeypatch.setattr(cpu_na2d, "VECTORISED_MIN_COLS", {"forward": 1, "backward": 1})  # any width
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((2, 2, 6, 7, 4)) for _ in range(3))
     q[0, 1, 2, 0, 1] = np.nan  # a border column of map (0, 1)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu import na2d_transposed
+from refvit.kernels.cpu import na2d_dense, na2d_transposed
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 
@@ -247,6 +247,8 @@ def forward(q, k, v, rpb, options):
     Runs on the width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` where
     :func:`_vectorised_path` says so, else on the general kernels here. Both store ``attn`` alike,
     so :func:`backward` may take the other path."""
+    if na2d_dense.applies(q.shape[2], q.shape[3], options):
+        return na2d_dense.forward(q, k, v, rpb, options)
     if _vectorised_path("forward", options, q.shape[3], q, k, v, rpb):
         return na2d_transposed.forward(q, k, v, rpb, options)
     return forward_general(q, k, v, rpb, options)
@@ -254,6 +256,8 @@ def forward(q, k, v, rpb, options):
 
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
+    if na2d_dense.applies(q.shape[2], q.shape[3], options):
+        return na2d_dense.backward(dout, q, k, v, rpb, out, attn, options)
     if _vectorised_path("backward", options, q.shape[3], dout, q, k, v, rpb):
         return na2d_transposed.backward(dout, q, k, v, rpb, out, attn, options)
     return backward_general(dout, q, k, v, rpb, out, attn, options)

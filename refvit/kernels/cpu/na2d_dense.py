@@ -1,0 +1,167 @@
+r"""2-D neighbourhood attention on the CPU for small maps: the logits of a whole map by one ``gemm``.
+
+On a map of ``n = H W`` tokens with a window of ``K = kh kw`` slots, the general kernels take
+every logit as its own dot product over the head dimension, a sum that runs in order and does
+not vectorise. When the window covers a good part of the map (``n <= DENSE_MAX_TOKENS_PER_SLOT K``,
+the late stages of small models: 8x8, 4x4 maps with ``k = 3``), it is cheaper to compute every
+pair's product with BLAS and keep only the window's:
+
+* forward, per map (a ``prange`` iteration): :math:`S = Q K^\top` (``(n, n)``, one single-threaded
+  ``gemm``); for query ``i`` and slot ``t`` with key :math:`j_{it}` (the window tables of
+  :mod:`refvit.ops._neighborhood`): :math:`a_{it} = \text{scale}\, S_{i j_{it}} + \text{rpb}[b_{it}]`,
+  the softmax over the valid slots, and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
+  the head dimension);
+* backward, per map: :math:`D = \partial O\, V^\top` (``gemm``) gives
+  :math:`\partial p_{it} = D_{i j_{it}}`; then
+  :math:`\bar a_{it} = p_{it}(\partial p_{it} - \partial o_i \cdot o_i)`,
+  :math:`\partial q_i = \text{scale} \sum_t \bar a_{it} k_{j_{it}}`, and the key-side sums
+  :math:`\partial k_j = \text{scale} \sum_{(i,t): j_{it} = j} \bar a_{it} q_i`,
+  :math:`\partial v_j = \sum_{(i,t): j_{it}=j} p_{it} \partial o_i`, added by the one thread that owns
+  the map (no races); ``drpb`` sums :math:`\bar a` by bias index into one float64 table per map,
+  added over maps in order afterwards.
+
+Scratch memory is one ``(n, n)`` matrix per thread, with ``n`` at most
+``DENSE_MAX_TOKENS_PER_SLOT * K``: still O(n K). ``attn`` is stored as the other paths store it,
+``(B*heads, H, W, kh*kw)`` with zeros in empty (causal) slots, so any path's backward reads it.
+"""
+import functools
+
+import numpy as np
+from numba import njit, prange
+
+from refvit.ops._neighborhood import axis_windows
+
+# The dense path takes maps of at most this many tokens per window slot (and at most
+# DENSE_MAX_TOKENS). Measured (one thread, float32, d 32), dense vs general kernels, forward /
+# backward: 8x8 maps k 3 (7 tokens per slot) 0.58x / 0.54x; 3x3 maps k 3 0.47x / 0.47x; 14x14 k 7
+# 0.57x / 0.60x; 16x16 k 3 (28 per slot) 0.53x / 0.93x; 28x28 k 7 (16 per slot) 0.90x / 0.78x.
+DENSE_MAX_TOKENS_PER_SLOT = 32
+DENSE_MAX_TOKENS = 1024
+
+
+def applies(height, width, options):
+    """Whether a ``height x width`` map is small enough for the dense path (any window options)."""
+    tokens = height * width
+    slots = options.kernel_size[0] * options.kernel_size[1]
+    return tokens <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * slots)
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(height, width, kernel_size, dilation, stride, is_causal):
+    """``(keys, valid, bias)``, each ``(H*W, kh*kw)``: flat key index, slot holds a key, flat ``rpb`` index."""
+    rows, cols = (axis_windows(n, kernel_size[a], dilation[a], stride[a], is_causal[a])
+                  for a, n in enumerate((height, width)))
+    span_w = 2 * kernel_size[1] - 1
+    keys = rows.keys[:, None, :, None] * width + cols.keys[None, :, None, :]
+    valid = rows.valid[:, None, :, None] & cols.valid[None, :, None, :]
+    bias = rows.bias_index[:, None, :, None] * span_w + cols.bias_index[None, :, None, :]
+    shape = (height * width, kernel_size[0] * kernel_size[1])
+    return tuple(np.ascontiguousarray(a.reshape(shape)) for a in (keys, valid, bias))
+
+
+@njit(cache=True, parallel=True)
+def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
+    """``q, k, v, out (maps, n, d)``, ``rpb (heads, span)`` (``span`` 0: none), ``attn (maps, n, K)``."""
+    maps, tokens, head_dim = q.shape
+    slots = keys.shape[1]
+    has_rpb = rpb.shape[1] > 0
+    for m in prange(maps):
+        products = np.dot(q[m], k[m].T)
+        head = m % heads
+        for i in range(tokens):
+            weights = attn[m, i]
+            largest = -np.inf
+            for t in range(slots):
+                if valid[i, t]:
+                    logit = scale * products[i, keys[i, t]]
+                    if has_rpb:
+                        logit += rpb[head, bias[i, t]]
+                    weights[t] = logit
+                    largest = max(largest, logit)
+            total = 0.0
+            for t in range(slots):
+                if valid[i, t]:
+                    weights[t] = np.exp(weights[t] - largest)
+                    total += weights[t]
+                else:
+                    weights[t] = 0.0
+            result = out[m, i]
+            result[:] = 0.0
+            for t in range(slots):
+                weights[t] /= total
+                if valid[i, t]:
+                    p = weights[t]
+                    value = v[m, keys[i, t]]
+                    for c in range(head_dim):
+                        result[c] += p * value[c]
+
+
+@njit(cache=True, parallel=True)
+def _backward(dout, q, k, v, out, attn, heads, scale, keys, valid, bias, dq, dk, dv, bias_partials):
+    """Gradients of one map per ``prange`` iteration; ``bias_partials (maps, span)`` float64 (``span`` 0: none)."""
+    maps, tokens, head_dim = q.shape
+    slots = keys.shape[1]
+    has_rpb = bias_partials.shape[1] > 0
+    for m in prange(maps):
+        dprobs = np.dot(dout[m], v[m].T)
+        dk[m] = 0.0
+        dv[m] = 0.0
+        for i in range(tokens):
+            grad, query = dout[m, i], q[m, i]
+            grad_dot_out = 0.0
+            for c in range(head_dim):
+                grad_dot_out += grad[c] * out[m, i, c]
+            result = dq[m, i]
+            result[:] = 0.0
+            for t in range(slots):
+                if not valid[i, t]:
+                    continue
+                j = keys[i, t]
+                p = attn[m, i, t]
+                dlogit = p * (dprobs[i, j] - grad_dot_out)
+                if has_rpb:
+                    bias_partials[m, bias[i, t]] += dlogit
+                scaled = scale * dlogit
+                key, grad_k, grad_v = k[m, j], dk[m, j], dv[m, j]
+                for c in range(head_dim):
+                    result[c] += scaled * key[c]
+                    grad_k[c] += scaled * query[c]
+                    grad_v[c] += p * grad[c]
+
+
+def _flat(a):
+    batch, heads, height, width, head_dim = a.shape
+    return np.ascontiguousarray(a).reshape(batch * heads, height * width, head_dim)
+
+
+def _call_tables(height, width, options):
+    return _tables(height, width, tuple(options.kernel_size), tuple(options.dilation), tuple(options.stride),
+                   tuple(options.is_causal))
+
+
+def forward(q, k, v, rpb, options):
+    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``."""
+    batch, heads, height, width, head_dim = q.shape
+    keys, valid, bias = _call_tables(height, width, options)
+    table = np.zeros((heads, 0), q.dtype) if rpb is None else np.ascontiguousarray(rpb).reshape(heads, -1)
+    flat_q = _flat(q)
+    out = np.empty_like(flat_q)
+    attn = np.empty((flat_q.shape[0], height * width, keys.shape[1]), q.dtype)
+    _forward(flat_q, _flat(k), _flat(v), table, heads, q.dtype.type(options.scale), keys, valid, bias, out, attn)
+    return out.reshape(q.shape), attn.reshape((batch, heads, height, width, keys.shape[1]))
+
+
+def backward(dout, q, k, v, rpb, out, attn, options):
+    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
+    batch, heads, height, width, head_dim = q.shape
+    keys, valid, bias = _call_tables(height, width, options)
+    flat = [_flat(a) for a in (dout, q, k, v, out)]
+    attn = np.ascontiguousarray(attn).reshape(flat[1].shape[0], height * width, keys.shape[1])
+    dq, dk, dv = (np.empty_like(flat[1]) for _ in range(3))
+    span = 0 if rpb is None else rpb.shape[1] * rpb.shape[2]
+    bias_partials = np.zeros((flat[1].shape[0], span), np.float64)
+    _backward(*flat, attn, heads, q.dtype.type(options.scale), keys, valid, bias, dq, dk, dv, bias_partials)
+    drpb = None
+    if rpb is not None:
+        drpb = bias_partials.reshape(batch, heads, -1).sum(axis=0).reshape(rpb.shape).astype(q.dtype)
+    return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape), drpb
