@@ -117,3 +117,15 @@ def test_wait_passively_leaves_the_environment_as_it_was():
     before = dict(os.environ)
     _threads.wait_passively()
     assert dict(os.environ) == before
+
+
+def test_the_blas_numba_calls_is_controlled_too():
+    """Numba's compiled ``np.dot`` calls SciPy's BLAS, a library apart from NumPy's: it must be among
+    the libraries held to one thread, or it starts its own threads inside ``prange`` loops."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from refvit.kernels.cpu import linear
+
+    linear.forward(np.ones((4, 3)), np.ones((2, 3)), None)  # np.dot inside a compiled kernel
+    controlled = {lib.filepath for lib in _threads._blas_libraries()}
+    loaded = {info["filepath"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+    assert loaded <= controlled

@@ -71,8 +71,15 @@ def _loaded_openblas_from_maps(maps_path="/proc/self/maps"):
 
 
 def _loaded_blas():
-    """Thread controls of the BLAS libraries loaded now: threadpoolctl's when it is installed
-    (OpenBLAS, MKL, BLIS on any platform), else the OpenBLAS libraries found in ``/proc/self/maps``."""
+    """Thread controls of the BLAS libraries: threadpoolctl's when it is installed (OpenBLAS, MKL,
+    BLIS on any platform), else the OpenBLAS libraries found in ``/proc/self/maps``.
+
+    Two libraries matter: NumPy's, and SciPy's, which Numba calls for ``np.dot`` inside compiled
+    kernels. SciPy's is loaded here first (importing ``scipy.linalg.cython_blas``, as Numba does on
+    its first compiled ``np.dot``), so it is found even when no kernel has run yet; missed, it ran
+    its own threads inside ``prange`` loops."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
