@@ -1,0 +1,163 @@
+"""The float32 path of the ``cpu`` GELU kernels and the vectorising math helpers behind it:
+accuracy in float32 ulps against float64 formulas, non-finite values, block and chunk edges."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.special import erfcx, expit, ndtr
+
+from refvit import ops
+from refvit.kernels.cpu import _vector_math as vm
+from refvit.kernels.cpu import gelu as gelu_cpu
+from refvit.kernels.cpu._threads import run_with_threads
+from refvit.testing.strategies import random_array, seeds, shapes
+
+TANH_COEFF = 0.044715
+SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
+FORMS = [False, True]  # tanh_approx
+
+
+def wide_range_float32(rng):
+    """float32 values over [-20, 20], tiny ones down to the smallest subnormal, and huge ones."""
+    tiny = np.logspace(-45, 0, 4001)
+    return np.concatenate([
+        np.linspace(-20.0, 20.0, 400_001), rng.uniform(-15.0, 15.0, 100_000), tiny, -tiny,
+        [0.0, -0.0, 1e30, -1e30, 3e38, -3e38],
+    ]).astype(np.float32)
+
+
+def reference(x, tanh_approx):
+    """float64 ``(y, dy/dx, scale)`` without cancellation in either tail; ``scale`` is the sum of
+    the magnitudes of the two terms of ``dy/dx``, whose difference vanishes near ``x = -0.75``."""
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if tanh_approx:
+            twice_u = 2.0 * SQRT_2_OVER_PI * (x + TANH_COEFF * x**3)
+            first = expit(twice_u)
+            second = 2.0 * x * first * expit(-twice_u) * SQRT_2_OVER_PI * (1.0 + 3.0 * TANH_COEFF * x * x)
+        else:
+            first = ndtr(x)
+            second = x * np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi)
+    return x * first, first + second, np.abs(first) + np.abs(second)
+
+
+def float32_ulps(result, expected):
+    """``|result - expected|`` in ulps of ``expected`` rounded to float32 (subnormal ulps below)."""
+    rounded = expected.astype(np.float32)
+    return np.abs(result.astype(np.float64) - rounded) / np.spacing(np.abs(rounded)).astype(np.float64)
+
+
+@pytest.mark.parametrize("tanh_approx", FORMS)
+def test_float32_forward_within_one_ulp(tanh_approx):
+    x = wide_range_float32(np.random.default_rng(0))
+    y = gelu_cpu.forward(x, tanh_approx)
+    expected, _, _ = reference(x, tanh_approx)
+    assert y.dtype == np.float32
+    assert float32_ulps(y, expected).max() <= 1.0
+
+
+@pytest.mark.parametrize("tanh_approx", FORMS)
+def test_float32_backward_within_one_ulp_or_cancellation_level(tanh_approx):
+    x = wide_range_float32(np.random.default_rng(1))
+    dout = np.random.default_rng(2).uniform(0.5, 2.0, x.shape).astype(np.float32)
+    dx = gelu_cpu.backward(dout, x, tanh_approx)
+    _, slope, scale = reference(x, tanh_approx)
+    expected = dout * slope
+    allowed = np.maximum(np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64), 1e-8 * dout * scale)
+    assert dx.dtype == np.float32
+    assert np.all(np.abs(dx - expected) <= allowed)
+
+
+@pytest.mark.parametrize("tanh_approx", FORMS)
+def test_nonfinite_and_extreme_values_give_the_numpy_reference(tanh_approx):
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e30, -1e30, 3.4e38, -3.4e38, 1e-45], np.float32)
+    approximate = "tanh" if tanh_approx else "none"
+    with np.errstate(all="ignore"):
+        out, cache = ops.gelu.forward(x, approximate=approximate, backend="cpu")
+        (dx,) = ops.gelu.backward(np.ones_like(x), cache)
+        ref_out, ref_cache = ops.gelu.forward(x.astype(np.float64), approximate=approximate, backend="numpy")
+        (ref_dx,) = ops.gelu.backward(np.ones(x.shape), ref_cache)
+    np.testing.assert_array_equal(out[:-1], ref_out[:-1].astype(np.float32))  # NaN where NaN
+    np.testing.assert_array_equal(dx, ref_dx.astype(np.float32))
+    assert out[-1] in (0.0, np.float32(1e-45))  # x/2 with x the smallest subnormal: a tie
+
+
+@pytest.mark.parametrize("tanh_approx", FORMS)
+@pytest.mark.parametrize("size", [1, gelu_cpu.BLOCK - 1, gelu_cpu.BLOCK + 1, 2 * gelu_cpu.CHUNK + 5])
+def test_every_block_and_chunk_is_written(tanh_approx, size):
+    x = np.random.default_rng(size).standard_normal(size).astype(np.float32) * 4
+    dout = np.ones_like(x)
+    expected, slope, _ = reference(x, tanh_approx)
+    np.testing.assert_allclose(gelu_cpu.forward(x, tanh_approx), expected, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(gelu_cpu.backward(dout, x, tanh_approx), slope, rtol=1e-6, atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x = np.random.default_rng(3).standard_normal(3 * gelu_cpu.CHUNK).astype(np.float32)
+    for tanh_approx in FORMS:
+        one_thread = run_with_threads(gelu_cpu.forward, (x, tanh_approx), {}, 1)
+        np.testing.assert_array_equal(gelu_cpu.forward(x, tanh_approx), one_thread)
+
+
+@given(shape=shapes(max_dims=3), seed=seeds(), scale=st.sampled_from([0.1, 3.0, 12.0]),
+       tanh_approx=st.booleans())
+def test_float32_op_within_one_ulp_on_drawn_shapes(shape, seed, scale, tanh_approx):
+    x = random_array(shape, seed, dtype=np.float32, scale=scale)
+    out, _ = ops.gelu.forward(x, approximate="tanh" if tanh_approx else "none", backend="cpu")
+    expected, _, _ = reference(x, tanh_approx)
+    assert out.shape == x.shape and float32_ulps(out, expected).max() <= 1.0
+
+
+# The helpers of refvit.kernels.cpu._vector_math, one block at a time.
+
+
+def test_exp_of_matches_numpy_and_handles_the_ends():
+    arguments = np.concatenate([np.random.default_rng(4).uniform(-708.0, 709.0, 999), np.linspace(-1, 1, 101)])
+    result, bits = np.empty_like(arguments), np.empty(arguments.size, np.int64)
+    vm.exp_of(arguments, result, bits)
+    np.testing.assert_allclose(result, np.exp(arguments), rtol=2e-11, atol=0)
+    ends = np.array([-np.inf, -800.0, -708.5, 709.5, 800.0, np.inf, np.nan, 0.0])
+    result = np.empty_like(ends)
+    vm.exp_of(ends, result, np.empty(ends.size, np.int64))
+    np.testing.assert_array_equal(result, [0.0, 0.0, 0.0, np.inf, np.inf, np.inf, np.nan, 1.0])
+
+
+def test_erfcx_of_matches_scipy_over_the_half_line():
+    z = np.concatenate([np.linspace(0.0, 30.0, 30001), np.logspace(-20, 8, 2001)])
+    result = np.empty_like(z)
+    vm.erfcx_of(z, result)
+    assert np.max(np.abs(result / erfcx(z) - 1.0)) < 1.3e-9
+    special = np.empty(2)
+    vm.erfcx_of(np.array([np.inf, np.nan]), special)
+    assert special[0] == 0.0 and np.isnan(special[1])
+
+
+def test_erfcx_coefficients_are_the_documented_fit():
+    refit = vm.fit_erfcx_polynomial()
+    t = np.linspace(0.0, 1.0, 100_001)[1:]
+    stored = t * np.polynomial.polynomial.polyval(t, vm.ERFCX_COEFFICIENTS)
+    assert len(vm.ERFCX_COEFFICIENTS) == vm.ERFCX_DEGREE + 1
+    np.testing.assert_allclose(t * np.polynomial.polynomial.polyval(t, refit), stored, rtol=1e-11)
+    assert np.max(np.abs(stored / erfcx((1.0 / t - 1.0) / vm.ERFCX_T_SCALE) - 1.0)) < 1.3e-9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normal_cdf_and_gaussian_in_both_tails(dtype):
+    x = np.concatenate([np.linspace(-38.0, 38.0, 7601), [np.inf, -np.inf]]).astype(dtype)
+    cdf, gaussian = np.empty(x.size), np.empty(x.size)
+    vm.normal_cdf_and_gaussian(x, cdf, gaussian, np.empty((2, x.size)), np.empty(x.size, np.int64))
+    wide = x.astype(np.float64)
+    np.testing.assert_allclose(cdf, ndtr(wide), rtol=2e-9, atol=1e-300)  # exp_of flushes below e^-708
+    np.testing.assert_allclose(gaussian, np.exp(-0.5 * wide * wide), rtol=1e-10, atol=1e-300)
+
+
+def test_sigmoid_and_slope_in_both_tails():
+    arguments = np.concatenate([np.linspace(-740.0, 740.0, 14801), [np.inf, -np.inf, np.nan]])
+    n = arguments.size
+    sigmoid, slope = np.empty(n), np.empty(n)
+    vm.sigmoid_and_slope_of(arguments, sigmoid, slope, np.empty(n), np.empty(n, np.int64))
+    with np.errstate(invalid="ignore"):
+        expected_slope = expit(arguments) * expit(-arguments)
+    np.testing.assert_allclose(sigmoid, expit(arguments), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(slope[:-3], expected_slope[:-3], rtol=1e-10, atol=1e-300)
+    assert np.isnan(sigmoid[-1]) and np.isnan(slope[-1]) and list(slope[-3:-1]) == [0.0, 0.0]
