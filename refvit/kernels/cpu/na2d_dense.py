@@ -9,7 +9,8 @@ pair's product with BLAS and keep only the window's:
 * forward, per map (a ``prange`` iteration): :math:`S = Q K^\top` (``(n, n)``, one single-threaded
   ``gemm``); for query ``i`` and slot ``t`` with key :math:`j_{it}` (the window tables of
   :mod:`refvit.ops._neighborhood`): :math:`a_{it} = \text{scale}\, S_{i j_{it}} + \text{rpb}[b_{it}]`,
-  the softmax over the valid slots, and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
+  the softmax over the valid slots (the exponentials of a whole map in one vectorised pass of
+  :func:`refvit.kernels.cpu._vector_math.exp_of`), and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
   the head dimension);
 * backward, per map: :math:`D = \partial O\, V^\top` (``gemm``) gives
   :math:`\partial p_{it} = D_{i j_{it}}`; then
@@ -29,6 +30,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._vector_math import exp_of
 from refvit.ops._neighborhood import axis_windows
 
 # The dense path takes maps of at most this many tokens per window slot (and at most
@@ -59,7 +61,7 @@ def _tables(height, width, kernel_size, dilation, stride, is_causal):
     return tuple(np.ascontiguousarray(a.reshape(shape)) for a in (keys, valid, bias))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
     """``q, k, v, out (maps, n, d)``, ``rpb (heads, span)`` (``span`` 0: none), ``attn (maps, n, K)``."""
     maps, tokens, head_dim = q.shape
@@ -68,35 +70,42 @@ def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
     for m in prange(maps):
         products = np.dot(q[m], k[m].T)
         head = m % heads
+        # logits minus their row's largest, -inf in empty slots, for one vectorised exp per map
+        shifted = np.empty(tokens * slots)
         for i in range(tokens):
-            weights = attn[m, i]
+            row = shifted[i * slots:(i + 1) * slots]
             largest = -np.inf
             for t in range(slots):
+                row[t] = -np.inf
                 if valid[i, t]:
                     logit = scale * products[i, keys[i, t]]
                     if has_rpb:
                         logit += rpb[head, bias[i, t]]
-                    weights[t] = logit
-                    largest = max(largest, logit)
+                    row[t] = logit
+                    largest = max(largest, row[t])
+            for t in range(slots):
+                row[t] -= largest
+        weights = np.empty(tokens * slots)
+        exp_of(shifted, weights, np.empty(tokens * slots, np.int64))
+        for i in range(tokens):
+            row = weights[i * slots:(i + 1) * slots]
             total = 0.0
             for t in range(slots):
-                if valid[i, t]:
-                    weights[t] = np.exp(weights[t] - largest)
-                    total += weights[t]
-                else:
-                    weights[t] = 0.0
+                total += row[t]
+            probs = attn[m, i]
+            for t in range(slots):
+                probs[t] = row[t] / total
             result = out[m, i]
             result[:] = 0.0
             for t in range(slots):
-                weights[t] /= total
                 if valid[i, t]:
-                    p = weights[t]
+                    p = probs[t]
                     value = v[m, keys[i, t]]
                     for c in range(head_dim):
                         result[c] += p * value[c]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _backward(dout, q, k, v, out, attn, heads, scale, keys, valid, bias, dq, dk, dv, bias_partials):
     """Gradients of one map per ``prange`` iteration; ``bias_partials (maps, span)`` float64 (``span`` 0: none)."""
     maps, tokens, head_dim = q.shape
