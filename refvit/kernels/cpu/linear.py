@@ -34,31 +34,29 @@ def _blocks(rows):
     return max(1, -(-rows // ROWS_PER_BLOCK))
 
 
+@njit(cache=True)
+def _block_rows(block, rows, blocks):
+    """``(first, stop)``: the rows of ``block`` when ``rows`` rows are cut into ``blocks`` equal blocks."""
+    size = -(-rows // blocks)
+    return min(rows, block * size), min(rows, (block + 1) * size)
+
+
 @njit(cache=True, parallel=True)
 def _block_products(a, b, out, blocks):
     """``out[rows of block r] = a[rows of block r] @ b`` for every block, one ``prange`` iteration each."""
-    rows = a.shape[0]
-    size = -(-rows // blocks)
     for block in prange(blocks):
-        lo = block * size
-        hi = min(rows, lo + size)
-        if lo < hi:
-            np.dot(a[lo:hi], b, out[lo:hi])
+        first, stop = _block_rows(block, a.shape[0], blocks)
+        if first < stop:
+            np.dot(a[first:stop], b, out[first:stop])
 
 
 @njit(cache=True, parallel=True)
 def _block_outer_products(g, x, partials):
-    """``partials[r] = g[rows of block r].T @ x[rows of block r]``."""
-    rows = g.shape[0]
-    blocks = partials.shape[0]
-    size = -(-rows // blocks)
-    for block in prange(blocks):
-        lo = block * size
-        hi = min(rows, lo + size)
-        if lo < hi:
-            np.dot(g[lo:hi].T, x[lo:hi], partials[block])
-        else:
-            partials[block] = 0.0
+    """``partials[r] = g[rows of block r].T @ x[rows of block r]`` (zero for an empty block)."""
+    for block in prange(partials.shape[0]):
+        first, stop = _block_rows(block, g.shape[0], partials.shape[0])
+        if first < stop:
+            np.dot(g[first:stop].T, x[first:stop], partials[block])
 
 
 @kernel_entry
