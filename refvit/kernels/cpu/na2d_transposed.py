@@ -20,19 +20,29 @@ the *width*, where the lanes are independent queries:
 
   a sum over ``c`` of element-wise products of two shifted rows. The loop over ``t`` has no
   dependence between lanes and vectorises, each lane still summing over ``c`` in a fixed order.
-* **border blocks.** The ``h`` border columns on each side of every map have clamped windows. Their
-  queries, and for each column slot the keys (values) they see, are gathered once per group into
-  compact blocks where the products are element-wise along the blocks (see
-  :mod:`refvit.kernels.cpu.na2d_wide_rows`); their results overwrite the border lanes of the shifted
-  products, and their weights are zeroed before the shifted weighted sums.
+* **border columns, forward.** The ``h`` border columns on each side of every map have clamped column
+  windows, but along the *height* their interior rows have shifted windows too. The forward runs the
+  same kernel, ``_forward_rows``, a second time on the transposed problem: the border columns (queries)
+  and the columns their windows hold (keys, values) are copied to *tall columns* ``(columns, d,
+  h_h + B*heads*H_g + h_h)`` and the lanes run along the height. Each pass writes only its interior
+  lanes; the border lanes are computed along with the wrong (shifted) windows and dropped. That leaves
+  the corners (border row and border column), where all queries of one corner share one window: a
+  small dense attention each (``_forward_corners``).
+* **border columns, backward.** Their queries, and for each column slot the keys (values) they see, are
+  gathered once per group into compact blocks where the products are element-wise along the blocks
+  (see :mod:`refvit.kernels.cpu.na2d_wide_rows`); their results overwrite the border lanes of the
+  shifted products, and their weights are zeroed before the shifted weighted sums.
 * **softmax** per lane along the row, with :func:`refvit.kernels.cpu.na2d_wide_rows.exp_minus`, an
-  exponential written as vectorisable arithmetic (``math.exp`` is a call per element).
+  exponential written as vectorisable arithmetic (``math.exp`` is a call per element). The logits start
+  from the bias and ``q`` is scaled when it is copied, so there is no separate pass for either; the
+  weighted sum uses the unnormalised weights and ``out`` and ``attn`` are divided by the total as they
+  are written.
 
 Kernels, ``prange`` over (row, chunk of maps) of one group:
 
 * ``_forward_rows``: logits of all ``kh*kw`` slots, the softmax per lane, and ``out``; the softmax
   weights go to ``attn (B*heads, H, W, kh*kw)`` exactly as the general kernels store them, so either
-  path's backward can read either path's cache.
+  path's backward can read either path's cache. ``_forward_corners``: ``prange`` over (map, corner).
 * ``_backward_query_rows``: :math:`\bar a = p(\delta - g\cdot o)` and :math:`\partial L/\partial q`;
   keeps ``p`` and :math:`\bar a` in the wide layout for the key pass, and sums :math:`\bar a` by bias
   index into per-(map, row) partials.
@@ -59,21 +69,6 @@ def applies(options):
 
 
 @njit(cache=True)
-def _add_bias(logits, rpb, heads, first_map, bias_row_index, slot_w, cols, border, col_bias):
-    """``logits[k*cols + y] += rpb[head of map first_map + k, bias_row_index, col_bias(y) + slot_w]``;
-    inside, ``col_bias(y) = h``."""
-    half = border.shape[0] // 2
-    for k in range(logits.shape[0] // cols):
-        bias_row = rpb[(first_map + k) % heads, bias_row_index]
-        segment = logits[k * cols:(k + 1) * cols]
-        inner_bias = bias_row[half + slot_w]
-        for y in range(half, cols - half):
-            segment[y] += inner_bias
-        for y in border:
-            segment[y] += bias_row[col_bias[y] + slot_w]
-
-
-@njit(cache=True)
 def _interior_sum(segment, half):
     """``sum(segment[half:-half])`` in float64, four running sums side by side."""
     sums = np.zeros(4, dtype=np.float64)
@@ -89,73 +84,123 @@ def _interior_sum(segment, half):
 
 
 @njit(cache=True, parallel=True)
-def _forward_rows(q, k, v, query_blocks, key_blocks, value_blocks, rpb, heads, scale, row_first, row_bias, col_bias,
-                  exp_constants, exp_bits, border, kernel_h, kernel_w, cols, maps_per_task, row_group, row_step,
-                  col_group, col_step, out, attn):
-    """``q, k, v`` in wide rows and border blocks; ``out (B*heads, H, W, d)``, ``attn (B*heads, H, W, kh*kw)``."""
+def _forward_rows(q, k, v, rpb, heads, key_first, bias_first, targets, lane_pixels, map_pixels, row_kernel,
+                  lane_kernel, row_slot_step, lane_slot_step, maps_per_task, exp_constants, exp_bits, out, attn):
+    """The interior lanes of wide rows: ``q (rows, d, h + maps*lanes + h)`` (already scaled), ``k, v (key
+    rows, d, same)``, ``h = lane_kernel // 2``; row ``i`` sees the key rows ``key_first[i] + u``
+    (``u < row_kernel``) with the bias rows ``bias_first[i] + u`` of ``rpb (heads, 2 row_kernel - 1,
+    2 lane_kernel - 1)``.
+
+    Lane ``y`` of map ``m`` in row ``i`` is the query at pixel ``m*map_pixels + targets[i] + lane_pixels[y]``
+    of ``out (pixels, d)`` and ``attn (pixels, row_kernel*lane_kernel)``, slot ``(u, w)`` at
+    ``u*row_slot_step + w*lane_slot_step``. Only the lanes ``h <= y < lanes - h`` are written; border
+    lanes are computed along (with shifted windows that are not theirs) and dropped."""
     rows, head_dim = q.shape[0], q.shape[1]
-    maps = out.shape[0]
-    half = kernel_w // 2
-    slots = kernel_h * kernel_w
+    lanes = lane_pixels.shape[0]
+    half = lane_kernel // 2
+    maps = (q.shape[2] - 2 * half) // lanes
+    slots = row_kernel * lane_kernel
     chunks = (maps + maps_per_task - 1) // maps_per_task
     has_rpb = rpb.shape[1] > 0
     for task in prange(rows * chunks):
-        x = task // chunks
+        i = task // chunks
         first_map = (task % chunks) * maps_per_task
-        last_map = min(first_map + maps_per_task, maps)
-        start = half + first_map * cols
-        n = (last_map - first_map) * cols
-        border_start = first_map * 2 * half
-        border_n = (last_map - first_map) * 2 * half
-        probs = np.empty((slots, n), dtype=q.dtype)
-        border_probs = np.empty((slots, border_n), dtype=q.dtype)
-        for u in range(kernel_h):
-            key_row = row_first[x] + u
-            for w in range(kernel_w):
-                slot = u * kernel_w + w
-                wide.shifted_dots(q[x], k[key_row], start, w - half, probs[slot])
-                wide.shifted_dots(query_blocks[x, 0], key_blocks[key_row, w], border_start, 0, border_probs[slot])
-        wide.to_borders(border_probs, cols, border, probs)
-        for u in range(kernel_h):
-            for w in range(kernel_w):
-                logits = probs[u * kernel_w + w]
-                for t in range(n):
-                    logits[t] *= scale
-                if has_rpb:
-                    _add_bias(logits, rpb, heads, first_map, row_bias[x] + u, w, cols, border, col_bias)
-        largest = probs[0].copy()
+        task_maps = min(maps_per_task, maps - first_map)
+        start = half + first_map * lanes
+        n = task_maps * lanes
+        weights = np.empty((slots, n), dtype=q.dtype)
+        for u in range(row_kernel):
+            keys = k[key_first[i] + u]
+            for w in range(lane_kernel):
+                logits = weights[u * lane_kernel + w]
+                for j in range(task_maps):  # the sums start from the bias
+                    if has_rpb:
+                        logits[j * lanes:(j + 1) * lanes] = rpb[(first_map + j) % heads, bias_first[i] + u, half + w]
+                    else:
+                        logits[j * lanes:(j + 1) * lanes] = 0.0
+                wide.add_shifted_dots(q[i], keys, start, w - half, logits)
+        largest = weights[0].copy()
         for slot in range(1, slots):
+            logits = weights[slot]
             for t in range(n):
-                largest[t] = max(largest[t], probs[slot, t])
+                largest[t] = max(largest[t], logits[t])
         total = np.zeros(n, dtype=q.dtype)
-        shifts = np.empty(n, dtype=q.dtype)
         bits = np.empty(n, dtype=exp_bits.dtype)
         for slot in range(slots):
-            shifts[:] = largest
-            wide.exp_minus(probs[slot], shifts, total, bits, exp_constants)
+            wide.exp_minus(weights[slot], largest, total, bits, exp_constants)
         for t in range(n):
             total[t] = 1.0 / total[t]
-        for slot in range(slots):
-            for t in range(n):
-                probs[slot, t] *= total[t]
-        for m in range(first_map, last_map):
-            attn_row = attn[m, row_group + row_step * x]
-            for y in range(cols):
-                weights = attn_row[col_group + col_step * y]
-                for slot in range(slots):
-                    weights[slot] = probs[slot, (m - first_map) * cols + y]
-        wide.from_borders(probs, cols, border, border_probs)
-        inner_probs = probs.copy()
-        wide.zero_borders(inner_probs, cols, border)
-        result = np.zeros((head_dim, n), dtype=q.dtype)
-        border_result = np.zeros((head_dim, border_n), dtype=q.dtype)
+        result = np.zeros((head_dim, n), dtype=q.dtype)  # unnormalised: divided by the total when written
+        for u in range(row_kernel):
+            wide.add_shifted_products(weights[u * lane_kernel:(u + 1) * lane_kernel], v[key_first[i] + u],
+                                      start - half, result)
+        for j in range(task_maps):
+            for y in range(half, lanes - half):
+                t = j * lanes + y
+                pixel = (first_map + j) * map_pixels + targets[i] + lane_pixels[y]
+                inverse_total = total[t]
+                target = out[pixel]
+                for c in range(head_dim):
+                    target[c] = result[c, t] * inverse_total
+                probs = attn[pixel]
+                for u in range(row_kernel):
+                    for w in range(lane_kernel):
+                        probs[u * row_slot_step + w * lane_slot_step] = weights[u * lane_kernel + w, t] * inverse_total
+
+
+@njit(cache=True, parallel=True)
+def _forward_corners(q, k, v, rpb, heads, scale, row_sides, col_sides, row_first, row_bias, col_first, col_bias,
+                     kernel_h, kernel_w, row_group, row_step, col_group, col_step, exp_constants, exp_bits, out, attn):
+    """The corners: queries ``row_sides[a] x col_sides[b]`` (group positions; ``a, b`` in 0, 1 for the
+    two ends of an axis) of every map, where neither the wide rows nor the tall columns have shifted
+    windows. All queries of one corner share one window, so it is a small dense attention: the keys
+    go to ``(d, kh*kw)``, the values to ``(kh*kw, d)``, and every loop runs along the slots or ``d``.
+    ``q, k, v, out (B*heads, H, W, d)``, ``attn (B*heads, H, W, kh*kw)``."""
+    maps, head_dim = q.shape[0], q.shape[3]
+    slots = kernel_h * kernel_w
+    has_rpb = rpb.shape[1] > 0
+    for task in prange(maps * 4):
+        m = task // 4
+        corner_rows = row_sides[(task % 4) // 2]
+        corner_cols = col_sides[task % 2]
+        first_row, first_col = row_first[corner_rows[0]], col_first[corner_cols[0]]
+        keys = np.empty((head_dim, slots), dtype=q.dtype)
+        values = np.empty((slots, head_dim), dtype=q.dtype)
         for u in range(kernel_h):
-            row_slots = slice(u * kernel_w, (u + 1) * kernel_w)
-            key_row = row_first[x] + u
-            wide.add_shifted_products(inner_probs[row_slots], v[key_row], start - half, result)
-            wide.add_block_products(border_probs[row_slots], value_blocks[key_row], border_start, border_result)
-        wide.to_borders(border_result, cols, border, result)
-        wide.from_wide_row(result, first_map, cols, 1.0, out[:, row_group + row_step * x], col_group, col_step)
+            for w in range(kernel_w):
+                pixel = (m, row_group + row_step * (first_row + u), col_group + col_step * (first_col + w))
+                keys[:, u * kernel_w + w] = k[pixel]
+                values[u * kernel_w + w] = v[pixel]
+        largest = np.empty(slots, dtype=q.dtype)
+        total = np.empty(slots, dtype=q.dtype)
+        bits = np.empty(slots, dtype=exp_bits.dtype)
+        for x in corner_rows:
+            for y in corner_cols:
+                query = q[m, row_group + row_step * x, col_group + col_step * y]
+                weights = attn[m, row_group + row_step * x, col_group + col_step * y]
+                weights[:] = 0.0
+                for c in range(head_dim):
+                    channel = keys[c]
+                    for slot in range(slots):
+                        weights[slot] += query[c] * channel[slot]
+                for slot in range(slots):
+                    weights[slot] *= scale
+                if has_rpb:
+                    for u in range(kernel_h):
+                        bias_row = rpb[m % heads, row_bias[x] + u]
+                        for w in range(kernel_w):
+                            weights[u * kernel_w + w] += bias_row[col_bias[y] + w]
+                largest[:] = weights.max()
+                total[:] = 0.0
+                wide.exp_minus(weights, largest, total, bits, exp_constants)
+                inverse_total = 1.0 / total.sum()
+                result = out[m, row_group + row_step * x, col_group + col_step * y]
+                result[:] = 0.0
+                for slot in range(slots):
+                    weights[slot] *= inverse_total
+                    value = values[slot]
+                    for c in range(head_dim):
+                        result[c] += weights[slot] * value[c]
 
 
 @njit(cache=True, parallel=True)
@@ -278,17 +323,28 @@ class _Group:
         self.cols = len(range(col_group, width, self.col_step))
         self.maps = maps
         self.kernel_w = options.kernel_size[1]
-        self.row_bounds = axis_bounds(self.rows, options.kernel_size[0])
+        self.kernel_h = options.kernel_size[0]
+        self.row_bounds = axis_bounds(self.rows, self.kernel_h)
         self.col_bounds = axis_bounds(self.cols, self.kernel_w)
         self.margin = self.kernel_w // 2
-        self.border = np.concatenate((np.arange(self.margin), np.arange(self.cols - self.margin, self.cols)))
-        self.maps_per_task = max(1, min(maps, -(-TARGET_ROW_LENGTH // self.cols)))
+        self.border = _border(self.cols, self.margin)
+        self.row_margin = self.kernel_h // 2
+        self.row_border = _border(self.rows, self.row_margin)
+        self.maps_per_task = _maps_per_task(maps, self.cols)
 
-    def wide(self, a):
-        """``a (B*heads, H, W, d)`` -> wide rows ``(rows, d, h + B*heads*cols + h)``."""
+    def wide(self, a, factor=1.0):
+        """``a (B*heads, H, W, d)`` -> wide rows ``(rows, d, h + B*heads*cols + h)``, times ``factor``."""
         result = np.empty((self.rows, a.shape[3], self.maps * self.cols + 2 * self.margin), a.dtype)
-        wide.zero_margins(result, self.margin)
-        wide.to_wide_rows(a, self.row_group, self.row_step, self.col_group, self.col_step, self.margin, result)
+        wide.to_wide_rows(a, self.row_group, self.row_step, self.col_group, self.col_step, self.margin,
+                          a.dtype.type(factor), result)
+        return result
+
+    def tall(self, a, columns, factor=1.0):
+        """Columns ``columns`` of ``a (B*heads, H, W, d)`` -> tall columns ``(len(columns), d,
+        kh//2 + B*heads*rows + kh//2)``, times ``factor``."""
+        result = np.empty((columns.size, a.shape[3], self.maps * self.rows + 2 * self.row_margin), a.dtype)
+        wide.to_tall_columns(a, columns, self.row_group, self.row_step, self.col_group, self.col_step,
+                             self.row_margin, a.dtype.type(factor), result)
         return result
 
     def blocks(self, a, as_keys):
@@ -304,6 +360,15 @@ class _Group:
                 self.col_group, self.col_step)
 
 
+def _border(length, margin):
+    """The positions of an axis whose window is clamped: ``0..margin-1`` and ``length-margin..length-1``."""
+    return np.concatenate((np.arange(margin), np.arange(length - margin, length)))
+
+
+def _maps_per_task(maps, lanes):
+    return max(1, min(maps, -(-TARGET_ROW_LENGTH // lanes)))
+
+
 def _groups(height, width, maps, options):
     return [_Group(row_group, col_group, height, width, maps, options)
             for row_group in range(options.dilation[0]) for col_group in range(options.dilation[1])]
@@ -316,20 +381,41 @@ def _flat(a):
 
 def forward(q, k, v, rpb, options):
     """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``,
-    ``attn (B, heads, H, W, kh*kw)``; requires :func:`applies`."""
+    ``attn (B, heads, H, W, kh*kw)``; requires :func:`applies`.
+
+    Per dilation group, three passes that together write every query once: the wide rows (interior
+    columns, every row), the tall columns (border columns, interior rows) and the corners."""
     batch, heads, height, width, head_dim = q.shape
-    kernel_h = options.kernel_size[0]
-    scale = q.dtype.type(options.scale)
+    kernel_h, kernel_w = options.kernel_size
     bias = np.zeros((heads, 0, 0), q.dtype) if rpb is None else np.ascontiguousarray(rpb)
+    bias_by_column = np.ascontiguousarray(bias.transpose(0, 2, 1))
     q, k, v = (_flat(a) for a in (q, k, v))
     out = np.empty_like(q)
-    attn = np.empty(q.shape[:3] + (kernel_h * options.kernel_size[1],), q.dtype)
-    for group in _groups(height, width, q.shape[0], options):
-        _forward_rows(group.wide(q), group.wide(k), group.wide(v), group.blocks(q, False), group.blocks(k, True),
-                      group.blocks(v, True), bias, heads, scale, group.row_bounds.first_key,
-                      group.row_bounds.first_bias, group.col_bounds.first_bias, wide.exp_constants(q.dtype),
-                      np.empty(0, np.int64 if q.dtype == np.float64 else np.int32), group.border, kernel_h,
-                      *group.placement()[1:], out, attn)
+    attn = np.empty(q.shape[:3] + (kernel_h * kernel_w,), q.dtype)
+    exp_constants = wide.exp_constants(q.dtype)
+    exp_bits = np.empty(0, np.int64 if q.dtype == np.float64 else np.int32)
+    pixel_out, pixel_attn = out.reshape(-1, head_dim), attn.reshape(-1, kernel_h * kernel_w)
+    for g in _groups(height, width, q.shape[0], options):
+        rows_in_image = (g.row_group + g.row_step * np.arange(g.rows)) * width
+        cols_in_image = g.col_group + g.col_step * np.arange(g.cols)
+        _forward_rows(g.wide(q, options.scale), g.wide(k), g.wide(v), bias, heads, g.row_bounds.first_key,
+                      g.row_bounds.first_bias, rows_in_image, cols_in_image, height * width, kernel_h, kernel_w,
+                      kernel_w, 1, g.maps_per_task, exp_constants, exp_bits, pixel_out, pixel_attn)
+        if g.border.size == 0:
+            continue
+        # Border columns: the same kernel on the transposed problem, lanes along the height.
+        first_keys = g.col_bounds.first_key[g.border]
+        key_cols = np.unique(first_keys[:, None] + np.arange(kernel_w))
+        _forward_rows(g.tall(q, g.border, options.scale), g.tall(k, key_cols), g.tall(v, key_cols), bias_by_column,
+                      heads, np.searchsorted(key_cols, first_keys), g.col_bounds.first_bias[g.border],
+                      cols_in_image[g.border], rows_in_image, height * width, kernel_w, kernel_h, 1, kernel_w,
+                      _maps_per_task(q.shape[0], g.rows), exp_constants, exp_bits, pixel_out, pixel_attn)
+        if g.row_margin > 0:
+            row_sides, col_sides = g.row_border.reshape(2, -1), g.border.reshape(2, -1)
+            _forward_corners(q, k, v, bias, heads, q.dtype.type(options.scale), row_sides, col_sides,
+                             g.row_bounds.first_key, g.row_bounds.first_bias, g.col_bounds.first_key,
+                             g.col_bounds.first_bias, kernel_h, kernel_w, g.row_group, g.row_step, g.col_group,
+                             g.col_step, exp_constants, exp_bits, out, attn)
     return out.reshape((batch, heads, height, width, head_dim)), attn.reshape((batch, heads, height, width, -1))
 
 

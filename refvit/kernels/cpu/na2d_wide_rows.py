@@ -22,9 +22,10 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def to_wide_rows(a, row_group, row_step, col_group, col_step, margin, result):
-    """``result[x, c, margin + m*cols + y] = a[m, row_group + row_step*x, col_group + col_step*y, c]``
-    over the ``(rows, cols)`` positions of one dilation group; the margins are left as they are."""
+def to_wide_rows(a, row_group, row_step, col_group, col_step, margin, factor, result):
+    """``result[x, c, margin + m*cols + y] = factor * a[m, row_group + row_step*x, col_group + col_step*y, c]``
+    over the ``(rows, cols)`` positions of one dilation group, and zero margins. ``factor`` has the
+    dtype of ``a`` (1 copies exactly)."""
     maps = a.shape[0]
     rows, head_dim, padded = result.shape
     cols = (padded - 2 * margin) // maps
@@ -34,10 +35,41 @@ def to_wide_rows(a, row_group, row_step, col_group, col_step, margin, result):
         source = a[m, row_group + row_step * x]
         target = result[x]
         start = margin + m * cols
+        _zero_margin(target, m, maps, margin)
         for y in range(cols):
             pixel = source[col_group + col_step * y]
             for c in range(head_dim):
-                target[c, start + y] = pixel[c]
+                target[c, start + y] = factor * pixel[c]
+
+
+@njit(cache=True, parallel=True)
+def to_tall_columns(a, columns, row_group, row_step, col_group, col_step, margin, factor, result):
+    """The transpose of :func:`to_wide_rows` for a few columns: column ``columns[j]`` of every map
+    side by side, ``result[j, c, margin + m*rows + x] = factor * a[m, row_group + row_step*x,
+    col_group + col_step*columns[j], c]``, and zero margins."""
+    maps = a.shape[0]
+    count, head_dim, padded = result.shape
+    rows = (padded - 2 * margin) // maps
+    for task in prange(count * maps):
+        j = task // maps
+        m = task % maps
+        column = col_group + col_step * columns[j]
+        target = result[j]
+        start = margin + m * rows
+        _zero_margin(target, m, maps, margin)
+        for x in range(rows):
+            pixel = a[m, row_group + row_step * x, column]
+            for c in range(head_dim):
+                target[c, start + x] = factor * pixel[c]
+
+
+@njit(cache=True)
+def _zero_margin(wide_row, m, maps, margin):
+    """Zero the margin next to map ``m`` of ``wide_row (d, margin + maps*length + margin)``, if it has one."""
+    if m == 0:
+        wide_row[:, :margin] = 0.0
+    if m == maps - 1:
+        wide_row[:, wide_row.shape[1] - margin:] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -63,9 +95,15 @@ def to_border_blocks(a, row_group, row_step, col_group, col_step, border, col_fi
 @njit(cache=True)
 def shifted_dots(left, right, start, shift, products):
     """``products[t] = sum_c left[c, start + t] * right[c, start + shift + t]``, four channels per pass."""
+    products[:] = 0.0
+    add_shifted_dots(left, right, start, shift, products)
+
+
+@njit(cache=True)
+def add_shifted_dots(left, right, start, shift, products):
+    """``products[t] += sum_c left[c, start + t] * right[c, start + shift + t]``, four channels per pass."""
     n = products.shape[0]
     head_dim = left.shape[0]
-    products[:] = 0.0
     c = 0
     while c < head_dim:
         if c + 4 <= head_dim:
@@ -240,13 +278,6 @@ def add_block_keys(blocks, cols, border, col_first, result):
                     target[key + w] += blocks[w, c, k * count + b]
 
 
-def zero_margins(wide, margin):
-    """Zero the ``margin`` columns at both ends of every wide row."""
-    wide[..., :margin] = 0.0
-    wide[..., wide.shape[-1] - margin:] = 0.0
-    return wide
-
-
 def exp_constants(dtype):
     """Constants of :func:`exp_minus`: lowest argument, ``log2 e``, ``ln 2`` split in a high part
     (exact in few bits) and a low part, then the Taylor coefficients ``1/13! .. 1/0!`` (float64) or
@@ -261,7 +292,7 @@ def exp_constants(dtype):
 @njit(cache=True)
 def exp_minus(row, largest, total, bits, constants):
     r"""``row[t] = exp(row[t] - largest[t])`` and ``total[t] += row[t]``, in loops that vectorise
-    (a call to ``math.exp`` per element does not); ``largest`` is overwritten.
+    (a call to ``math.exp`` per element does not); ``bits`` is scratch.
 
     :math:`e^x = 2^k e^r` with :math:`k = \lfloor x \log_2 e + 1/2 \rceil` and
     :math:`r = x - k \ln 2` (:math:`|r| \le \ln 2 / 2`, ``ln 2`` in two parts so ``k ln 2`` is exact
@@ -284,9 +315,7 @@ def exp_minus(row, largest, total, bits, constants):
             r = (x - k * ln2_high) - k * ln2_low
             row[t] = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (
                 c7 + r * (c8 + r * (c9 + r * (c10 + r * (c11 + r * (c12 + r * c13))))))))))))
-            largest[t] = k
-        for t in range(n):
-            bits[t] = (np.int64(largest[t]) + 1023) << 52
+            bits[t] = (np.int64(k) + 1023) << 52
     else:
         c7, c6, c5, c4 = constants[4], constants[5], constants[6], constants[7]
         c3, c2, c1, c0 = constants[8], constants[9], constants[10], constants[11]
@@ -296,9 +325,7 @@ def exp_minus(row, largest, total, bits, constants):
             k = np.floor(x * log2e + c2)
             r = (x - k * ln2_high) - k * ln2_low
             row[t] = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
-            largest[t] = k
-        for t in range(n):
-            bits[t] = (np.int32(largest[t]) + 127) << 23
+            bits[t] = (np.int32(k) + 127) << 23
     for t in range(n):
         row[t] *= powers[t]
         total[t] += row[t]
