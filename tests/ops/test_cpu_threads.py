@@ -113,9 +113,9 @@ def test_openblas_found_through_the_memory_maps():
     assert _threads._loaded_openblas_from_maps("/nonexistent/maps") == []
 
 
-def test_wait_passively_leaves_the_environment_as_it_was():
+def test_spin_briefly_leaves_the_environment_as_it_was():
     before = dict(os.environ)
-    _threads.wait_passively()
+    _threads.spin_briefly()
     assert dict(os.environ) == before
 
 

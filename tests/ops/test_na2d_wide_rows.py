@@ -20,7 +20,7 @@ def test_tall_columns_are_the_transpose_of_wide_rows(rng):
     columns = np.array([0, 2, 8])
     margin = 2
     result = np.full((3, 4, 3 * 7 + 2 * margin), np.nan, np.float32)
-    wide.to_tall_columns(a, columns, 0, 1, 0, 1, margin, np.float32(2.0), result)
+    wide.to_tall_columns((a,), (columns,), 0, 1, 0, 1, margin, np.array([2.0], np.float32), (result,))
     expected = 2.0 * a[:, :, columns].transpose(2, 3, 0, 1).reshape(3, 4, 3 * 7)
     np.testing.assert_array_equal(result[:, :, margin:-margin], expected)
     np.testing.assert_array_equal(result[:, :, :margin], 0.0)
@@ -30,7 +30,7 @@ def test_tall_columns_are_the_transpose_of_wide_rows(rng):
 def test_wide_rows_of_a_dilation_group_with_zero_margins(rng):
     a = rng.standard_normal((2, 5, 8, 3))
     result = np.full((3, 3, 2 * 4 + 2), np.nan)     # rows 0, 2, 4 and columns 1, 3, 5, 7
-    wide.to_wide_rows(a, 0, 2, 1, 2, 1, 1.0, result)
+    wide.to_wide_rows((a,), 0, 2, 1, 2, 1, np.array([1.0]), (result,))
     expected = a[:, 0::2, 1::2].transpose(1, 3, 0, 2).reshape(3, 3, 8)
     np.testing.assert_array_equal(result[:, :, 1:-1], expected)
     np.testing.assert_array_equal(result[:, :, [0, -1]], 0.0)

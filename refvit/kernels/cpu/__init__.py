@@ -9,8 +9,8 @@ Rules the kernels follow:
 * no ``fastmath``: the float64 path must match the reference to rounding.
 
 Threads: see :mod:`refvit.kernels.cpu._threads` (BLAS single-threaded inside the kernels, no
-Numba threads for small arrays, OpenMP workers that sleep between parallel regions).
+Numba threads for small arrays, OpenMP workers that spin only briefly between parallel regions).
 """
-from refvit.kernels.cpu._threads import wait_passively
+from refvit.kernels.cpu._threads import spin_briefly
 
-wait_passively()
+spin_briefly()

@@ -54,10 +54,13 @@ Everything runs in the input dtype; the bias partials are float64. Numba's on-di
 here does not notice edits to the helpers in ``na2d_wide_rows``: after changing those, delete this
 module's cache files (``__pycache__/na2d_transposed.*.nb*``).
 """
+import functools
+
 import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu import na2d_wide_rows as wide
+from refvit.kernels.cpu._workspace import scratch
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 TARGET_ROW_LENGTH = 256  # maps per task: enough that a wide row holds about this many columns
@@ -316,14 +319,13 @@ def _backward_key_rows(q, dout, query_blocks, dout_blocks, probs_wide, dlogits_w
 class _Group:
     """One dilation group: its offsets, map size, window tables (dilation 1) and layouts."""
 
-    def __init__(self, row_group, col_group, height, width, maps, options):
+    def __init__(self, row_group, col_group, height, width, maps, kernel_size, dilation):
         self.row_group, self.col_group = row_group, col_group
-        self.row_step, self.col_step = options.dilation
+        self.row_step, self.col_step = dilation
         self.rows = len(range(row_group, height, self.row_step))
         self.cols = len(range(col_group, width, self.col_step))
         self.maps = maps
-        self.kernel_w = options.kernel_size[1]
-        self.kernel_h = options.kernel_size[0]
+        self.kernel_h, self.kernel_w = kernel_size
         self.row_bounds = axis_bounds(self.rows, self.kernel_h)
         self.col_bounds = axis_bounds(self.cols, self.kernel_w)
         self.margin = self.kernel_w // 2
@@ -331,26 +333,33 @@ class _Group:
         self.row_margin = self.kernel_h // 2
         self.row_border = _border(self.rows, self.row_margin)
         self.maps_per_task = _maps_per_task(maps, self.cols)
+        self.row_inverse = inverse_windows(axis_windows(self.rows, self.kernel_h))
 
-    def wide(self, a, factor=1.0):
-        """``a (B*heads, H, W, d)`` -> wide rows ``(rows, d, h + B*heads*cols + h)``, times ``factor``."""
-        result = np.empty((self.rows, a.shape[3], self.maps * self.cols + 2 * self.margin), a.dtype)
-        wide.to_wide_rows(a, self.row_group, self.row_step, self.col_group, self.col_step, self.margin,
-                          a.dtype.type(factor), result)
-        return result
+    def wide(self, names, arrays, factors):
+        """Each ``a (B*heads, H, W, d)`` of ``arrays`` -> wide rows ``(rows, d, h + B*heads*cols + h)``,
+        times its factor, in the scratch arrays ``names``; one parallel loop for all."""
+        dtype, head_dim = arrays[0].dtype, arrays[0].shape[3]
+        shape = (self.rows, head_dim, self.maps * self.cols + 2 * self.margin)
+        results = tuple(scratch(name, shape, dtype) for name in names)
+        wide.to_wide_rows(tuple(arrays), self.row_group, self.row_step, self.col_group, self.col_step, self.margin,
+                          np.array(factors, dtype), results)
+        return results
 
-    def tall(self, a, columns, factor=1.0):
-        """Columns ``columns`` of ``a (B*heads, H, W, d)`` -> tall columns ``(len(columns), d,
-        kh//2 + B*heads*rows + kh//2)``, times ``factor``."""
-        result = np.empty((columns.size, a.shape[3], self.maps * self.rows + 2 * self.row_margin), a.dtype)
-        wide.to_tall_columns(a, columns, self.row_group, self.row_step, self.col_group, self.col_step,
-                             self.row_margin, a.dtype.type(factor), result)
-        return result
+    def tall(self, names, arrays, columns, factors):
+        """Columns ``columns[i]`` of each ``arrays[i] (B*heads, H, W, d)`` -> tall columns
+        ``(len(columns[i]), d, kh//2 + B*heads*rows + kh//2)``, times its factor, in the scratch
+        arrays ``names``; one parallel loop for all."""
+        dtype, head_dim = arrays[0].dtype, arrays[0].shape[3]
+        length = self.maps * self.rows + 2 * self.row_margin
+        results = tuple(scratch(name, (chosen.size, head_dim, length), dtype) for name, chosen in zip(names, columns))
+        wide.to_tall_columns(tuple(arrays), tuple(columns), self.row_group, self.row_step, self.col_group,
+                             self.col_step, self.row_margin, np.array(factors, dtype), results)
+        return results
 
-    def blocks(self, a, as_keys):
-        """Border blocks of ``a``: ``(rows, kw if as_keys else 1, d, 2h B heads)``."""
+    def blocks(self, name, a, as_keys):
+        """Border blocks of ``a``: ``(rows, kw if as_keys else 1, d, 2h B heads)``, in the scratch array ``name``."""
         slots = self.kernel_w if as_keys else 1
-        result = np.empty((self.rows, slots, a.shape[3], self.maps * self.border.size), a.dtype)
+        result = scratch(name, (self.rows, slots, a.shape[3], self.maps * self.border.size), a.dtype)
         wide.to_border_blocks(a, self.row_group, self.row_step, self.col_group, self.col_step, self.border,
                               self.col_bounds.first_key, as_keys, result)
         return result
@@ -370,8 +379,14 @@ def _maps_per_task(maps, lanes):
 
 
 def _groups(height, width, maps, options):
-    return [_Group(row_group, col_group, height, width, maps, options)
-            for row_group in range(options.dilation[0]) for col_group in range(options.dilation[1])]
+    """The dilation groups of a call (their tables are kept for the next call of the same geometry)."""
+    return _cached_groups(height, width, maps, tuple(options.kernel_size), tuple(options.dilation), TARGET_ROW_LENGTH)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_groups(height, width, maps, kernel_size, dilation, target_row_length):
+    return tuple(_Group(row_group, col_group, height, width, maps, kernel_size, dilation)
+                 for row_group in range(dilation[0]) for col_group in range(dilation[1]))
 
 
 def _flat(a):
@@ -398,7 +413,7 @@ def forward(q, k, v, rpb, options):
     for g in _groups(height, width, q.shape[0], options):
         rows_in_image = (g.row_group + g.row_step * np.arange(g.rows)) * width
         cols_in_image = g.col_group + g.col_step * np.arange(g.cols)
-        _forward_rows(g.wide(q, options.scale), g.wide(k), g.wide(v), bias, heads, g.row_bounds.first_key,
+        _forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias, heads, g.row_bounds.first_key,
                       g.row_bounds.first_bias, rows_in_image, cols_in_image, height * width, kernel_h, kernel_w,
                       kernel_w, 1, g.maps_per_task, exp_constants, exp_bits, pixel_out, pixel_attn)
         if g.border.size == 0:
@@ -406,7 +421,8 @@ def forward(q, k, v, rpb, options):
         # Border columns: the same kernel on the transposed problem, lanes along the height.
         first_keys = g.col_bounds.first_key[g.border]
         key_cols = np.unique(first_keys[:, None] + np.arange(kernel_w))
-        _forward_rows(g.tall(q, g.border, options.scale), g.tall(k, key_cols), g.tall(v, key_cols), bias_by_column,
+        _forward_rows(*g.tall(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (g.border, key_cols, key_cols),
+                             (options.scale, 1.0, 1.0)), bias_by_column,
                       heads, np.searchsorted(key_cols, first_keys), g.col_bounds.first_bias[g.border],
                       cols_in_image[g.border], rows_in_image, height * width, kernel_w, kernel_h, 1, kernel_w,
                       _maps_per_task(q.shape[0], g.rows), exp_constants, exp_bits, pixel_out, pixel_attn)
@@ -429,18 +445,20 @@ def backward(dout, q, k, v, rpb, out, attn, options):
     dq, dk, dv = (np.empty_like(q) for _ in range(3))
     drpb = None if rpb is None else np.zeros(rpb.shape, np.float64)
     for group in _groups(height, width, maps, options):
-        wide_dout, dout_blocks = group.wide(dout), group.blocks(dout, False)
+        wide_dout, wide_out, wide_k, wide_v, wide_q = group.wide(
+            ("na2d.dout", "na2d.out", "na2d.k", "na2d.v", "na2d.q"), (dout, out, k, v, q), (1.0,) * 5)
+        dout_blocks = group.blocks("na2d.dout_blocks", dout, False)
         wide_shape = (group.rows, kernel_h * kernel_w, maps * group.cols + 2 * group.margin)
-        probs_wide, dlogits_wide = np.empty(wide_shape, q.dtype), np.empty(wide_shape, q.dtype)
+        probs_wide, dlogits_wide = scratch("na2d.probs", wide_shape, q.dtype), scratch("na2d.dlogits", wide_shape, q.dtype)
         bias_shape = (0, 0, 0, 0) if rpb is None else (maps, group.rows) + tuple(rpb.shape[1:])
         bias_partials = np.zeros(bias_shape, np.float64)
-        _backward_query_rows(wide_dout, group.wide(out), group.wide(k), group.wide(v), dout_blocks,
-                             group.blocks(k, True), group.blocks(v, True), attn, scale, group.row_bounds.first_key,
+        _backward_query_rows(wide_dout, wide_out, wide_k, wide_v, dout_blocks, group.blocks("na2d.k_blocks", k, True),
+                             group.blocks("na2d.v_blocks", v, True), attn, scale, group.row_bounds.first_key,
                              group.row_bounds.first_bias, group.col_bounds.first_bias, group.border, kernel_h,
                              *group.placement()[1:], probs_wide, dlogits_wide, dq, bias_partials)
-        row_inverse = inverse_windows(axis_windows(group.rows, kernel_h))
-        _backward_key_rows(group.wide(q), wide_dout, group.blocks(q, False), dout_blocks, probs_wide, dlogits_wide,
-                           scale, row_inverse.queries, row_inverse.slots, row_inverse.count,
+        row_inverse = group.row_inverse
+        _backward_key_rows(wide_q, wide_dout, group.blocks("na2d.q_blocks", q, False), dout_blocks, probs_wide,
+                           dlogits_wide, scale, row_inverse.queries, row_inverse.slots, row_inverse.count,
                            group.col_bounds.first_key, *group.placement(), dk, dv)
         if rpb is not None:
             drpb += bias_partials.reshape((batch, heads, group.rows) + tuple(rpb.shape[1:])).sum(axis=(0, 2))

@@ -22,18 +22,22 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def to_wide_rows(a, row_group, row_step, col_group, col_step, margin, factor, result):
-    """``result[x, c, margin + m*cols + y] = factor * a[m, row_group + row_step*x, col_group + col_step*y, c]``
-    over the ``(rows, cols)`` positions of one dilation group, and zero margins. ``factor`` has the
-    dtype of ``a`` (1 copies exactly)."""
-    maps = a.shape[0]
-    rows, head_dim, padded = result.shape
+def to_wide_rows(arrays, row_group, row_step, col_group, col_step, margin, factors, results):
+    """For each ``a = arrays[i]`` (a tuple of ``(B*heads, H, W, d)`` arrays, all copied in one parallel
+    loop): ``results[i][x, c, margin + m*cols + y] = factors[i] * a[m, row_group + row_step*x,
+    col_group + col_step*y, c]`` over the ``(rows, cols)`` positions of one dilation group, and zero
+    margins. ``factors`` has the dtype of the arrays (1 copies exactly)."""
+    count = len(arrays)
+    maps = arrays[0].shape[0]
+    rows, head_dim, padded = results[0].shape
     cols = (padded - 2 * margin) // maps
-    for task in prange(rows * maps):
-        x = task // maps
+    for task in prange(count * rows * maps):
+        i = task // (rows * maps)
+        x = (task // maps) % rows
         m = task % maps
-        source = a[m, row_group + row_step * x]
-        target = result[x]
+        source = arrays[i][m, row_group + row_step * x]
+        target = results[i][x]
+        factor = factors[i]
         start = margin + m * cols
         _zero_margin(target, m, maps, margin)
         for y in range(cols):
@@ -43,22 +47,30 @@ def to_wide_rows(a, row_group, row_step, col_group, col_step, margin, factor, re
 
 
 @njit(cache=True, parallel=True)
-def to_tall_columns(a, columns, row_group, row_step, col_group, col_step, margin, factor, result):
-    """The transpose of :func:`to_wide_rows` for a few columns: column ``columns[j]`` of every map
-    side by side, ``result[j, c, margin + m*rows + x] = factor * a[m, row_group + row_step*x,
-    col_group + col_step*columns[j], c]``, and zero margins."""
-    maps = a.shape[0]
-    count, head_dim, padded = result.shape
+def to_tall_columns(arrays, columns, row_group, row_step, col_group, col_step, margin, factors, results):
+    """The transpose of :func:`to_wide_rows` for a few columns: for each ``a = arrays[i]``, column
+    ``columns[i][j]`` of every map side by side, ``results[i][j, c, margin + m*rows + x] = factors[i] *
+    a[m, row_group + row_step*x, col_group + col_step*columns[i][j], c]``, and zero margins."""
+    count = len(arrays)
+    maps = arrays[0].shape[0]
+    head_dim, padded = results[0].shape[1], results[0].shape[2]
     rows = (padded - 2 * margin) // maps
-    for task in prange(count * maps):
-        j = task // maps
+    widest = 0
+    for i in range(count):
+        widest = max(widest, columns[i].shape[0])
+    for task in prange(count * widest * maps):
+        i = task // (widest * maps)
+        j = (task // maps) % widest
         m = task % maps
-        column = col_group + col_step * columns[j]
-        target = result[j]
+        if j >= columns[i].shape[0]:
+            continue
+        column = col_group + col_step * columns[i][j]
+        target = results[i][j]
+        factor = factors[i]
         start = margin + m * rows
         _zero_margin(target, m, maps, margin)
         for x in range(rows):
-            pixel = a[m, row_group + row_step * x, column]
+            pixel = arrays[i][m, row_group + row_step * x, column]
             for c in range(head_dim):
                 target[c, start + x] = factor * pixel[c]
 
