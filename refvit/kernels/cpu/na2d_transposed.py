@@ -86,7 +86,7 @@ def _interior_sum(segment, half):
     return (sums[0] + sums[1]) + (sums[2] + sums[3])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _forward_rows(q, k, v, rpb, heads, key_first, bias_first, targets, lane_pixels, map_pixels, row_kernel,
                   lane_kernel, row_slot_step, lane_slot_step, maps_per_task, exp_constants, exp_bits, out, attn):
     """The interior lanes of wide rows: ``q (rows, d, h + maps*lanes + h)`` (already scaled), ``k, v (key
@@ -334,6 +334,16 @@ class _Group:
         self.row_border = _border(self.rows, self.row_margin)
         self.maps_per_task = _maps_per_task(maps, self.cols)
         self.row_inverse = inverse_windows(axis_windows(self.rows, self.kernel_h))
+        # border columns: the key columns their windows hold, and where each window starts among them
+        first_keys = self.col_bounds.first_key[self.border]
+        self.key_cols = np.unique(first_keys[:, None] + np.arange(self.kernel_w))
+        self.border_first_key = np.searchsorted(self.key_cols, first_keys)
+        self.tall_maps_per_task = _maps_per_task(maps, self.rows)
+
+    def pixel_offsets(self, width):
+        """``(rows_in_image, cols_in_image)``: the flat pixel offset of each group row and column."""
+        return ((self.row_group + self.row_step * np.arange(self.rows)) * width,
+                self.col_group + self.col_step * np.arange(self.cols))
 
     def wide(self, names, arrays, factors):
         """Each ``a (B*heads, H, W, d)`` of ``arrays`` -> wide rows ``(rows, d, h + B*heads*cols + h)``,
@@ -411,21 +421,19 @@ def forward(q, k, v, rpb, options):
     exp_bits = np.empty(0, np.int64 if q.dtype == np.float64 else np.int32)
     pixel_out, pixel_attn = out.reshape(-1, head_dim), attn.reshape(-1, kernel_h * kernel_w)
     for g in _groups(height, width, q.shape[0], options):
-        rows_in_image = (g.row_group + g.row_step * np.arange(g.rows)) * width
-        cols_in_image = g.col_group + g.col_step * np.arange(g.cols)
-        _forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias, heads, g.row_bounds.first_key,
-                      g.row_bounds.first_bias, rows_in_image, cols_in_image, height * width, kernel_h, kernel_w,
-                      kernel_w, 1, g.maps_per_task, exp_constants, exp_bits, pixel_out, pixel_attn)
+        rows_in_image, cols_in_image = g.pixel_offsets(width)
+        _forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias,
+                      heads, g.row_bounds.first_key, g.row_bounds.first_bias, rows_in_image, cols_in_image,
+                      height * width, kernel_h, kernel_w, kernel_w, 1, g.maps_per_task, exp_constants, exp_bits,
+                      pixel_out, pixel_attn)
         if g.border.size == 0:
             continue
         # Border columns: the same kernel on the transposed problem, lanes along the height.
-        first_keys = g.col_bounds.first_key[g.border]
-        key_cols = np.unique(first_keys[:, None] + np.arange(kernel_w))
-        _forward_rows(*g.tall(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (g.border, key_cols, key_cols),
-                             (options.scale, 1.0, 1.0)), bias_by_column,
-                      heads, np.searchsorted(key_cols, first_keys), g.col_bounds.first_bias[g.border],
-                      cols_in_image[g.border], rows_in_image, height * width, kernel_w, kernel_h, 1, kernel_w,
-                      _maps_per_task(q.shape[0], g.rows), exp_constants, exp_bits, pixel_out, pixel_attn)
+        _forward_rows(*g.tall(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (g.border, g.key_cols, g.key_cols),
+                             (options.scale, 1.0, 1.0)), bias_by_column, heads, g.border_first_key,
+                      g.col_bounds.first_bias[g.border], cols_in_image[g.border], rows_in_image, height * width,
+                      kernel_w, kernel_h, 1, kernel_w, g.tall_maps_per_task, exp_constants, exp_bits, pixel_out,
+                      pixel_attn)
         if g.row_margin > 0:
             row_sides, col_sides = g.row_border.reshape(2, -1), g.border.reshape(2, -1)
             _forward_corners(q, k, v, bias, heads, q.dtype.type(options.scale), row_sides, col_sides,
