@@ -112,3 +112,12 @@ def test_cuda_answers_device_arrays_in_kind(rng):
     assert not isinstance(y, np.ndarray) and not isinstance(dx, np.ndarray)
     assert_close(y.copy_to_host(), ops.softmax.forward(x, backend="numpy")[0])
     assert_close(dx.copy_to_host(), np.zeros_like(x), atol=1e-12)
+
+
+def test_cpu_float32_rows_are_rounded_once_from_float64(rng):
+    """float32 along the last axis takes the vectorised-exp rows: within an ulp of the float64 softmax."""
+    x = (rng.standard_normal((130, 197)) * 8).astype(np.float32)   # more rows than one task
+    y, _ = ops.softmax.forward(x, backend="cpu")
+    exact, _ = ops.softmax.forward(x.astype(np.float64), backend="numpy")
+    assert y.dtype == np.float32
+    assert np.all(np.abs(y - exact) <= 1.5 * np.spacing(exact.astype(np.float32)) + 1e-45)

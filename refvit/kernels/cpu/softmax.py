@@ -1,8 +1,13 @@
-"""Softmax on the CPU: one ``prange`` iteration per row.
+"""Softmax on the CPU: one ``prange`` iteration per row (or block of rows).
 
 The array is seen as ``(outer, length, inner)`` (C order) and the rows are ``[o, :, i]``, so a
 softmax along any axis runs without a transpose. Each row makes three passes: its maximum, the
 shifted exponentials (stored in the output, summed in float64), then the scaling by the sum.
+
+float32 along the last axis (contiguous rows, the attention case) takes :func:`_forward_rows`
+instead: the shifted row goes to a float64 buffer and :func:`refvit.kernels.cpu._vector_math.exp_of`
+exponentiates it in one vectorised loop (a ``math.exp`` call per element does not vectorise); the
+result is rounded to float32 once. float64 keeps libm's ``exp``.
 """
 import math
 
@@ -10,6 +15,9 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu._vector_math import exp_of
+
+ROWS_PER_TASK = 64
 
 
 @njit(cache=True, parallel=True)
@@ -31,6 +39,31 @@ def _forward(x, y):
             y[o, k, i] *= scale
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def _forward_rows(x, y):
+    """``x, y (rows, length)`` float32, softmax of each row; blocks of :data:`ROWS_PER_TASK` rows per task."""
+    rows, length = x.shape
+    for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        shifted = np.empty(length)
+        exps = np.empty(length)
+        bits = np.empty(length, np.int64)
+        for row in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
+            source = x[row]
+            row_max = -np.inf
+            for k in range(length):
+                row_max = max(row_max, source[k])
+            for k in range(length):
+                shifted[k] = source[k] - row_max
+            exp_of(shifted, exps, bits)
+            total = 0.0
+            for k in range(length):
+                total += exps[k]
+            scale = 1.0 / total
+            target = y[row]
+            for k in range(length):
+                target[k] = exps[k] * scale
+
+
 @njit(cache=True, parallel=True)
 def _backward(dout, y, dx):
     outer, length, inner = y.shape
@@ -48,7 +81,10 @@ def _backward(dout, y, dx):
 def forward(x, outer, length, inner):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
-    _forward(x.reshape(outer, length, inner), y.reshape(outer, length, inner))
+    if inner == 1 and x.dtype == np.float32 and length > 0:
+        _forward_rows(x.reshape(outer, length), y.reshape(outer, length))
+    else:
+        _forward(x.reshape(outer, length, inner), y.reshape(outer, length, inner))
     return y
 
 
