@@ -22,12 +22,12 @@ the *width*, where the lanes are independent queries:
   dependence between lanes and vectorises, each lane still summing over ``c`` in a fixed order.
 * **border columns, forward.** The ``h`` border columns on each side of every map have clamped column
   windows, but along the *height* their interior rows have shifted windows too. The forward runs the
-  same kernel, ``_forward_rows``, a second time on the transposed problem: the border columns (queries)
+  same kernel, ``forward_rows``, a second time on the transposed problem: the border columns (queries)
   and the columns their windows hold (keys, values) are copied to *tall columns* ``(columns, d,
   h_h + B*heads*H_g + h_h)`` and the lanes run along the height. Each pass writes only its interior
   lanes; the border lanes are computed along with the wrong (shifted) windows and dropped. That leaves
   the corners (border row and border column), where all queries of one corner share one window: a
-  small dense attention each (``_forward_corners``).
+  small dense attention each (``forward_corners``).
 * **border columns, backward.** Their queries, and for each column slot the keys (values) they see, are
   gathered once per group into compact blocks where the products are element-wise along the blocks
   (see :mod:`refvit.kernels.cpu.na2d_wide_rows`); their results overwrite the border lanes of the
@@ -40,26 +40,27 @@ the *width*, where the lanes are independent queries:
 
 Kernels, ``prange`` over (row, chunk of maps) of one group:
 
-* ``_forward_rows``: logits of all ``kh*kw`` slots, the softmax per lane, and ``out``; the softmax
+* ``forward_rows``: logits of all ``kh*kw`` slots, the softmax per lane, and ``out``; the softmax
   weights go to ``attn (B*heads, H, W, kh*kw)`` exactly as the general kernels store them, so either
-  path's backward can read either path's cache. ``_forward_corners``: ``prange`` over (map, corner).
-* ``_backward_query_rows``: :math:`\bar a = p(\delta - g\cdot o)` and :math:`\partial L/\partial q`;
+  path's backward can read either path's cache. ``forward_corners``: ``prange`` over (map, corner).
+* ``backward_query_rows``: :math:`\bar a = p(\delta - g\cdot o)` and :math:`\partial L/\partial q`;
   keeps ``p`` and :math:`\bar a` in the wide layout for the key pass, and sums :math:`\bar a` by bias
   index into per-(map, row) partials.
-* ``_backward_key_rows``: per key row, over the query rows whose row window holds it (the inverse
+* ``backward_key_rows``: per key row, over the query rows whose row window holds it (the inverse
   row table), ``dk`` and ``dv`` as gathers: key ``j`` takes slot ``w`` from interior query
   ``j - w + h``. Each key row has one writer: no races and no atomics.
 
-Everything runs in the input dtype; the bias partials are float64. Numba's on-disk cache of a kernel
-here does not notice edits to the helpers in ``na2d_wide_rows``: after changing those, delete this
-module's cache files (``__pycache__/na2d_transposed.*.nb*``).
+Everything runs in the input dtype; the bias partials are float64. This module lays the data out and
+calls the kernels of :mod:`refvit.kernels.cpu.na2d_wide_forward` and
+:mod:`refvit.kernels.cpu.na2d_wide_backward`, whose loops are in :mod:`refvit.kernels.cpu.na2d_wide_rows`.
 """
 import functools
 
 import numpy as np
-from numba import njit, prange
 
 from refvit.kernels.cpu import na2d_wide_rows as wide
+from refvit.kernels.cpu.na2d_wide_backward import backward_key_rows, backward_query_rows
+from refvit.kernels.cpu.na2d_wide_forward import forward_corners, forward_rows
 from refvit.kernels.cpu._workspace import scratch
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
@@ -69,251 +70,6 @@ TARGET_ROW_LENGTH = 256  # maps per task: enough that a wide row holds about thi
 def applies(options):
     """Whether this path computes a call with these options: stride 1 and no causal mask on both axes."""
     return all(s == 1 for s in options.stride) and not any(options.is_causal)
-
-
-@njit(cache=True)
-def _interior_sum(segment, half):
-    """``sum(segment[half:-half])`` in float64, four running sums side by side."""
-    sums = np.zeros(4, dtype=np.float64)
-    y = half
-    while y + 4 <= segment.shape[0] - half:
-        for lane in range(4):
-            sums[lane] += segment[y + lane]
-        y += 4
-    while y < segment.shape[0] - half:
-        sums[0] += segment[y]
-        y += 1
-    return (sums[0] + sums[1]) + (sums[2] + sums[3])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def _forward_rows(q, k, v, rpb, heads, key_first, bias_first, targets, lane_pixels, map_pixels, row_kernel,
-                  lane_kernel, row_slot_step, lane_slot_step, maps_per_task, exp_constants, exp_bits, out, attn):
-    """The interior lanes of wide rows: ``q (rows, d, h + maps*lanes + h)`` (already scaled), ``k, v (key
-    rows, d, same)``, ``h = lane_kernel // 2``; row ``i`` sees the key rows ``key_first[i] + u``
-    (``u < row_kernel``) with the bias rows ``bias_first[i] + u`` of ``rpb (heads, 2 row_kernel - 1,
-    2 lane_kernel - 1)``.
-
-    Lane ``y`` of map ``m`` in row ``i`` is the query at pixel ``m*map_pixels + targets[i] + lane_pixels[y]``
-    of ``out (pixels, d)`` and ``attn (pixels, row_kernel*lane_kernel)``, slot ``(u, w)`` at
-    ``u*row_slot_step + w*lane_slot_step``. Only the lanes ``h <= y < lanes - h`` are written; border
-    lanes are computed along (with shifted windows that are not theirs) and dropped."""
-    rows, head_dim = q.shape[0], q.shape[1]
-    lanes = lane_pixels.shape[0]
-    half = lane_kernel // 2
-    maps = (q.shape[2] - 2 * half) // lanes
-    slots = row_kernel * lane_kernel
-    chunks = (maps + maps_per_task - 1) // maps_per_task
-    has_rpb = rpb.shape[1] > 0
-    for task in prange(rows * chunks):
-        i = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        task_maps = min(maps_per_task, maps - first_map)
-        start = half + first_map * lanes
-        n = task_maps * lanes
-        weights = np.empty((slots, n), dtype=q.dtype)
-        for u in range(row_kernel):
-            keys = k[key_first[i] + u]
-            for w in range(lane_kernel):
-                logits = weights[u * lane_kernel + w]
-                for j in range(task_maps):  # the sums start from the bias
-                    if has_rpb:
-                        logits[j * lanes:(j + 1) * lanes] = rpb[(first_map + j) % heads, bias_first[i] + u, half + w]
-                    else:
-                        logits[j * lanes:(j + 1) * lanes] = 0.0
-                wide.add_shifted_dots(q[i], keys, start, w - half, logits)
-        largest = weights[0].copy()
-        for slot in range(1, slots):
-            logits = weights[slot]
-            for t in range(n):
-                largest[t] = max(largest[t], logits[t])
-        total = np.zeros(n, dtype=q.dtype)
-        bits = np.empty(n, dtype=exp_bits.dtype)
-        for slot in range(slots):
-            wide.exp_minus(weights[slot], largest, total, bits, exp_constants)
-        for t in range(n):
-            total[t] = 1.0 / total[t]
-        result = np.zeros((head_dim, n), dtype=q.dtype)  # unnormalised: divided by the total when written
-        for u in range(row_kernel):
-            wide.add_shifted_products(weights[u * lane_kernel:(u + 1) * lane_kernel], v[key_first[i] + u],
-                                      start - half, result)
-        for j in range(task_maps):
-            for y in range(half, lanes - half):
-                t = j * lanes + y
-                pixel = (first_map + j) * map_pixels + targets[i] + lane_pixels[y]
-                inverse_total = total[t]
-                target = out[pixel]
-                for c in range(head_dim):
-                    target[c] = result[c, t] * inverse_total
-                probs = attn[pixel]
-                for u in range(row_kernel):
-                    for w in range(lane_kernel):
-                        probs[u * row_slot_step + w * lane_slot_step] = weights[u * lane_kernel + w, t] * inverse_total
-
-
-@njit(cache=True, parallel=True)
-def _forward_corners(q, k, v, rpb, heads, scale, row_sides, col_sides, row_first, row_bias, col_first, col_bias,
-                     kernel_h, kernel_w, row_group, row_step, col_group, col_step, exp_constants, exp_bits, out, attn):
-    """The corners: queries ``row_sides[a] x col_sides[b]`` (group positions; ``a, b`` in 0, 1 for the
-    two ends of an axis) of every map, where neither the wide rows nor the tall columns have shifted
-    windows. All queries of one corner share one window, so it is a small dense attention: the keys
-    go to ``(d, kh*kw)``, the values to ``(kh*kw, d)``, and every loop runs along the slots or ``d``.
-    ``q, k, v, out (B*heads, H, W, d)``, ``attn (B*heads, H, W, kh*kw)``."""
-    maps, head_dim = q.shape[0], q.shape[3]
-    slots = kernel_h * kernel_w
-    has_rpb = rpb.shape[1] > 0
-    for task in prange(maps * 4):
-        m = task // 4
-        corner_rows = row_sides[(task % 4) // 2]
-        corner_cols = col_sides[task % 2]
-        first_row, first_col = row_first[corner_rows[0]], col_first[corner_cols[0]]
-        keys = np.empty((head_dim, slots), dtype=q.dtype)
-        values = np.empty((slots, head_dim), dtype=q.dtype)
-        for u in range(kernel_h):
-            for w in range(kernel_w):
-                pixel = (m, row_group + row_step * (first_row + u), col_group + col_step * (first_col + w))
-                keys[:, u * kernel_w + w] = k[pixel]
-                values[u * kernel_w + w] = v[pixel]
-        largest = np.empty(slots, dtype=q.dtype)
-        total = np.empty(slots, dtype=q.dtype)
-        bits = np.empty(slots, dtype=exp_bits.dtype)
-        for x in corner_rows:
-            for y in corner_cols:
-                query = q[m, row_group + row_step * x, col_group + col_step * y]
-                weights = attn[m, row_group + row_step * x, col_group + col_step * y]
-                weights[:] = 0.0
-                for c in range(head_dim):
-                    channel = keys[c]
-                    for slot in range(slots):
-                        weights[slot] += query[c] * channel[slot]
-                for slot in range(slots):
-                    weights[slot] *= scale
-                if has_rpb:
-                    for u in range(kernel_h):
-                        bias_row = rpb[m % heads, row_bias[x] + u]
-                        for w in range(kernel_w):
-                            weights[u * kernel_w + w] += bias_row[col_bias[y] + w]
-                largest[:] = weights.max()
-                total[:] = 0.0
-                wide.exp_minus(weights, largest, total, bits, exp_constants)
-                inverse_total = 1.0 / total.sum()
-                result = out[m, row_group + row_step * x, col_group + col_step * y]
-                result[:] = 0.0
-                for slot in range(slots):
-                    weights[slot] *= inverse_total
-                    value = values[slot]
-                    for c in range(head_dim):
-                        result[c] += weights[slot] * value[c]
-
-
-@njit(cache=True, parallel=True)
-def _backward_query_rows(dout, out, k, v, dout_blocks, key_blocks, value_blocks, attn, scale, row_first, row_bias,
-                         col_bias, border, kernel_h, kernel_w, cols, maps_per_task, row_group, row_step, col_group,
-                         col_step, probs_wide, dlogits_wide, dq, bias_partials):
-    """``probs_wide, dlogits_wide (H_g, kh*kw, h + B*heads*W_g + h)`` receive ``p`` and :math:`\\bar a`;
-    ``dq`` is in the global layout; ``bias_partials[m, x]`` sums :math:`\\bar a` of row ``x`` of map
-    ``m`` by bias index (skipped when it has no rows)."""
-    rows, head_dim = k.shape[0], k.shape[1]
-    maps = dq.shape[0]
-    half = kernel_w // 2
-    slots = kernel_h * kernel_w
-    chunks = (maps + maps_per_task - 1) // maps_per_task
-    has_rpb = bias_partials.shape[0] > 0
-    for task in prange(rows * chunks):
-        x = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        last_map = min(first_map + maps_per_task, maps)
-        start = half + first_map * cols
-        n = (last_map - first_map) * cols
-        border_start = first_map * 2 * half
-        border_n = (last_map - first_map) * 2 * half
-        grad_dot_out = np.zeros(n, dtype=k.dtype)
-        for c in range(head_dim):
-            g = dout[x, c, start:start + n]
-            o = out[x, c, start:start + n]
-            for t in range(n):
-                grad_dot_out[t] += g[t] * o[t]
-        probs = np.empty((slots, n), dtype=k.dtype)
-        for m in range(first_map, last_map):
-            attn_row = attn[m, row_group + row_step * x]
-            for y in range(cols):
-                weights = attn_row[col_group + col_step * y]
-                for slot in range(slots):
-                    probs[slot, (m - first_map) * cols + y] = weights[slot]
-        dlogits = np.empty((slots, n), dtype=k.dtype)
-        border_dlogits = np.empty((slots, border_n), dtype=k.dtype)
-        for u in range(kernel_h):
-            key_row = row_first[x] + u
-            for w in range(kernel_w):
-                slot = u * kernel_w + w
-                wide.shifted_dots(dout[x], v[key_row], start, w - half, dlogits[slot])
-                wide.shifted_dots(dout_blocks[x, 0], value_blocks[key_row, w], border_start, 0, border_dlogits[slot])
-        wide.to_borders(border_dlogits, cols, border, dlogits)
-        for u in range(kernel_h):
-            for w in range(kernel_w):
-                slot = u * kernel_w + w
-                row = dlogits[slot]
-                for t in range(n):
-                    row[t] = probs[slot, t] * (row[t] - grad_dot_out[t])
-                if has_rpb:
-                    for m in range(first_map, last_map):
-                        partial = bias_partials[m, x, row_bias[x] + u]
-                        segment = row[(m - first_map) * cols:(m - first_map + 1) * cols]
-                        partial[half + w] += _interior_sum(segment, half)
-                        for y in border:
-                            partial[col_bias[y] + w] += segment[y]
-        probs_wide[x, :, start:start + n] = probs
-        dlogits_wide[x, :, start:start + n] = dlogits
-        wide.from_borders(dlogits, cols, border, border_dlogits)
-        wide.zero_borders(dlogits, cols, border)
-        result = np.zeros((head_dim, n), dtype=k.dtype)
-        border_result = np.zeros((head_dim, border_n), dtype=k.dtype)
-        for u in range(kernel_h):
-            row_slots = slice(u * kernel_w, (u + 1) * kernel_w)
-            key_row = row_first[x] + u
-            wide.add_shifted_products(dlogits[row_slots], k[key_row], start - half, result)
-            wide.add_block_products(border_dlogits[row_slots], key_blocks[key_row], border_start, border_result)
-        wide.to_borders(border_result, cols, border, result)
-        wide.from_wide_row(result, first_map, cols, scale, dq[:, row_group + row_step * x], col_group, col_step)
-
-
-@njit(cache=True, parallel=True)
-def _backward_key_rows(q, dout, query_blocks, dout_blocks, probs_wide, dlogits_wide, scale, row_queries, row_slots,
-                       row_count, col_first, border, kernel_w, cols, maps_per_task, row_group, row_step, col_group,
-                       col_step, dk, dv):
-    rows, head_dim = q.shape[0], q.shape[1]
-    maps = dk.shape[0]
-    half = kernel_w // 2
-    chunks = (maps + maps_per_task - 1) // maps_per_task
-    for task in prange(rows * chunks):
-        key_row = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        last_map = min(first_map + maps_per_task, maps)
-        start = half + first_map * cols
-        n = (last_map - first_map) * cols
-        border_start = first_map * 2 * half
-        border_n = (last_map - first_map) * 2 * half
-        grad_k = np.zeros((head_dim, n), dtype=q.dtype)
-        grad_v = np.zeros((head_dim, n), dtype=q.dtype)
-        border_k = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
-        border_v = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
-        padded = np.empty((kernel_w, n + 2 * half), dtype=q.dtype)
-        compact = np.empty((kernel_w, border_n), dtype=q.dtype)
-        for a in range(row_count[key_row]):
-            x = row_queries[key_row, a]
-            slots = slice(row_slots[key_row, a] * kernel_w, (row_slots[key_row, a] + 1) * kernel_w)
-            dlogits = dlogits_wide[x, slots, start:start + n]
-            wide.gather_shifted_products(dlogits, q[x], start, cols, border, padded, grad_k)
-            wide.from_borders(dlogits, cols, border, compact)
-            wide.add_outer_products(compact, query_blocks[x, 0], border_start, border_k)
-            probs = probs_wide[x, slots, start:start + n]
-            wide.gather_shifted_products(probs, dout[x], start, cols, border, padded, grad_v)
-            wide.from_borders(probs, cols, border, compact)
-            wide.add_outer_products(compact, dout_blocks[x, 0], border_start, border_v)
-        wide.add_block_keys(border_k, cols, border, col_first, grad_k)
-        wide.add_block_keys(border_v, cols, border, col_first, grad_v)
-        wide.from_wide_row(grad_k, first_map, cols, scale, dk[:, row_group + row_step * key_row], col_group, col_step)
-        wide.from_wide_row(grad_v, first_map, cols, 1.0, dv[:, row_group + row_step * key_row], col_group, col_step)
 
 
 class _Group:
@@ -422,21 +178,21 @@ def forward(q, k, v, rpb, options):
     pixel_out, pixel_attn = out.reshape(-1, head_dim), attn.reshape(-1, kernel_h * kernel_w)
     for g in _groups(height, width, q.shape[0], options):
         rows_in_image, cols_in_image = g.pixel_offsets(width)
-        _forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias,
+        forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias,
                       heads, g.row_bounds.first_key, g.row_bounds.first_bias, rows_in_image, cols_in_image,
                       height * width, kernel_h, kernel_w, kernel_w, 1, g.maps_per_task, exp_constants, exp_bits,
                       pixel_out, pixel_attn)
         if g.border.size == 0:
             continue
         # Border columns: the same kernel on the transposed problem, lanes along the height.
-        _forward_rows(*g.tall(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (g.border, g.key_cols, g.key_cols),
+        forward_rows(*g.tall(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (g.border, g.key_cols, g.key_cols),
                              (options.scale, 1.0, 1.0)), bias_by_column, heads, g.border_first_key,
                       g.col_bounds.first_bias[g.border], cols_in_image[g.border], rows_in_image, height * width,
                       kernel_w, kernel_h, 1, kernel_w, g.tall_maps_per_task, exp_constants, exp_bits, pixel_out,
                       pixel_attn)
         if g.row_margin > 0:
             row_sides, col_sides = g.row_border.reshape(2, -1), g.border.reshape(2, -1)
-            _forward_corners(q, k, v, bias, heads, q.dtype.type(options.scale), row_sides, col_sides,
+            forward_corners(q, k, v, bias, heads, q.dtype.type(options.scale), row_sides, col_sides,
                              g.row_bounds.first_key, g.row_bounds.first_bias, g.col_bounds.first_key,
                              g.col_bounds.first_bias, kernel_h, kernel_w, g.row_group, g.row_step, g.col_group,
                              g.col_step, exp_constants, exp_bits, out, attn)
@@ -460,12 +216,12 @@ def backward(dout, q, k, v, rpb, out, attn, options):
         probs_wide, dlogits_wide = scratch("na2d.probs", wide_shape, q.dtype), scratch("na2d.dlogits", wide_shape, q.dtype)
         bias_shape = (0, 0, 0, 0) if rpb is None else (maps, group.rows) + tuple(rpb.shape[1:])
         bias_partials = np.zeros(bias_shape, np.float64)
-        _backward_query_rows(wide_dout, wide_out, wide_k, wide_v, dout_blocks, group.blocks("na2d.k_blocks", k, True),
+        backward_query_rows(wide_dout, wide_out, wide_k, wide_v, dout_blocks, group.blocks("na2d.k_blocks", k, True),
                              group.blocks("na2d.v_blocks", v, True), attn, scale, group.row_bounds.first_key,
                              group.row_bounds.first_bias, group.col_bounds.first_bias, group.border, kernel_h,
                              *group.placement()[1:], probs_wide, dlogits_wide, dq, bias_partials)
         row_inverse = group.row_inverse
-        _backward_key_rows(wide_q, wide_dout, group.blocks("na2d.q_blocks", q, False), dout_blocks, probs_wide,
+        backward_key_rows(wide_q, wide_dout, group.blocks("na2d.q_blocks", q, False), dout_blocks, probs_wide,
                            dlogits_wide, scale, row_inverse.queries, row_inverse.slots, row_inverse.count,
                            group.col_bounds.first_key, *group.placement(), dk, dv)
         if rpb is not None:
