@@ -112,6 +112,33 @@ def inverse_windows(windows: AxisWindows) -> InverseWindows:
     return InverseWindows(queries, slots, count)
 
 
+class Windows2D(NamedTuple):
+    """Index tables of shape ``(H, W, kh, kw)``: key row, key column, bias row, bias column, validity
+    (the product of the two axes' :class:`AxisWindows`, broadcast, not copied)."""
+
+    key_row: np.ndarray
+    key_col: np.ndarray
+    bias_row: np.ndarray
+    bias_col: np.ndarray
+    valid: np.ndarray
+
+
+def windows_2d(height, width, options) -> Windows2D:
+    """The window of every query of an ``height x width`` map under ``options`` (an :class:`Options`)."""
+    rows, cols = (axis_windows(n, options.kernel_size[a], options.dilation[a], options.stride[a],
+                               options.is_causal[a]) for a, n in enumerate((height, width)))
+    shape = (height, width) + tuple(options.kernel_size)
+
+    def by_row(table):
+        return np.broadcast_to(table[:, None, :, None], shape)
+
+    def by_col(table):
+        return np.broadcast_to(table[None, :, None, :], shape)
+
+    return Windows2D(by_row(rows.keys), by_col(cols.keys), by_row(rows.bias_index), by_col(cols.bias_index),
+                     by_row(rows.valid) & by_col(cols.valid))
+
+
 class Options(NamedTuple):
     """Checked arguments of a neighbourhood-attention call; tuples have one entry per axis."""
 

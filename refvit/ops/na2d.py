@@ -33,7 +33,7 @@ import numpy as np
 from refvit import kernels
 from refvit._validate import check_grad
 from refvit.backend import resolve_backend
-from refvit.ops._neighborhood import Options, axis_windows, check_arguments
+from refvit.ops._neighborhood import Options, check_arguments, windows_2d
 
 OP = "na2d"
 DIFFERENTIABLE = ("q", "k", "v", "rpb")
@@ -84,33 +84,8 @@ def example(rng):
     return (q, k, v, 3), {"dilation": (1, 2), "stride": (2, 1), "rpb": rpb}
 
 
-class _Neighbourhood(NamedTuple):
-    """Index tables of shape ``(H, W, kh, kw)``: key row, key column, bias row, bias column, validity."""
-
-    key_row: np.ndarray
-    key_col: np.ndarray
-    bias_row: np.ndarray
-    bias_col: np.ndarray
-    valid: np.ndarray
-
-
-def _neighbourhood(height, width, options):
-    rows, cols = (axis_windows(n, options.kernel_size[a], options.dilation[a], options.stride[a],
-                               options.is_causal[a]) for a, n in enumerate((height, width)))
-    shape = (height, width) + options.kernel_size
-
-    def by_row(table):
-        return np.broadcast_to(table[:, None, :, None], shape)
-
-    def by_col(table):
-        return np.broadcast_to(table[None, :, None, :], shape)
-
-    return _Neighbourhood(by_row(rows.keys), by_col(cols.keys), by_row(rows.bias_index),
-                          by_col(cols.bias_index), by_row(rows.valid) & by_col(cols.valid))
-
-
 def _forward_numpy(q, k, v, rpb, options):
-    hood = _neighbourhood(q.shape[2], q.shape[3], options)
+    hood = windows_2d(q.shape[2], q.shape[3], options)
     keys = k[:, :, hood.key_row, hood.key_col]                     # (B, heads, H, W, kh, kw, d)
     logits = options.scale * np.einsum("bhxyc,bhxyuwc->bhxyuw", q, keys)
     if rpb is not None:
@@ -124,7 +99,7 @@ def _forward_numpy(q, k, v, rpb, options):
 
 
 def _backward_numpy(dout, q, k, v, rpb, out, attn, options):
-    hood = _neighbourhood(q.shape[2], q.shape[3], options)
+    hood = windows_2d(q.shape[2], q.shape[3], options)
     valid = hood.valid
     dattn = np.einsum("bhxyc,bhxyuwc->bhxyuw", dout, v[:, :, hood.key_row, hood.key_col])
     dlogits = attn * (dattn - np.sum(attn * dattn, axis=(-2, -1), keepdims=True))

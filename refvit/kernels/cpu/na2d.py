@@ -1,8 +1,9 @@
 """2-D neighbourhood attention on the CPU (``na1d`` runs here too, as a map of height 1).
 
-:func:`forward` and :func:`backward` send stride-1, non-causal calls on wide enough maps to the
-width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` and every other call to the
-general kernels below (the rule: :func:`_vectorised_path`).
+:func:`forward` and :func:`backward` send small maps to the dense kernels of
+:mod:`refvit.kernels.cpu.na2d_dense`, stride-1, non-causal calls on wide enough maps to the
+width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` (the rule:
+:func:`_vectorised_path`), and every other call to the general kernels below.
 
 Layout inside the kernels: ``q, k, v, out`` are ``(B*heads, H, W, d)``, C-contiguous; the softmax
 weights ``attn`` and their gradient ``dlogits`` are ``(B*heads, H, W, kh*kw)``, slot ``u*kw + w``
@@ -244,9 +245,10 @@ VECTORISED_MIN_COLS = {"forward": 24, "backward": 48}
 def forward(q, k, v, rpb, options):
     """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``.
 
-    Runs on the width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` where
-    :func:`_vectorised_path` says so, else on the general kernels here. Both store ``attn`` alike,
-    so :func:`backward` may take the other path."""
+    Runs on the dense kernels of :mod:`refvit.kernels.cpu.na2d_dense` for small maps, on the
+    width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` where
+    :func:`_vectorised_path` says so, else on the general kernels here. All store ``attn`` alike,
+    so :func:`backward` may take another path."""
     if na2d_dense.applies(q.shape[2], q.shape[3], options):
         return na2d_dense.forward(q, k, v, rpb, options)
     if _vectorised_path("forward", options, q.shape[3], q, k, v, rpb):

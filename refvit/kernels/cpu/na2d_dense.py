@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._vector_math import exp_of
-from refvit.ops._neighborhood import axis_windows
+from refvit.ops._neighborhood import windows_2d
 
 # The dense path takes maps of at most this many tokens per window slot (and at most
 # DENSE_MAX_TOKENS). Measured (one thread, float32, d 32), dense vs general kernels, forward /
@@ -49,16 +49,14 @@ def applies(height, width, options):
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(height, width, kernel_size, dilation, stride, is_causal):
-    """``(keys, valid, bias)``, each ``(H*W, kh*kw)``: flat key index, slot holds a key, flat ``rpb`` index."""
-    rows, cols = (axis_windows(n, kernel_size[a], dilation[a], stride[a], is_causal[a])
-                  for a, n in enumerate((height, width)))
-    span_w = 2 * kernel_size[1] - 1
-    keys = rows.keys[:, None, :, None] * width + cols.keys[None, :, None, :]
-    valid = rows.valid[:, None, :, None] & cols.valid[None, :, None, :]
-    bias = rows.bias_index[:, None, :, None] * span_w + cols.bias_index[None, :, None, :]
-    shape = (height * width, kernel_size[0] * kernel_size[1])
-    return tuple(np.ascontiguousarray(a.reshape(shape)) for a in (keys, valid, bias))
+def _tables(height, width, options):
+    """``(keys, valid, bias)``, each ``(H*W, kh*kw)``: flat key index, slot holds a key, flat ``rpb`` index.
+    Kept per map size and options (an ``Options`` tuple, hashable)."""
+    hood = windows_2d(height, width, options)
+    shape = (height * width, options.kernel_size[0] * options.kernel_size[1])
+    keys = hood.key_row * width + hood.key_col
+    bias = hood.bias_row * (2 * options.kernel_size[1] - 1) + hood.bias_col
+    return tuple(np.ascontiguousarray(a.reshape(shape)) for a in (keys, hood.valid, bias))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -143,15 +141,10 @@ def _flat(a):
     return np.ascontiguousarray(a).reshape(batch * heads, height * width, head_dim)
 
 
-def _call_tables(height, width, options):
-    return _tables(height, width, tuple(options.kernel_size), tuple(options.dilation), tuple(options.stride),
-                   tuple(options.is_causal))
-
-
 def forward(q, k, v, rpb, options):
     """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``."""
     batch, heads, height, width, head_dim = q.shape
-    keys, valid, bias = _call_tables(height, width, options)
+    keys, valid, bias = _tables(height, width, options)
     table = np.zeros((heads, 0), q.dtype) if rpb is None else np.ascontiguousarray(rpb).reshape(heads, -1)
     flat_q = _flat(q)
     out = np.empty_like(flat_q)
@@ -163,7 +156,7 @@ def forward(q, k, v, rpb, options):
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
     batch, heads, height, width, head_dim = q.shape
-    keys, valid, bias = _call_tables(height, width, options)
+    keys, valid, bias = _tables(height, width, options)
     flat = [_flat(a) for a in (dout, q, k, v, out)]
     attn = np.ascontiguousarray(attn).reshape(flat[1].shape[0], height * width, keys.shape[1])
     dq, dk, dv = (np.empty_like(flat[1]) for _ in range(3))
