@@ -75,44 +75,39 @@ def _block_factors(x, tanh_approx, first, second, scratch, bits):
 
 
 @njit(cache=True, parallel=True)
-def _forward_blocks(x, out, tanh_approx):
+def _blocks(x, dout, result, tanh_approx, gradient):
+    """float32, chunk by chunk: ``result = x * first`` (forward), or with ``gradient`` the input
+    gradient from ``dout`` (``dout`` is not read in the forward)."""
     size = x.size
     for chunk in prange((size + CHUNK - 1) // CHUNK):
         first, second, scratch, bits = np.empty(BLOCK), np.empty(BLOCK), np.empty((2, BLOCK)), np.empty(BLOCK, np.int64)
         for start in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK), BLOCK):
             block = x[start:start + BLOCK]
-            target = out[start:start + BLOCK]
+            target = result[start:start + BLOCK]
             _block_factors(block, tanh_approx, first, second, scratch, bits)
-            for i in range(block.shape[0]):
-                target[i] = np.float64(block[i]) * first[i]
-
-
-@njit(cache=True, parallel=True)
-def _backward_blocks(dout, x, dx, tanh_approx):
-    size = x.size
-    for chunk in prange((size + CHUNK - 1) // CHUNK):
-        first, second, scratch, bits = np.empty(BLOCK), np.empty(BLOCK), np.empty((2, BLOCK)), np.empty(BLOCK, np.int64)
-        for start in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK), BLOCK):
-            block = x[start:start + BLOCK]
-            gradient = dout[start:start + BLOCK]
-            target = dx[start:start + BLOCK]
-            _block_factors(block, tanh_approx, first, second, scratch, bits)
-            if tanh_approx:
+            if not gradient:
+                for i in range(block.shape[0]):
+                    target[i] = np.float64(block[i]) * first[i]
+            elif tanh_approx:
+                upstream = dout[start:start + BLOCK]
                 for i in range(block.shape[0]):
                     v = np.float64(block[i])
-                    target[i] = gradient[i] * (first[i] + v * (2.0 * _C) * second[i] * (1.0 + (3.0 * _A) * v * v))
+                    target[i] = upstream[i] * (first[i] + v * (2.0 * _C) * second[i] * (1.0 + (3.0 * _A) * v * v))
             else:
+                upstream = dout[start:start + BLOCK]
                 for i in range(block.shape[0]):
                     v = np.float64(block[i])
-                    target[i] = gradient[i] * (first[i] + v * second[i] * _INV_SQRT_2PI)
+                    target[i] = upstream[i] * (first[i] + v * second[i] * _INV_SQRT_2PI)
 
 
 @kernel_entry
 def forward(x, tanh_approx):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
-    kernel = _forward_blocks if x.dtype == np.float32 else _forward_libm
-    kernel(x.reshape(-1), out.reshape(-1), tanh_approx)
+    if x.dtype == np.float32:
+        _blocks(x.reshape(-1), x.reshape(-1), out.reshape(-1), tanh_approx, False)
+    else:
+        _forward_libm(x.reshape(-1), out.reshape(-1), tanh_approx)
     return out
 
 
@@ -120,6 +115,9 @@ def forward(x, tanh_approx):
 def backward(dout, x, tanh_approx):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)
-    kernel = _backward_blocks if x.dtype == np.float32 else _backward_libm
-    kernel(np.asarray(dout, order="C").reshape(-1), x.reshape(-1), dx.reshape(-1), tanh_approx)
+    dout = np.asarray(dout, order="C").reshape(-1)
+    if x.dtype == np.float32:
+        _blocks(x.reshape(-1), dout, dx.reshape(-1), tanh_approx, True)
+    else:
+        _backward_libm(dout, x.reshape(-1), dx.reshape(-1), tanh_approx)
     return dx
