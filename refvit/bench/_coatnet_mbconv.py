@@ -13,7 +13,7 @@ import numpy as np
 
 from refvit.autograd.tensor import Tensor
 from refvit.backend import resolve_backend
-from refvit.nn import random
+from refvit.bench._seeded import built_once
 from refvit.nn.coatnet.mbconv import MbConvBlock
 from refvit.testing.compare import to_numpy
 
@@ -32,12 +32,7 @@ class Cache(NamedTuple):
 def block_for(in_chs, out_chs, stride, dtype):
     """The (cached) block for these widths, stride and dtype, with seeded parameters."""
     key = (in_chs, out_chs, stride, np.dtype(dtype))
-    if key not in _BLOCKS:
-        state = random.get_state()
-        random.seed(0)
-        _BLOCKS[key] = MbConvBlock(in_chs, out_chs, stride=stride, dtype=dtype).eval()
-        random.set_state(state)
-    return _BLOCKS[key]
+    return built_once(_BLOCKS, key, lambda: MbConvBlock(in_chs, out_chs, stride=stride, dtype=dtype).eval())
 
 
 def forward(x, out_chs, stride=1, backend=None):

@@ -14,7 +14,7 @@ import numpy as np
 
 from refvit.autograd.tensor import Tensor
 from refvit.backend import resolve_backend
-from refvit.nn import random
+from refvit.bench._seeded import built_once
 from refvit.nn.cswin.block import CSWinBlock
 from refvit.testing.compare import to_numpy
 
@@ -33,13 +33,8 @@ class Cache(NamedTuple):
 def block_for(dim, num_heads, split_size, last_stage, dtype):
     """The (cached) block for this configuration and dtype, with seeded parameters."""
     key = (dim, num_heads, split_size, bool(last_stage), np.dtype(dtype))
-    if key not in _BLOCKS:
-        state = random.get_state()
-        random.seed(0)
-        _BLOCKS[key] = CSWinBlock(dim, num_heads, split_size, qkv_bias=True, last_stage=last_stage,
-                                  dtype=dtype).eval()
-        random.set_state(state)
-    return _BLOCKS[key]
+    return built_once(_BLOCKS, key, lambda: CSWinBlock(dim, num_heads, split_size, qkv_bias=True,
+                                                       last_stage=last_stage, dtype=dtype).eval())
 
 
 def forward(x, num_heads, split_size, last_stage=False, backend=None):

@@ -14,7 +14,7 @@ import numpy as np
 
 from refvit.autograd.tensor import Tensor
 from refvit.backend import resolve_backend
-from refvit.nn import random
+from refvit.bench._seeded import built_once
 from refvit.nn.nat.layer import NATLayer
 from refvit.testing.compare import to_numpy
 
@@ -34,13 +34,8 @@ class Cache(NamedTuple):
 def layer_for(dim, num_heads, kernel_size, dilation, dtype):
     """The (cached) layer for this configuration and dtype, with seeded parameters."""
     key = (dim, num_heads, kernel_size, dilation, np.dtype(dtype))
-    if key not in _LAYERS:
-        state = random.get_state()
-        random.seed(0)
-        _LAYERS[key] = NATLayer(dim, num_heads, kernel_size, dilation=dilation, mlp_ratio=MLP_RATIO,
-                                dtype=dtype).eval()
-        random.set_state(state)
-    return _LAYERS[key]
+    return built_once(_LAYERS, key, lambda: NATLayer(dim, num_heads, kernel_size, dilation=dilation,
+                                                     mlp_ratio=MLP_RATIO, dtype=dtype).eval())
 
 
 def forward(x, num_heads, kernel_size, dilation=1, backend=None):

@@ -16,8 +16,8 @@ import numpy as np
 
 from refvit import functional as F
 from refvit.backend import resolve_backend, use_backend
+from refvit.bench._seeded import built_once
 from refvit.models import create_model
-from refvit.nn import random
 from refvit.optim import AdamW, param_groups_weight_decay
 
 OP = "train_step"
@@ -33,14 +33,11 @@ class Cache(NamedTuple):
 
 def trainer_for(model, dtype):
     """The (cached) seeded model and its optimizer for this name and dtype."""
-    key = (model, np.dtype(dtype))
-    if key not in _TRAINERS:
-        state = random.get_state()
-        random.seed(0)
+    def build():
         network = create_model(model, dtype=dtype).train()
-        random.set_state(state)
-        _TRAINERS[key] = (network, AdamW(param_groups_weight_decay(network, 0.05), lr=1e-4))
-    return _TRAINERS[key]
+        return network, AdamW(param_groups_weight_decay(network, 0.05), lr=1e-4)
+
+    return built_once(_TRAINERS, (model, np.dtype(dtype)), build)
 
 
 def forward(images, labels, model, backend=None):

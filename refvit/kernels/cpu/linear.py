@@ -76,11 +76,13 @@ def forward(x, weight, bias):
 def backward(dout, x, weight):
     rows_x = _rows(x)
     rows_dout = _rows(dout)
-    dx = np.zeros(rows_x.shape, x.dtype)
+    dx = np.empty(rows_x.shape, x.dtype)
     partials = np.zeros((_blocks(rows_x.shape[0]),) + weight.shape, x.dtype)
     if all(rows_dout.shape) and rows_x.shape[1]:
         _block_products(rows_dout, np.ascontiguousarray(weight), dx, partials.shape[0])
         _block_outer_products(rows_dout, rows_x, partials)
+    else:
+        dx[:] = 0.0
     dweight = partials[0].copy()
     for partial in partials[1:]:
         dweight += partial
