@@ -14,6 +14,7 @@ returns a scratch array to its caller. :func:`release` frees every buffer of the
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -31,10 +32,7 @@ def _buffers():
 def scratch(name, shape, dtype):
     """An uninitialised C-contiguous array of ``shape`` and ``dtype`` on this thread's buffer ``name``."""
     dtype = np.dtype(dtype)
-    count = 1
-    for n in shape:
-        count *= int(n)
-    nbytes = count * dtype.itemsize
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
     buffers = _buffers()
     buffer = buffers.get(name)
     if buffer is None or buffer.size < nbytes:

@@ -95,11 +95,9 @@ class _Group:
         self.key_cols = np.unique(first_keys[:, None] + np.arange(self.kernel_w))
         self.border_first_key = np.searchsorted(self.key_cols, first_keys)
         self.tall_maps_per_task = _maps_per_task(maps, self.rows)
-
-    def pixel_offsets(self, width):
-        """``(rows_in_image, cols_in_image)``: the flat pixel offset of each group row and column."""
-        return ((self.row_group + self.row_step * np.arange(self.rows)) * width,
-                self.col_group + self.col_step * np.arange(self.cols))
+        # the flat pixel offset (in an H x W map) of each group row and column
+        self.rows_in_image = (row_group + self.row_step * np.arange(self.rows)) * width
+        self.cols_in_image = col_group + self.col_step * np.arange(self.cols)
 
     def wide(self, names, arrays, factors):
         """Each ``a (B*heads, H, W, d)`` of ``arrays`` -> wide rows ``(rows, d, h + B*heads*cols + h)``,
@@ -177,7 +175,7 @@ def forward(q, k, v, rpb, options):
     exp_bits = np.empty(0, np.int64 if q.dtype == np.float64 else np.int32)
     pixel_out, pixel_attn = out.reshape(-1, head_dim), attn.reshape(-1, kernel_h * kernel_w)
     for g in _groups(height, width, q.shape[0], options):
-        rows_in_image, cols_in_image = g.pixel_offsets(width)
+        rows_in_image, cols_in_image = g.rows_in_image, g.cols_in_image
         forward_rows(*g.wide(("na2d.q", "na2d.k", "na2d.v"), (q, k, v), (options.scale, 1.0, 1.0)), bias,
                       heads, g.row_bounds.first_key, g.row_bounds.first_bias, rows_in_image, cols_in_image,
                       height * width, kernel_h, kernel_w, kernel_w, 1, g.maps_per_task, exp_constants, exp_bits,
