@@ -45,11 +45,7 @@ def backward_query_rows(dout, out, k, v, dout_blocks, key_blocks, value_blocks, 
     chunks = (maps + maps_per_task - 1) // maps_per_task
     has_rpb = bias_partials.shape[0] > 0
     for task in prange(rows * chunks):
-        x = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        last_map = min(first_map + maps_per_task, maps)
-        start = half + first_map * cols
-        n = (last_map - first_map) * cols
+        x, first_map, last_map, start, n = wide.task_span(task, chunks, maps_per_task, maps, cols, half)
         border_start = first_map * 2 * half
         border_n = (last_map - first_map) * 2 * half
         grad_dot_out = np.zeros(n, dtype=k.dtype)
@@ -111,11 +107,7 @@ def backward_key_rows(q, dout, query_blocks, dout_blocks, probs_wide, dlogits_wi
     half = kernel_w // 2
     chunks = (maps + maps_per_task - 1) // maps_per_task
     for task in prange(rows * chunks):
-        key_row = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        last_map = min(first_map + maps_per_task, maps)
-        start = half + first_map * cols
-        n = (last_map - first_map) * cols
+        key_row, first_map, last_map, start, n = wide.task_span(task, chunks, maps_per_task, maps, cols, half)
         border_start = first_map * 2 * half
         border_n = (last_map - first_map) * 2 * half
         grad_k = np.zeros((head_dim, n), dtype=q.dtype)

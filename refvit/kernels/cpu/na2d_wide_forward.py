@@ -35,11 +35,8 @@ def forward_rows(q, k, v, rpb, heads, key_first, bias_first, targets, lane_pixel
     chunks = (maps + maps_per_task - 1) // maps_per_task
     has_rpb = rpb.shape[1] > 0
     for task in prange(rows * chunks):
-        i = task // chunks
-        first_map = (task % chunks) * maps_per_task
-        task_maps = min(maps_per_task, maps - first_map)
-        start = half + first_map * lanes
-        n = task_maps * lanes
+        i, first_map, last_map, start, n = wide.task_span(task, chunks, maps_per_task, maps, lanes, half)
+        task_maps = last_map - first_map
         weights = np.empty((slots, n), dtype=q.dtype)
         for u in range(row_kernel):
             keys = k[key_first[i] + u]

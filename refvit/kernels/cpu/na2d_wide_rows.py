@@ -112,6 +112,16 @@ def shifted_dots(left, right, start, shift, products):
 
 
 @njit(cache=True)
+def task_span(task, chunks, maps_per_task, maps, lanes, margin):
+    """Where task ``task`` of a wide-row kernel works (``chunks`` tasks per row): ``(row, first_map,
+    last_map, start, n)``, its row, its maps ``[first_map, last_map)`` and their lanes, positions
+    ``start .. start + n`` of the wide row."""
+    first_map = (task % chunks) * maps_per_task
+    last_map = min(first_map + maps_per_task, maps)
+    return task // chunks, first_map, last_map, margin + first_map * lanes, (last_map - first_map) * lanes
+
+
+@njit(cache=True)
 def add_shifted_dots(left, right, start, shift, products):
     """``products[t] += sum_c left[c, start + t] * right[c, start + shift + t]``, four channels per pass."""
     n = products.shape[0]
