@@ -9,7 +9,7 @@ the seed, which keeps shrinking fast and examples reproducible::
 
 ``layouts()`` draws how an array is laid out in memory (C order, Fortran order,
 a strided view, a negative-stride view) so kernels are also fed non-contiguous
-inputs.
+inputs; ``LAYOUTS`` names them all, for tests that go through every one.
 """
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def dtypes():
     return st.sampled_from(FLOAT_DTYPES)
 
 
+LAYOUTS = ("C", "F", "strided", "reversed")
+
+
 def layouts():
-    return st.sampled_from(("C", "F", "strided", "reversed"))
+    return st.sampled_from(LAYOUTS)
 
 
 def random_array(shape, seed, dtype=np.float64, scale=1.0, layout="C"):
@@ -63,6 +66,16 @@ def with_layout(a, layout):
         flipped = np.ascontiguousarray(a[tuple(slice(None, None, -1) for _ in a.shape)])
         return flipped[tuple(slice(None, None, -1) for _ in a.shape)]
     raise ValueError(f"with_layout: 'layout' must be 'C', 'F', 'strided' or 'reversed'; got {layout!r}")
+
+
+def with_layouts(value, layout):
+    """:func:`with_layout` applied to an array, or to each array of a tuple or list of arrays
+    (``None`` items kept); any other value (an int, a tuple of ints, ``None``) is returned as it is."""
+    if isinstance(value, np.ndarray):
+        return with_layout(value, layout)
+    if isinstance(value, (tuple, list)) and any(isinstance(a, np.ndarray) for a in value):
+        return type(value)(None if a is None else with_layout(a, layout) for a in value)
+    return value
 
 
 @st.composite
