@@ -1,6 +1,6 @@
 """``refvit check``: gradient checks of every op on every available backend.
 
-For each op in :mod:`refvit.ops`, its ``example(rng)`` inputs are run through
+For each op of the op table (:func:`refvit.ops.table`), its ``example(rng)`` inputs are run through
 :func:`refvit.testing.gradcheck` (float64 central differences) on each backend,
 and the ``cpu``/``cuda`` backends are compared with the ``numpy`` reference in
 float32. The result is a table of the largest relative gradient error per op and
@@ -22,8 +22,9 @@ FLOAT32_TOLERANCE = dict(rtol=2e-4, atol=2e-5)
 
 def check_op(name, backend, seed=0):
     """Return (ok, text) for one op on one backend."""
-    op = getattr(ops, name)
-    args, kwargs = op.example(np.random.default_rng(seed))
+    spec = ops.spec(name)
+    op = spec.module
+    args, kwargs = spec.example(np.random.default_rng(seed))
     # The upstream gradient is drawn from another stream than the inputs: with the same seed
     # it would equal the input, a special direction that hides errors (e.g. in layer_norm).
     gradient_seed = seed + 1
@@ -41,10 +42,11 @@ def check_op(name, backend, seed=0):
 def run(op_names=None, backends=None, out=None):
     """Check the ops; print the table; return True when every check passed."""
     out = out or sys.stdout
-    names = op_names or ops.list_ops()
-    unknown = sorted(set(names) - set(ops.list_ops()))
+    known = [spec.name for spec in ops.table()]
+    names = op_names or known
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"check: unknown op(s) {', '.join(unknown)}; ops are: {', '.join(ops.list_ops())}")
+        raise ValueError(f"check: unknown op(s) {', '.join(unknown)}; ops are: {', '.join(known)}")
     backends = backends or ["numpy", "cpu"] + (["cuda"] if cuda_available() else [])
     width = max(len(n) for n in names) + 2
     print(f"{'op':<{width}}" + "".join(f"{b:<16}" for b in backends), file=out)

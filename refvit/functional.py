@@ -1,15 +1,17 @@
 """The ops on ``Tensor``s, recorded on the tape: ``from refvit import functional as F``.
 
-Every function has the signature of its op's ``forward`` (SPEC section 4) and returns a
-``Tensor`` (a tuple of them for an op with several outputs). Arguments may be
-``Tensor``s or NumPy arrays; arrays are constants. ``backend=`` picks the op's backend
-for this call (``None``: the current default, see :func:`refvit.use_backend`).
+Every op of the op table (:func:`refvit.ops.table`) has its function here, written out, with the
+signature of the op's ``forward`` (the op contract: :mod:`refvit.ops`, ``docs/contributing.md``); each
+returns a ``Tensor`` (a tuple of them for an op with several outputs) and is
+``apply(ops.<name>, ...)``: the op's forward on the arrays inside the ``Tensor`` arguments,
+recorded on the tape so that ``Tensor.backward`` reaches the op's ``backward``. Arguments may be
+``Tensor``s or NumPy arrays; arrays are constants. ``backend=`` picks the op's backend for this
+call (``None``: the current default, see :func:`refvit.use_backend`). The math of each op is in
+its module's docstring (``refvit.ops.<name>``) and its docs page (``docs/ops/``).
 
-Any op module of :mod:`refvit.ops` that has no function written out here is reached the
-same way through the module ``__getattr__``: ``F.na2d(q, k, v, 7)`` is
-``apply(ops.na2d, q, k, v, 7)``. The structural ops of :mod:`refvit.autograd.functions`
-(``reshape``, ``permute``, ``transpose``, ``concatenate``, ``stack``, ``split``, ``chunk``,
-``getitem``, ``pad``, ``broadcast_to``, ...) are here too.
+The structural ops of :mod:`refvit.autograd.functions` (``reshape``, ``permute``, ``transpose``,
+``concatenate``, ``stack``, ``split``, ``chunk``, ``getitem``, ``pad``, ``broadcast_to``, ...)
+are here too.
 """
 from __future__ import annotations
 
@@ -43,18 +45,22 @@ def gelu(x, approximate="none", backend=None):
 
 
 def relu(x, backend=None):
+    """``max(x, 0)`` elementwise."""
     return apply(ops.relu, x, backend=backend)
 
 
 def silu(x, backend=None):
+    """``x * sigmoid(x)`` elementwise."""
     return apply(ops.silu, x, backend=backend)
 
 
 def sigmoid(x, backend=None):
+    """``1 / (1 + exp(-x))`` elementwise."""
     return apply(ops.sigmoid, x, backend=backend)
 
 
 def tanh(x, backend=None):
+    """``tanh(x)`` elementwise."""
     return apply(ops.tanh, x, backend=backend)
 
 
@@ -104,25 +110,37 @@ def channel_shuffle(x, groups, backend=None):
     return apply(ops.channel_shuffle, x, groups, backend=backend)
 
 
-def _op_function(name):
-    op = getattr(ops, name)
-
-    def call(*args, **kwargs):
-        return apply(op, *args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"``apply(refvit.ops.{name}, ...)``: {name}'s forward on Tensors, recorded on the tape.\n\n" + (
-        op.__doc__ or "")
-    return call
+def cross_entropy(logits, target, label_smoothing=0.0, backend=None):
+    """Mean cross-entropy of ``logits (B, K)`` against integer classes ``target (B,)`` -> a 0-d ``Tensor``."""
+    return apply(ops.cross_entropy, logits, target, label_smoothing=label_smoothing, backend=backend)
 
 
-def __getattr__(name):
-    if name.startswith("_") or name not in ops.list_ops():
-        raise AttributeError(f"module 'refvit.functional' has no function {name!r}")
-    function = _op_function(name)
-    globals()[name] = function
-    return function
+def na1d(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None, backend=None):
+    """1-D neighbourhood attention of ``q, k, v (B, heads, n, d)``, ``rpb (heads, 2k-1)`` -> ``(B, heads, n, d)``."""
+    return apply(ops.na1d, q, k, v, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal, rpb=rpb,
+                 scale=scale, backend=backend)
 
 
-def __dir__():
-    return sorted(set(globals()) | set(ops.list_ops()))
+def na2d(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None, backend=None):
+    """2-D neighbourhood attention of ``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)``
+    -> ``(B, heads, H, W, d)``."""
+    return apply(ops.na2d, q, k, v, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal, rpb=rpb,
+                 scale=scale, backend=backend)
+
+
+def stripe_attention(q, k, v, stripe_size, lepe_weight=None, lepe_bias=None, scale=None, backend=None):
+    """Attention inside ``stripe_size`` windows of ``q, k, v (B, heads, H, W, d)``, plus LePE (a depthwise
+    3x3 convolution of ``v`` with ``lepe_weight (heads*d, 1, 3, 3)``, ``lepe_bias (heads*d,)``)."""
+    return apply(ops.stripe_attention, q, k, v, stripe_size, lepe_weight=lepe_weight, lepe_bias=lepe_bias,
+                 scale=scale, backend=backend)
+
+
+def multiscale_dwconv(x, weights, biases, heads, backend=None):
+    """Depthwise convolutions of ``x (B, H, W, C)`` split into ``heads`` channel groups, head ``i`` with
+    kernel ``3 + 2i`` (``weights[i] (C/heads, 1, k, k)``, ``biases[i] (C/heads,)`` or ``biases=None``)."""
+    return apply(ops.multiscale_dwconv, x, weights, biases, heads, backend=backend)
+
+
+def relative_position_bias(table, window, backend=None):
+    """The bias ``(heads, N, N)``, ``N = W_h W_w``, gathered from ``table ((2W_h-1)(2W_w-1), heads)``."""
+    return apply(ops.relative_position_bias, table, window, backend=backend)

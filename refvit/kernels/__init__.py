@@ -2,12 +2,15 @@
 
 ``refvit/kernels/cpu/<op>.py`` holds Numba ``@njit(cache=True)`` kernels and
 ``refvit/kernels/cuda/<op>.py`` holds ``numba.cuda`` kernels with their launch
-helpers. An op loads its kernel module with :func:`load` so that ``numba.cuda``
-is imported only when the ``cuda`` backend is used.
+helpers. Each kernel module's entry functions, ``forward`` and ``backward``, are called
+by the op dispatch (:mod:`refvit.ops._dispatch`) through :func:`call`, which imports the
+module on first use (so ``numba.cuda`` is imported only when the ``cuda`` backend is used)
+and runs every ``cpu`` entry under the thread rule of :mod:`refvit.kernels.cpu._threads`.
 
-Each kernel module is checked against the op's ``numpy`` reference in
-``tests/``; the interface between an op and its kernel module is private and
-may differ from op to op.
+The op layer picks the math; a kernel module's entry picks the algorithm (for example
+``cpu/conv2d.py`` hands a depthwise convolution to ``cpu/depthwise_conv2d.py``). The
+arguments of an entry are private to its op and may differ from op to op. Each kernel
+module is checked against the op's ``numpy`` reference in ``tests/``.
 """
 from __future__ import annotations
 
@@ -17,10 +20,21 @@ _loaded = {}
 
 
 def load(backend: str, name: str):
-    """The kernel module ``refvit.kernels.<backend>.<name>``."""
+    """The kernel module ``refvit.kernels.<backend>.<name>`` (``name`` may also be the full dotted path)."""
     key = (backend, name)
     module = _loaded.get(key)
     if module is None:
-        module = importlib.import_module(f"refvit.kernels.{backend}.{name}")
+        path = name if name.startswith("refvit.") else f"refvit.kernels.{backend}.{name}"
+        module = importlib.import_module(path)
         _loaded[key] = module
     return module
+
+
+def call(backend: str, name: str, step: str, args):
+    """``step(*args)`` of the kernel module ``name`` of ``backend``; on ``cpu`` under the thread rule."""
+    function = getattr(load(backend, name), step)
+    if backend == "cpu":
+        from refvit.kernels.cpu._threads import run_as_kernel_entry
+
+        return run_as_kernel_entry(function, args)
+    return function(*args)

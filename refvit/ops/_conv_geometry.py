@@ -52,10 +52,10 @@ def check_window_fits(op, arg, height, width, window):
 
 
 def check_map(op, arg, x, backend):
-    """``x`` is a float feature map ``(B, H, W, C)`` with nothing empty."""
+    """``x`` is a float feature map ``(B, H, W, C)`` with ``H, W, C >= 1`` (an empty batch ``B = 0`` is fine)."""
     x = check_array(op, arg, x, backend, ndim=4)
-    if min(x.shape) < 1:
-        fail(op, arg, "a (B, H, W, C) array with no empty axis", f"shape {tuple(x.shape)}")
+    if min(x.shape[1:]) < 1:
+        fail(op, arg, "a (B, H, W, C) array with H, W, C >= 1", f"shape {tuple(x.shape)}")
     return x
 
 

@@ -32,9 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, check_same_dtype, check_scale, check_shape, describe, fail
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "attention"
 DIFFERENTIABLE = ("q", "k", "v", "bias")
@@ -46,31 +45,25 @@ class Cache(NamedTuple):
     v: np.ndarray
     bias: np.ndarray | None
     scale: float
-    out: np.ndarray            # the output, for the shape and dtype of ``dout``
-    probs: np.ndarray | None   # P (B, h, Nq, Nk): numpy backend only
-    logsumexp: np.ndarray | None  # log sum_j exp(S_ij), float64 (B, h, Nq): kernel backends only
+    out: np.ndarray    # the output, for the shape and dtype of ``dout``
+    saved: np.ndarray  # the reference's P (B, h, Nq, Nk), or the kernels' log sum_j exp(S_ij), float64 (B, h, Nq)
     backend: str
 
 
 def forward(q, k, v, bias=None, scale=None, backend=None):
     """``attention(q, k, v, bias, scale)`` -> ``(out (B, h, Nq, dv), cache)``; math in the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     q, k, v, bias = _check_inputs(q, k, v, bias, backend)
     scale = check_scale(OP, scale, q.shape[3])
-    if backend == "numpy":
-        out, probs = _forward_numpy(q, k, v, bias, scale)
-        return out, Cache(q, k, v, bias, scale, out, probs, None, backend)
-    out, logsumexp = kernels.load(backend, OP).forward(q, k, v, bias, scale)
-    return out, Cache(q, k, v, bias, scale, out, None, logsumexp, backend)
+    out, saved = dispatch.run(OP, backend, "forward", _forward_numpy, (q, k, v, bias, scale))
+    return out, Cache(q, k, v, bias, scale, out, saved, backend)
 
 
 def backward(dout, cache):
     """``dout (B, h, Nq, dv)`` -> ``(dq, dk, dv, dbias)``; ``dbias`` is None when ``bias`` was None."""
     dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
-        return _backward_numpy(dout, cache)
-    return kernels.load(cache.backend, OP).backward(
-        dout, cache.q, cache.k, cache.v, cache.bias, cache.scale, cache.logsumexp)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy,
+                        (dout, cache.q, cache.k, cache.v, cache.bias, cache.scale, cache.saved))
 
 
 def example(rng):
@@ -128,14 +121,13 @@ def _softmax_last_axis(logits):
     return exps / np.sum(exps, axis=-1, keepdims=True)
 
 
-def _backward_numpy(dout, cache):
-    probs, scale = cache.probs, cache.scale
-    dprobs = dout @ np.swapaxes(cache.v, -1, -2)
+def _backward_numpy(dout, q, k, v, bias, scale, probs):
+    dprobs = dout @ np.swapaxes(v, -1, -2)
     dlogits = probs * (dprobs - np.sum(dprobs * probs, axis=-1, keepdims=True))
-    dq = scale * (dlogits @ cache.k)
-    dk = scale * (np.swapaxes(dlogits, -1, -2) @ cache.q)
+    dq = scale * (dlogits @ k)
+    dk = scale * (np.swapaxes(dlogits, -1, -2) @ q)
     dv = np.swapaxes(probs, -1, -2) @ dout
-    dbias = None if cache.bias is None else _sum_to_shape(dlogits, cache.bias.shape)
+    dbias = None if bias is None else _sum_to_shape(dlogits, bias.shape)
     return dq, dk, dv, dbias
 
 

@@ -22,10 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_grad
-from refvit.backend import resolve_backend
 from refvit.ops._conv_geometry import ArraySpec, Window, check_map, check_pool_window, pad_map, tap_slice
+from refvit.ops import _dispatch as dispatch
 
 OP = "avg_pool2d"
 DIFFERENTIABLE = ("x",)
@@ -40,22 +39,17 @@ class Cache(NamedTuple):
 
 def forward(x, kernel_size, stride=None, padding=0, backend=None):
     """``avg_pool2d(x, kernel_size, stride, padding)`` -> ``(out, cache)``; see the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_map(OP, "x", x, backend)
     window = check_pool_window(OP, x, kernel_size, stride, padding)
-    if backend == "numpy":
-        out = _forward_numpy(x, window)
-    else:
-        out = kernels.load(backend, OP).forward(x, window)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x, window))
     return out, Cache(tuple(x.shape), ArraySpec(tuple(out.shape), x.dtype), window, backend)
 
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C)`` -> ``(dx,)``."""
     dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.x_shape, cache.window),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.x_shape, cache.window),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x_shape, cache.window)),)
 
 
 def example(rng):

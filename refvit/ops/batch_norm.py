@@ -39,7 +39,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import (
     check_array,
     check_grad,
@@ -50,7 +49,7 @@ from refvit._validate import (
     fail,
     is_device_array,
 )
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "batch_norm"
 DIFFERENTIABLE = ("x", "weight", "bias")
@@ -68,7 +67,7 @@ class Cache(NamedTuple):
 
 def forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5, backend=None):
     """``batch_norm(...)`` -> ``(y, cache)``; updates ``running_mean``/``running_var`` in place when training."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend, min_ndim=2)
     channels = tuple(x.shape)[-1]
     weight = check_optional_array(OP, "weight", weight, backend)
@@ -87,22 +86,16 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, 
     if training and values_per_channel <= 1:
         fail(OP, "x", "an array with more than 1 value per channel when training",
              f"shape {tuple(x.shape)}")
-    if backend == "numpy":
-        y, mean, rstd = _forward_numpy(x, weight, bias, running_mean, running_var, training, momentum, eps)
-    else:
-        y, mean, rstd = kernels.load(backend, OP).forward(x, weight, bias, running_mean, running_var, training,
-                                                          momentum, eps)
+    y, mean, rstd = dispatch.run(OP, backend, "forward", _forward_numpy,
+                                 (x, weight, bias, running_mean, running_var, training, momentum, eps))
     return y, Cache(x, mean, rstd, weight, bias is not None, training, backend)
 
 
 def backward(dout, cache):
     """``dout (..., C)`` -> ``(dx, dweight, dbias)``; ``dweight``/``dbias`` are None when that input was None."""
     dout = check_grad(OP, dout, cache.x)
-    if cache.backend == "numpy":
-        dx, dweight, dbias = _backward_numpy(dout, cache.x, cache.mean, cache.rstd, cache.weight, cache.training)
-    else:
-        dx, dweight, dbias = kernels.load(cache.backend, OP).backward(dout, cache.x, cache.mean, cache.rstd,
-                                                                      cache.weight, cache.training)
+    dx, dweight, dbias = dispatch.run(OP, cache.backend, "backward", _backward_numpy,
+                                      (dout, cache.x, cache.mean, cache.rstd, cache.weight, cache.training))
     return dx, (dweight if cache.weight is not None else None), (dbias if cache.has_bias else None)
 
 

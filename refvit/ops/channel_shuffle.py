@@ -22,9 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, check_int, fail
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "channel_shuffle"
 DIFFERENTIABLE = ("x",)
@@ -43,13 +42,13 @@ class Cache(NamedTuple):
 
 def forward(x, groups, backend=None):
     """``channel_shuffle(x, groups)`` -> ``(y, cache)``; see the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend, ndim=4)
     channels = tuple(x.shape)[3]
     groups = check_int(OP, "groups", groups, minimum=1)
     if channels % groups != 0:
         fail(OP, "groups", f"a divisor of the channel count C = {channels}", groups)
-    y = _shuffle(x, groups, backend)
+    y = dispatch.run(OP, backend, "forward", _shuffle_numpy, (x, groups))
     return y, Cache(_Like(tuple(x.shape), np.dtype(x.dtype)), groups, backend)
 
 
@@ -57,18 +56,12 @@ def backward(dout, cache):
     """``dout (B, H, W, C)`` -> ``(dx,)``, the inverse shuffle."""
     dout = check_grad(OP, dout, cache.like)
     channels_per_group = cache.like.shape[3] // cache.groups
-    return (_shuffle(dout, channels_per_group, cache.backend),)
+    return (dispatch.run(OP, cache.backend, "backward", _shuffle_numpy, (dout, channels_per_group)),)
 
 
 def example(rng):
     """Small float64 inputs for ``refvit check``: ``(args, kwargs)``."""
     return (rng.standard_normal((2, 2, 3, 6)),), {"groups": 3}
-
-
-def _shuffle(x, groups, backend):
-    if backend == "numpy":
-        return _shuffle_numpy(x, groups)
-    return kernels.load(backend, OP).shuffle(x, groups)
 
 
 def _shuffle_numpy(x, groups):

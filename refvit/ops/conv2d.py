@@ -29,11 +29,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import (
     check_array, check_grad, check_int, check_optional_array, check_same_dtype, check_shape, fail,
 )
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 from refvit.ops._conv_geometry import ArraySpec, Window, check_map, check_pair, check_window_fits, pad_map, tap_slice
 
 OP = "conv2d"
@@ -52,7 +51,7 @@ class Cache(NamedTuple):
 
 def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, backend=None):
     """``conv2d(x, weight, bias)`` -> ``(out, cache)``; see the module docstring for the math."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_map(OP, "x", x, backend)
     weight = check_array(OP, "weight", weight, backend, ndim=4)
     bias = check_optional_array(OP, "bias", bias, backend, ndim=1)
@@ -70,22 +69,16 @@ def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, bac
     window = Window((kh, kw), check_pair(OP, "stride", stride, 1), check_pair(OP, "padding", padding, 0),
                     check_pair(OP, "dilation", dilation, 1))
     check_window_fits(OP, "weight", height, width, window)
-    if backend == "numpy":
-        out = _forward_numpy(x, weight, bias, window, groups)
-    else:
-        out = _kernel_module(backend, in_channels, out_channels, groups).forward(x, weight, bias, window)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weight, bias, window, groups),
+                       kernel_args=(x, weight, bias, window))  # the kernels read groups off the shapes
     return out, Cache(x, weight, bias is not None, window, groups, tuple(out.shape), backend)
 
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C_out)`` -> ``(dx, dweight, dbias)`` (``dbias`` None without bias)."""
     dout = check_grad(OP, dout, ArraySpec(cache.out_shape, cache.x.dtype))
-    if cache.backend == "numpy":
-        dx, dweight = _backward_numpy(dout, cache.x, cache.weight, cache.window, cache.groups)
-        dbias = dout.sum(axis=(0, 1, 2)) if cache.has_bias else None
-        return dx, dweight, dbias
-    module = _kernel_module(cache.backend, cache.x.shape[3], cache.weight.shape[0], cache.groups)
-    return module.backward(dout, cache.x, cache.weight, cache.has_bias, cache.window)
+    args = (dout, cache.x, cache.weight, cache.has_bias, cache.window)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args + (cache.groups,), kernel_args=args)
 
 
 def example(rng):
@@ -97,13 +90,8 @@ def example(rng):
 
 
 def is_depthwise(in_channels, out_channels, groups):
-    """One filter per channel, no multiplier: the case with dedicated kernels."""
+    """One filter per channel, no multiplier: the case the kernel entries hand to their depthwise kernels."""
     return groups == in_channels == out_channels
-
-
-def _kernel_module(backend, in_channels, out_channels, groups):
-    name = "depthwise_conv2d" if is_depthwise(in_channels, out_channels, groups) else "conv2d"
-    return kernels.load(backend, name)
 
 
 def _taps(window):
@@ -133,7 +121,7 @@ def _forward_numpy(x, weight, bias, window, groups):
     return out if bias is None else out + bias
 
 
-def _backward_numpy(dout, x, weight, window, groups):
+def _backward_numpy(dout, x, weight, has_bias, window, groups):
     batch, height, width, in_channels = x.shape
     out_channels, group_in, kh, kw = weight.shape
     out_size = dout.shape[1:3]
@@ -150,4 +138,5 @@ def _backward_numpy(dout, x, weight, window, groups):
         dpadded[index] += dpatch.reshape(batch, *out_size, in_channels)
     ph, pw = window.padding
     dx = dpadded[:, ph:ph + height, pw:pw + width, :]
-    return np.ascontiguousarray(dx), dweight.reshape(weight.shape)
+    dbias = dout.sum(axis=(0, 1, 2)) if has_bias else None
+    return np.ascontiguousarray(dx), dweight.reshape(weight.shape), dbias

@@ -28,9 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, describe, fail, is_device_array
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "cross_entropy"
 DIFFERENTIABLE = ("logits",)
@@ -51,7 +50,7 @@ class Cache(NamedTuple):
 
 def forward(logits, target, label_smoothing=0.0, backend=None):
     """``cross_entropy(logits, target, label_smoothing)`` -> ``(loss, cache)``; see the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     logits = check_array(OP, "logits", logits, backend, ndim=2)
     batch, classes = tuple(logits.shape)
     if batch == 0 or classes == 0:
@@ -62,10 +61,7 @@ def forward(logits, target, label_smoothing=0.0, backend=None):
     if not 0.0 <= label_smoothing <= 1.0:
         fail(OP, "label_smoothing", "a real number in [0, 1]", label_smoothing)
     label_smoothing = float(label_smoothing)
-    if backend == "numpy":
-        loss, probs = _forward_numpy(logits, target, label_smoothing)
-    else:
-        loss, probs = kernels.load(backend, OP).forward(logits, target, label_smoothing)
+    loss, probs = dispatch.run(OP, backend, "forward", _forward_numpy, (logits, target, label_smoothing))
     return loss, Cache(probs, target, label_smoothing, _Like((), np.dtype(logits.dtype)), backend)
 
 
@@ -74,9 +70,8 @@ def backward(dout, cache):
     if isinstance(dout, numbers.Real) and not isinstance(dout, (bool, np.bool_, np.ndarray)):
         dout = np.asarray(dout, dtype=cache.loss.dtype)
     dout = check_grad(OP, dout, cache.loss)
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.probs, cache.target, cache.label_smoothing),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.probs, cache.target, cache.label_smoothing),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy,
+                         (dout, cache.probs, cache.target, cache.label_smoothing)),)
 
 
 def example(rng):

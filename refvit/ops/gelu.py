@@ -25,9 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
-from refvit import kernels
 from refvit._validate import check_array, check_choice, check_grad
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "gelu"
 DIFFERENTIABLE = ("x",)
@@ -45,22 +44,19 @@ class Cache(NamedTuple):
 
 def forward(x, approximate="none", backend=None):
     """``gelu(x)`` -> ``(out, cache)``; see the module docstring for the math."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend)
     check_choice(OP, "approximate", approximate, ("none", "tanh"))
-    if backend == "numpy":
-        out = _forward_numpy(x, approximate)
-    else:
-        out = kernels.load(backend, OP).forward(x, approximate == "tanh")
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x, approximate),
+                       kernel_args=(x, approximate == "tanh"))
     return out, Cache(x, approximate, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
     dout = check_grad(OP, dout, cache.x)
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.x, cache.approximate),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.x, cache.approximate == "tanh"),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.approximate),
+                         kernel_args=(dout, cache.x, cache.approximate == "tanh")),)
 
 
 def example(rng):

@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import (
     check_array,
     check_grad,
@@ -37,7 +36,7 @@ from refvit._validate import (
     describe,
     fail,
 )
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "layer_norm"
 DIFFERENTIABLE = ("x", "weight", "bias")
@@ -54,7 +53,7 @@ class Cache(NamedTuple):
 
 def forward(x, weight, bias, eps=1e-5, backend=None):
     """``layer_norm(x, weight, bias, eps)`` -> ``(y, cache)``; see the module docstring for the math."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend, min_ndim=1)
     channels = tuple(x.shape)[-1]
     if channels == 0:
@@ -66,21 +65,15 @@ def forward(x, weight, bias, eps=1e-5, backend=None):
             check_shape(OP, name, param, (channels,))
     check_same_dtype(OP, x=x, weight=weight, bias=bias)
     eps = check_eps(OP, eps)
-    if backend == "numpy":
-        y, mean, rstd = _forward_numpy(x, weight, bias, eps)
-    else:
-        y, mean, rstd = kernels.load(backend, OP).forward(x, weight, bias, eps)
+    y, mean, rstd = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weight, bias, eps))
     return y, Cache(x, mean, rstd, weight, bias is not None, backend)
 
 
 def backward(dout, cache):
     """``dout (..., C)`` -> ``(dx, dweight, dbias)``; ``dweight``/``dbias`` are None when that input was None."""
     dout = check_grad(OP, dout, cache.x)
-    if cache.backend == "numpy":
-        dx, dweight, dbias = _backward_numpy(dout, cache.x, cache.mean, cache.rstd, cache.weight)
-    else:
-        dx, dweight, dbias = kernels.load(cache.backend, OP).backward(dout, cache.x, cache.mean, cache.rstd,
-                                                                      cache.weight)
+    dx, dweight, dbias = dispatch.run(OP, cache.backend, "backward", _backward_numpy,
+                                      (dout, cache.x, cache.mean, cache.rstd, cache.weight))
     return dx, (dweight if cache.weight is not None else None), (dbias if cache.has_bias else None)
 
 

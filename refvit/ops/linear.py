@@ -22,9 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, check_optional_array, check_same_dtype, check_shape
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "linear"
 DIFFERENTIABLE = ("x", "weight", "bias")
@@ -40,7 +39,7 @@ class Cache(NamedTuple):
 
 def forward(x, weight, bias=None, backend=None):
     """``linear(x, weight, bias)`` -> ``(y, cache)``; see the module docstring for the math."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend, min_ndim=1)
     in_features = tuple(x.shape)[-1]
     weight = check_array(OP, "weight", weight, backend, ndim=2)
@@ -50,10 +49,7 @@ def forward(x, weight, bias=None, backend=None):
     if bias is not None:
         check_shape(OP, "bias", bias, (out_features,))
     check_same_dtype(OP, x=x, weight=weight, bias=bias)
-    if backend == "numpy":
-        y = _forward_numpy(x, weight, bias)
-    else:
-        y = kernels.load(backend, OP).forward(x, weight, bias)
+    y = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weight, bias))
     out_shape = tuple(x.shape)[:-1] + (out_features,)
     return y, Cache(x, weight, bias is not None, out_shape, backend)
 
@@ -61,10 +57,7 @@ def forward(x, weight, bias=None, backend=None):
 def backward(dout, cache):
     """``dout (..., out)`` -> ``(dx (..., in), dweight (out, in), dbias (out,) or None)``."""
     dout = check_grad(OP, dout, _Like(cache.out_shape, cache.x.dtype))
-    if cache.backend == "numpy":
-        dx, dweight, dbias = _backward_numpy(dout, cache.x, cache.weight)
-    else:
-        dx, dweight, dbias = kernels.load(cache.backend, OP).backward(dout, cache.x, cache.weight)
+    dx, dweight, dbias = dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.weight))
     return dx, dweight, (dbias if cache.has_bias else None)
 
 

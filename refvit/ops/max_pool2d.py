@@ -24,10 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_grad
-from refvit.backend import resolve_backend
 from refvit.ops._conv_geometry import ArraySpec, Window, check_map, check_pool_window, pad_map, tap_slice
+from refvit.ops import _dispatch as dispatch
 
 OP = "max_pool2d"
 DIFFERENTIABLE = ("x",)
@@ -43,22 +42,18 @@ class Cache(NamedTuple):
 
 def forward(x, kernel_size, stride=None, padding=0, backend=None):
     """``max_pool2d(x, kernel_size, stride, padding)`` -> ``(out, cache)``; see the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_map(OP, "x", x, backend)
     window = check_pool_window(OP, x, kernel_size, stride, padding)
-    if backend == "numpy":
-        out, selected = _forward_numpy(x, window)
-    else:
-        out, selected = kernels.load(backend, OP).forward(x, window)
+    out, selected = dispatch.run(OP, backend, "forward", _forward_numpy, (x, window))
     return out, Cache(tuple(x.shape), ArraySpec(tuple(out.shape), x.dtype), selected, window, backend)
 
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C)`` -> ``(dx,)``."""
     dout = check_grad(OP, dout, cache.out)
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.x_shape, cache.selected),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.x_shape, cache.selected, cache.window),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x_shape, cache.selected),
+                         kernel_args=(dout, cache.x_shape, cache.selected, cache.window)),)
 
 
 def example(rng):

@@ -27,9 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, check_int, check_same_dtype, describe, fail
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "multiscale_dwconv"
 DIFFERENTIABLE = ("x", "weights", "biases")
@@ -49,12 +48,9 @@ def kernel_size(head):
 
 def forward(x, weights, biases, heads, backend=None):
     """``multiscale_dwconv(x, weights, biases, heads)`` -> ``(out, cache)``; math in the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x, weights, biases = _check_inputs(x, weights, biases, heads, backend)
-    if backend == "numpy":
-        out = _forward_numpy(x, weights, biases)
-    else:
-        out = kernels.load(backend, OP).forward(x, weights, biases)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weights, biases))
     return out, Cache(x, weights, biases is not None, backend)
 
 
@@ -62,9 +58,7 @@ def backward(dout, cache):
     """``dout (B, H, W, C)`` -> ``(dx, dweights, dbiases)``; ``dweights``/``dbiases`` are tuples
     with one array per head (``dbiases`` is ``None`` when ``forward`` had no biases)."""
     dout = check_grad(OP, dout, cache.x)
-    if cache.backend == "numpy":
-        return _backward_numpy(dout, cache.x, cache.weights, cache.has_bias)
-    return kernels.load(cache.backend, OP).backward(dout, cache.x, cache.weights, cache.has_bias)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.weights, cache.has_bias))
 
 
 def example(rng):

@@ -29,9 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_grad
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 from refvit.ops._neighborhood import Options, axis_windows, check_arguments
 
 OP = "na1d"
@@ -45,7 +44,7 @@ class Cache(NamedTuple):
     v: object
     rpb: object
     out: object
-    attn: object  # softmax weights; (B, heads, n, k) for numpy and cpu, device array for cuda
+    attn: object  # softmax weights (B, heads, n, k); on the device for cuda
     options: Options
     backend: str
 
@@ -56,13 +55,10 @@ def forward(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=Non
     ``kernel_size`` (odd), ``dilation``, ``stride`` (``<= kernel_size``) are ints, ``is_causal`` a bool
     (or one-element sequences); ``kernel_size * dilation <= n``. ``scale=None`` means ``d ** -0.5``.
     """
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     q, k, v, rpb, options = check_arguments(OP, AXIS_NAMES, q, k, v, kernel_size, dilation, stride,
                                             is_causal, rpb, scale, backend)
-    if backend == "numpy":
-        out, attn = _forward_numpy(q, k, v, rpb, options)
-    else:
-        out, attn = kernels.load(backend, OP).forward(q, k, v, rpb, options)
+    out, attn = dispatch.run(OP, backend, "forward", _forward_numpy, (q, k, v, rpb, options))
     return out, Cache(q, k, v, rpb, out, attn, options, backend)
 
 
@@ -70,9 +66,7 @@ def backward(dout, cache):
     """``dout (B, heads, n, d)`` -> ``(dq, dk, dv, drpb)``; ``drpb`` is ``None`` when ``rpb`` was."""
     dout = check_grad(OP, dout, cache.out)
     args = (dout, cache.q, cache.k, cache.v, cache.rpb, cache.out, cache.attn, cache.options)
-    if cache.backend == "numpy":
-        return _backward_numpy(*args)
-    return kernels.load(cache.backend, OP).backward(*args)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args)
 
 
 def example(rng):

@@ -30,9 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_grad
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 from refvit.ops._neighborhood import Options, check_arguments, windows_2d
 
 OP = "na2d"
@@ -46,7 +45,7 @@ class Cache(NamedTuple):
     v: object
     rpb: object
     out: object
-    attn: object  # softmax weights; (B, heads, H, W, kh, kw) for numpy, (B, heads, H, W, kh*kw) for cpu
+    attn: object  # softmax weights (B, heads, H, W, kh*kw), slot u*kw + w; on the device for cuda
     options: Options
     backend: str
 
@@ -58,13 +57,10 @@ def forward(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=Non
     for both axes or a pair ``(height, width)``; ``kernel_size * dilation <= H`` (and ``W``) per axis.
     ``scale=None`` means ``d ** -0.5``; ``scale=0.0`` means zero.
     """
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     q, k, v, rpb, options = check_arguments(OP, AXIS_NAMES, q, k, v, kernel_size, dilation, stride,
                                             is_causal, rpb, scale, backend)
-    if backend == "numpy":
-        out, attn = _forward_numpy(q, k, v, rpb, options)
-    else:
-        out, attn = kernels.load(backend, OP).forward(q, k, v, rpb, options)
+    out, attn = dispatch.run(OP, backend, "forward", _forward_numpy, (q, k, v, rpb, options))
     return out, Cache(q, k, v, rpb, out, attn, options, backend)
 
 
@@ -72,9 +68,7 @@ def backward(dout, cache):
     """``dout (B, heads, H, W, d)`` -> ``(dq, dk, dv, drpb)``; ``drpb`` is ``None`` when ``rpb`` was."""
     dout = check_grad(OP, dout, cache.out)
     args = (dout, cache.q, cache.k, cache.v, cache.rpb, cache.out, cache.attn, cache.options)
-    if cache.backend == "numpy":
-        return _backward_numpy(*args)
-    return kernels.load(cache.backend, OP).backward(*args)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args)
 
 
 def example(rng):
@@ -95,12 +89,14 @@ def _forward_numpy(q, k, v, rpb, options):
     weights = np.where(hood.valid, np.exp(shifted), 0.0)
     attn = weights / weights.sum(axis=(-2, -1), keepdims=True)
     out = np.einsum("bhxyuw,bhxyuwc->bhxyc", attn, v[:, :, hood.key_row, hood.key_col])
-    return out, attn
+    kernel_h, kernel_w = options.kernel_size
+    return out, attn.reshape(attn.shape[:4] + (kernel_h * kernel_w,))  # slot u*kw + w, as on every backend
 
 
 def _backward_numpy(dout, q, k, v, rpb, out, attn, options):
     hood = windows_2d(q.shape[2], q.shape[3], options)
     valid = hood.valid
+    attn = attn.reshape(attn.shape[:4] + tuple(options.kernel_size))
     dattn = np.einsum("bhxyc,bhxyuwc->bhxyuw", dout, v[:, :, hood.key_row, hood.key_col])
     dlogits = attn * (dattn - np.sum(attn * dattn, axis=(-2, -1), keepdims=True))
     dlogits = np.where(valid, dlogits, 0.0)

@@ -20,9 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import as_tuple, check_array, check_grad, fail
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "relative_position_bias"
 DIFFERENTIABLE = ("table",)
@@ -51,17 +50,14 @@ def relative_position_index(window):
 
 def forward(table, window, backend=None):
     """``relative_position_bias(table, window)`` -> ``(bias (heads, N, N), cache)``."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     window = as_tuple(OP, "window", window, 2, minimum=1)
     table = check_array(OP, "table", table, backend, ndim=2)
     rows = table_rows(window)
     if table.shape[0] != rows:
         fail(OP, "table", f"of shape ({rows}, heads): (2*{window[0]}-1)*(2*{window[1]}-1) rows for window {window}",
              f"shape {tuple(table.shape)}")
-    if backend == "numpy":
-        bias = _forward_numpy(table, window)
-    else:
-        bias = kernels.load(backend, OP).forward(table, window)
+    bias = dispatch.run(OP, backend, "forward", _forward_numpy, (table, window))
     return bias, Cache(window, table.shape[1], np.dtype(table.dtype), backend)
 
 
@@ -69,9 +65,7 @@ def backward(dout, cache):
     """``dout (heads, N, N)`` -> ``(dtable (T, heads),)``."""
     tokens = cache.window[0] * cache.window[1]
     dout = check_grad(OP, dout, _like((cache.heads, tokens, tokens), cache.dtype))
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.window),)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.window),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.window)),)
 
 
 def example(rng):

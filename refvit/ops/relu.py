@@ -15,22 +15,34 @@ A NaN input gives a NaN output, and its gradient passes ``dout`` through
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from refvit.ops import _elementwise as elementwise
+from refvit._validate import check_array, check_grad
+from refvit.ops import _dispatch as dispatch
 
 OP = "relu"
 DIFFERENTIABLE = ("x",)
 
 
+class Cache(NamedTuple):
+    x: np.ndarray
+    backend: str
+
+
 def forward(x, backend=None):
     """``relu(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    return elementwise.forward(OP, x, backend, _forward_numpy)
+    backend = dispatch.resolve(OP, backend)
+    x = check_array(OP, "x", x, backend)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x,))
+    return out, Cache(x, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    return elementwise.backward(OP, dout, cache, _backward_numpy)
+    dout = check_grad(OP, dout, cache.x)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x)),)
 
 
 def example(rng):
@@ -40,9 +52,9 @@ def example(rng):
 
 
 def _forward_numpy(x):
-    return np.maximum(x, 0.0)  # np.maximum propagates NaN
+    return np.asarray(np.maximum(x, 0.0))  # np.maximum propagates NaN
 
 
 def _backward_numpy(dout, x):
     # Zero where x <= 0; a NaN compares False and keeps its gradient, as in PyTorch.
-    return np.where(x <= 0.0, 0.0, dout)
+    return np.asarray(np.where(x <= 0.0, 0.0, dout))

@@ -16,22 +16,34 @@ Backward, from the saved output (:math:`\sigma' = \sigma(1 - \sigma)`):
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from refvit.ops import _elementwise as elementwise
+from refvit._validate import check_array, check_grad
+from refvit.ops import _dispatch as dispatch
 
 OP = "sigmoid"
 DIFFERENTIABLE = ("x",)
 
 
+class Cache(NamedTuple):
+    out: np.ndarray  # the output: the derivative is a function of it
+    backend: str
+
+
 def forward(x, backend=None):
     """``sigmoid(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    return elementwise.forward(OP, x, backend, _forward_numpy, save="out")
+    backend = dispatch.resolve(OP, backend)
+    x = check_array(OP, "x", x, backend)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x,))
+    return out, Cache(out, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    return elementwise.backward(OP, dout, cache, _backward_numpy)
+    dout = check_grad(OP, dout, cache.out)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.out)),)
 
 
 def example(rng):
@@ -46,8 +58,8 @@ def stable_sigmoid(x):
 
 
 def _forward_numpy(x):
-    return stable_sigmoid(x)
+    return np.asarray(stable_sigmoid(x))
 
 
 def _backward_numpy(dout, out):
-    return dout * out * (1.0 - out)
+    return np.asarray(dout * out * (1.0 - out))

@@ -15,23 +15,35 @@ As in PyTorch, :math:`y(-\infty)` is NaN (:math:`-\infty \cdot 0`) and so is the
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from refvit.ops import _elementwise as elementwise
+from refvit._validate import check_array, check_grad
+from refvit.ops import _dispatch as dispatch
 from refvit.ops.sigmoid import stable_sigmoid
 
 OP = "silu"
 DIFFERENTIABLE = ("x",)
 
 
+class Cache(NamedTuple):
+    x: np.ndarray
+    backend: str
+
+
 def forward(x, backend=None):
     """``silu(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    return elementwise.forward(OP, x, backend, _forward_numpy)
+    backend = dispatch.resolve(OP, backend)
+    x = check_array(OP, "x", x, backend)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x,))
+    return out, Cache(x, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    return elementwise.backward(OP, dout, cache, _backward_numpy)
+    dout = check_grad(OP, dout, cache.x)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x)),)
 
 
 def example(rng):
@@ -40,9 +52,9 @@ def example(rng):
 
 
 def _forward_numpy(x):
-    return x * stable_sigmoid(x)
+    return np.asarray(x * stable_sigmoid(x))
 
 
 def _backward_numpy(dout, x):
     s = stable_sigmoid(x)
-    return dout * s * (1.0 + x * (1.0 - s))
+    return np.asarray(dout * s * (1.0 + x * (1.0 - s)))

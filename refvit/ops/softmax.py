@@ -21,9 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import check_array, check_grad, check_int
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "softmax"
 DIFFERENTIABLE = ("x",)
@@ -37,23 +36,20 @@ class Cache(NamedTuple):
 
 def forward(x, axis=-1, backend=None):
     """``softmax(x, axis)`` -> ``(y, cache)``; see the module docstring for the math."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     x = check_array(OP, "x", x, backend, min_ndim=1)
     axis = check_int(OP, "axis", axis, minimum=-x.ndim, maximum=x.ndim - 1) % x.ndim
-    if backend == "numpy":
-        y = _forward_numpy(x, axis)
-    else:
-        y = kernels.load(backend, OP).forward(x, *row_layout(x.shape, axis))
+    y = dispatch.run(OP, backend, "forward", _forward_numpy, (x, axis),
+                     kernel_args=(x, *row_layout(x.shape, axis)))
     return y, Cache(y, axis, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
     dout = check_grad(OP, dout, cache.y)
-    if cache.backend == "numpy":
-        return (_backward_numpy(dout, cache.y, cache.axis),)
     layout = row_layout(cache.y.shape, cache.axis)
-    return (kernels.load(cache.backend, OP).backward(dout, cache.y, *layout),)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.y, cache.axis),
+                         kernel_args=(dout, cache.y, *layout)),)
 
 
 def example(rng):

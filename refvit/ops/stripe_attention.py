@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit import kernels
 from refvit._validate import (
     as_tuple,
     check_array,
@@ -45,7 +44,7 @@ from refvit._validate import (
     check_shape,
     fail,
 )
-from refvit.backend import resolve_backend
+from refvit.ops import _dispatch as dispatch
 
 OP = "stripe_attention"
 DIFFERENTIABLE = ("q", "k", "v", "lepe_weight", "lepe_bias")
@@ -59,13 +58,13 @@ class Cache(NamedTuple):
     has_bias: bool
     stripe_size: tuple
     scale: float
-    saved: tuple  # what the cpu/cuda kernels keep for backward; () for numpy
+    saved: tuple  # what the cpu/cuda kernels keep for backward; () for the reference, which recomputes
     backend: str
 
 
 def forward(q, k, v, stripe_size, lepe_weight=None, lepe_bias=None, scale=None, backend=None):
     """Attention inside ``stripe_size`` windows plus LePE -> ``(out, cache)``; math in the module docstring."""
-    backend = resolve_backend(backend, OP)
+    backend = dispatch.resolve(OP, backend)
     q = check_array(OP, "q", q, backend, ndim=5)
     k = check_array(OP, "k", k, backend, ndim=5)
     v = check_array(OP, "v", v, backend, ndim=5)
@@ -88,21 +87,18 @@ def forward(q, k, v, stripe_size, lepe_weight=None, lepe_bias=None, scale=None, 
         check_shape(OP, "lepe_bias", lepe_bias, (channels,))
     scale = check_scale(OP, scale, head_dim)
 
-    if backend == "numpy":
-        out = _forward_numpy(q, k, v, stripe_size, lepe_weight, lepe_bias, scale)
-        saved = ()
-    else:
-        out, saved = kernels.load(backend, OP).forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale)
+    out, saved = dispatch.run(OP, backend, "forward", _forward_numpy,
+                              (q, k, v, lepe_weight, lepe_bias, stripe_size, scale))
     return out, Cache(q, k, v, lepe_weight, lepe_bias is not None, stripe_size, scale, saved, backend)
 
 
 def backward(dout, cache):
     """``dout (B, heads, H, W, d)`` -> ``(dq, dk, dv, dlepe_weight, dlepe_bias)`` (None for absent LePE)."""
     dout = check_grad(OP, dout, cache.q)
-    if cache.backend == "numpy":
-        return _backward_numpy(dout, cache)
-    return kernels.load(cache.backend, OP).backward(dout, cache.saved, cache.has_bias, cache.stripe_size,
-                                                    cache.scale)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy,
+                        (dout, cache.q, cache.k, cache.v, cache.lepe_weight, cache.has_bias, cache.stripe_size,
+                         cache.scale),
+                        kernel_args=(dout, cache.saved, cache.has_bias, cache.stripe_size, cache.scale))
 
 
 def example(rng):
@@ -160,7 +156,8 @@ def _pad_window(windows):
     return np.pad(windows, [(0, 0)] * 4 + [(1, 1), (1, 1), (0, 0)])
 
 
-def _forward_numpy(q, k, v, stripe_size, lepe_weight, lepe_bias, scale):
+def _forward_numpy(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
+    """-> ``(out, ())``: the backward recomputes the probabilities, so nothing is saved."""
     stripe_h, stripe_w = stripe_size
     heads, head_dim = q.shape[1], q.shape[4]
     q_win, k_win, v_win = (_to_windows(x, stripe_h, stripe_w) for x in (q, k, v))
@@ -168,7 +165,7 @@ def _forward_numpy(q, k, v, stripe_size, lepe_weight, lepe_bias, scale):
     attended = (probabilities @ _tokens(v_win)).reshape(v_win.shape)
     if lepe_weight is not None:
         attended = attended + _lepe_numpy(v_win, lepe_weight, lepe_bias, heads, head_dim)
-    return _from_windows(attended)
+    return _from_windows(attended), ()
 
 
 def _lepe_numpy(v_win, lepe_weight, lepe_bias, heads, head_dim):
@@ -185,26 +182,26 @@ def _lepe_numpy(v_win, lepe_weight, lepe_bias, heads, head_dim):
     return lepe
 
 
-def _backward_numpy(dout, cache):
-    stripe_h, stripe_w = cache.stripe_size
-    heads, head_dim = cache.q.shape[1], cache.q.shape[4]
-    q_win, k_win, v_win, g_win = (_to_windows(x, stripe_h, stripe_w) for x in (cache.q, cache.k, cache.v, dout))
+def _backward_numpy(dout, q, k, v, lepe_weight, has_bias, stripe_size, scale):
+    stripe_h, stripe_w = stripe_size
+    heads, head_dim = q.shape[1], q.shape[4]
+    q_win, k_win, v_win, g_win = (_to_windows(x, stripe_h, stripe_w) for x in (q, k, v, dout))
     q_tok, k_tok, v_tok, g_tok = (_tokens(x) for x in (q_win, k_win, v_win, g_win))
-    probabilities = _softmax_probabilities(q_tok, k_tok, cache.scale)
+    probabilities = _softmax_probabilities(q_tok, k_tok, scale)
 
     dv_tok = np.swapaxes(probabilities, -1, -2) @ g_tok                 # sum_i P_ij G_i
     dprobabilities = g_tok @ np.swapaxes(v_tok, -1, -2)                # G_i . v_j
     dlogits = probabilities * (dprobabilities - (dprobabilities * probabilities).sum(axis=-1, keepdims=True))
-    dq_tok = cache.scale * (dlogits @ k_tok)
-    dk_tok = cache.scale * (np.swapaxes(dlogits, -1, -2) @ q_tok)
+    dq_tok = scale * (dlogits @ k_tok)
+    dk_tok = scale * (np.swapaxes(dlogits, -1, -2) @ q_tok)
     dv_win = dv_tok.reshape(v_win.shape)
 
     dlepe_weight = dlepe_bias = None
-    if cache.lepe_weight is not None:
+    if lepe_weight is not None:
         # out[y, x] += w[a, e] v[y + a - 1, x + e - 1], so v[y, x] receives w[a, e] G[y - a + 1, x - e + 1].
         padded_g = _pad_window(g_win)
         padded_v = _pad_window(v_win)
-        taps = _lepe_taps(cache.lepe_weight, heads, head_dim)
+        taps = _lepe_taps(lepe_weight, heads, head_dim)
         dlepe_weight = np.zeros((heads, head_dim, 3, 3), dtype=dout.dtype)
         for a in range(3):
             for e in range(3):
@@ -212,7 +209,7 @@ def _backward_numpy(dout, cache):
                 products = g_win * padded_v[:, :, :, :, a:a + stripe_h, e:e + stripe_w, :]
                 dlepe_weight[:, :, a, e] = products.sum(axis=(0, 2, 3, 4, 5))
         dlepe_weight = dlepe_weight.reshape(heads * head_dim, 1, 3, 3)
-        if cache.has_bias:
+        if has_bias:
             dlepe_bias = g_win.sum(axis=(0, 2, 3, 4, 5)).reshape(heads * head_dim)
 
     return (_from_windows(dq_tok.reshape(q_win.shape)), _from_windows(dk_tok.reshape(k_win.shape)),

@@ -12,22 +12,34 @@ Backward, from the saved output (:math:`\tanh' = 1 - \tanh^2`):
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from refvit.ops import _elementwise as elementwise
+from refvit._validate import check_array, check_grad
+from refvit.ops import _dispatch as dispatch
 
 OP = "tanh"
 DIFFERENTIABLE = ("x",)
 
 
+class Cache(NamedTuple):
+    out: np.ndarray  # the output: the derivative is a function of it
+    backend: str
+
+
 def forward(x, backend=None):
     """``tanh(x)`` -> ``(out, cache)``; ``out`` has the shape and dtype of ``x``."""
-    return elementwise.forward(OP, x, backend, _forward_numpy, save="out")
+    backend = dispatch.resolve(OP, backend)
+    x = check_array(OP, "x", x, backend)
+    out = dispatch.run(OP, backend, "forward", _forward_numpy, (x,))
+    return out, Cache(out, backend)
 
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
-    return elementwise.backward(OP, dout, cache, _backward_numpy)
+    dout = check_grad(OP, dout, cache.out)
+    return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.out)),)
 
 
 def example(rng):
@@ -36,8 +48,8 @@ def example(rng):
 
 
 def _forward_numpy(x):
-    return np.tanh(x)
+    return np.asarray(np.tanh(x))
 
 
 def _backward_numpy(dout, out):
-    return dout * (1.0 - out * out)
+    return np.asarray(dout * (1.0 - out * out))

@@ -7,10 +7,13 @@ pool take the cores the other pool's next call needs, and on a machine that othe
 busy every parallel region waits for descheduled, spinning workers. Measured on 2 cores: a whole
 training step of the nano models ran 10-30x slower than with one thread per pool. Hence:
 
-* :func:`kernel_entry` wraps the public functions of a kernel module: BLAS runs single-threaded
-  inside them (the Numba kernels are the ``cpu`` backend's parallelism), and the Numba kernels
-  run on one thread when the call's largest array has fewer than :data:`PARALLEL_MIN_SIZE`
-  elements, where waking the workers costs more than the work.
+* every call of a ``cpu`` kernel entry goes through :func:`run_as_kernel_entry` (the op dispatch,
+  :func:`refvit.kernels.call`, applies it, so no kernel can miss it): BLAS runs single-threaded
+  inside it (the Numba kernels are the ``cpu`` backend's parallelism; this covers the ``np.dot``
+  that compiled kernels call inside ``prange`` loops, which goes to SciPy's BLAS), and the Numba
+  kernels run on one thread when the call's largest array has fewer than
+  :data:`PARALLEL_MIN_SIZE` elements, where waking the workers costs more than the work.
+  :func:`kernel_entry` is the same rule as a decorator, for a function called outside the ops.
 * :func:`spin_briefly` makes Numba's OpenMP workers spin only briefly after a parallel region, then
   sleep, instead of OpenMP's default of spinning long; it is called once when the ``cpu`` kernels
   are first imported. Not sleeping at once matters: one op often runs several parallel regions in
@@ -106,8 +109,11 @@ def _blas_libraries():
 
 
 def largest_size(args):
-    """The element count of the largest NumPy array among ``args`` (0 if none)."""
-    return max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+    """The element count of the largest NumPy array among ``args``, searched through tuples and
+    lists (0 if none)."""
+    sizes = (largest_size(a) if isinstance(a, (tuple, list)) else a.size for a in args
+             if isinstance(a, (tuple, list, np.ndarray)))
+    return max(sizes, default=0)
 
 
 def run_with_threads(fn, args, kwargs, numba_threads):
@@ -127,14 +133,20 @@ def run_with_threads(fn, args, kwargs, numba_threads):
             lib.set_num_threads(n)
 
 
-def kernel_entry(fn):
-    """Decorate a kernel module's public function: single-threaded BLAS inside it, and its Numba
+def run_as_kernel_entry(fn, args, kwargs=None):
+    """``fn(*args, **kwargs)`` under the thread rule: single-threaded BLAS inside it, and its Numba
     kernels on one thread when its largest array argument is smaller than :data:`PARALLEL_MIN_SIZE`."""
+    kwargs = kwargs or {}
+    small = max(largest_size(args), largest_size(tuple(kwargs.values()))) < PARALLEL_MIN_SIZE
+    return run_with_threads(fn, args, kwargs, 1 if small else None)
+
+
+def kernel_entry(fn):
+    """Decorate a function with the thread rule of :func:`run_as_kernel_entry`."""
 
     @functools.wraps(fn)
     def entry(*args, **kwargs):
-        small = max(largest_size(args), largest_size(kwargs.values())) < PARALLEL_MIN_SIZE
-        return run_with_threads(fn, args, kwargs, 1 if small else None)
+        return run_as_kernel_entry(fn, args, kwargs)
 
     return entry
 

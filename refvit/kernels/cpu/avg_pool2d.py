@@ -10,7 +10,6 @@ r"""Average pooling on the CPU, channels-last, padding counted as zeros (divisor
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu._window import reached_output
 
 
@@ -65,7 +64,6 @@ def _window_args(window):
     return kh, kw, stride_h, stride_w, pad_h, pad_w
 
 
-@kernel_entry
 def forward(x, window):
     x = np.ascontiguousarray(x)
     out = np.zeros((x.shape[0], *window.output_size(x.shape[1], x.shape[2]), x.shape[3]), dtype=x.dtype)
@@ -73,7 +71,6 @@ def forward(x, window):
     return out
 
 
-@kernel_entry
 def backward(dout, x_shape, window):
     dx = np.zeros(x_shape, dtype=dout.dtype)
     _backward(np.ascontiguousarray(dout), dx, *_window_args(window))

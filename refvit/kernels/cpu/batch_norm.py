@@ -10,7 +10,6 @@ numbers, are updated in place at the end of the forward pass.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 ROWS_PER_BLOCK = 64
 
@@ -90,7 +89,6 @@ def _or_constant(param, channels, dtype, value):
     return np.full(channels, value, dtype) if param is None else np.ascontiguousarray(param)
 
 
-@kernel_entry
 def forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """-> ``(y, mean, rstd)`` with float64 ``(C,)`` statistics; running statistics updated in place."""
     channels = x.shape[-1]
@@ -111,7 +109,6 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
     return y, mean, rstd
 
 
-@kernel_entry
 def backward(dout, x, mean, rstd, weight, training):
     """-> ``(dx, dweight, dbias)``."""
     channels = x.shape[-1]

@@ -6,8 +6,6 @@ backward pass is the same gather with ``groups`` and ``n`` swapped.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
-
 
 @njit(cache=True, parallel=True)
 def _shuffle(x, groups, y):
@@ -20,10 +18,15 @@ def _shuffle(x, groups, y):
             y[p, out_channel] = x[p, i * per_group + j]
 
 
-@kernel_entry
-def shuffle(x, groups):
+def forward(x, groups):
+    """``x (B, H, W, C)`` -> ``y``, channel ``j * groups + i`` of ``y`` from channel ``i * n + j`` of ``x``."""
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     channels = x.shape[3]
     _shuffle(x.reshape(-1, channels), groups, y.reshape(-1, channels))
     return y
+
+
+def backward(dout, channels_per_group):
+    """The inverse shuffle: :func:`forward` with ``groups`` and ``n`` swapped (the op passes ``n``)."""
+    return forward(dout, channels_per_group)

@@ -13,13 +13,17 @@ With ``G`` groups, ``C_g = C_in/G`` and ``O_g = C_out/G``, the patch matrix hold
 and ``dx`` folds :math:`\partial L/\partial P` back in gather form: input pixel ``(h, w)`` sums
 the entries of every ``(n, k)`` that copied it. The products run in NumPy's ``matmul``
 (BLAS); im2col and the fold are ``prange`` loops over the rows they write.
+
+The entries :func:`forward` and :func:`backward` pick the algorithm: a depthwise convolution
+(``groups == C_in == C_out``) runs on the direct kernels of :mod:`refvit.kernels.cpu.depthwise_conv2d`.
 """
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu import depthwise_conv2d
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 from refvit.kernels.cpu._window import reached_output
+from refvit.ops.conv2d import is_depthwise
 
 
 @njit(cache=True, parallel=True)
@@ -101,10 +105,12 @@ def _weight_matrix(weight, groups):
     return np.ascontiguousarray(w.reshape(groups, kh * kw * group_in, out_channels // groups))
 
 
-@kernel_entry
 def forward(x, weight, bias, window):
-    x = np.ascontiguousarray(x)
+    """``x (B, H, W, C_in)``, ``weight (C_out, C_in/G, kh, kw)``, ``bias (C_out,)`` or None -> ``out``."""
     groups = x.shape[3] // weight.shape[1]
+    if is_depthwise(x.shape[3], weight.shape[0], groups):
+        return depthwise_conv2d.forward(x, weight, bias, window)
+    x = np.ascontiguousarray(x)
     cols, (out_h, out_w) = _patches(x, groups, window)
     out = np.matmul(cols, _weight_matrix(weight, groups))  # (G, N, O_g)
     out = np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(x.shape[0], out_h, out_w, weight.shape[0])
@@ -113,12 +119,14 @@ def forward(x, weight, bias, window):
     return out
 
 
-@kernel_entry
 def backward(dout, x, weight, has_bias, window):
-    x = np.ascontiguousarray(x)
-    dout = np.ascontiguousarray(dout)
+    """-> ``(dx, dweight, dbias)``, ``dbias`` None without a bias."""
     out_channels, group_in, kh, kw = weight.shape
     groups = x.shape[3] // group_in
+    if is_depthwise(x.shape[3], out_channels, groups):
+        return depthwise_conv2d.backward(dout, x, weight, has_bias, window)
+    x = np.ascontiguousarray(x)
+    dout = np.ascontiguousarray(dout)
     batch, out_h, out_w, _ = dout.shape
     dout_groups = np.ascontiguousarray(
         dout.reshape(batch * out_h * out_w, groups, out_channels // groups).transpose(1, 0, 2))

@@ -7,7 +7,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 
 @njit(cache=True, parallel=True)
@@ -43,7 +42,6 @@ def _backward(dout, probs, target, label_smoothing, dlogits):
             dlogits[row, k] = scale * (probs[row, k] - q)
 
 
-@kernel_entry
 def forward(logits, target, label_smoothing):
     """-> ``(loss (), probs (B, K))``."""
     logits = np.ascontiguousarray(logits)
@@ -53,7 +51,6 @@ def forward(logits, target, label_smoothing):
     return np.asarray(row_loss.sum() / logits.shape[0], dtype=logits.dtype), probs
 
 
-@kernel_entry
 def backward(dout, probs, target, label_smoothing):
     dlogits = np.empty_like(probs)
     _backward(float(dout), probs, target, label_smoothing, dlogits)

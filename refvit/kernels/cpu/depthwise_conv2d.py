@@ -29,7 +29,6 @@ and dbias finish their long sums in float64.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu._window import reached_output
 
 # Block sizes of the float64 partial sums of dweight (output map rows) and dbias (pixels).
@@ -52,99 +51,82 @@ def _multiply_add(target, a, b):
         target[t] += a[t] * b[t]
 
 
+# What a tap walk writes: the output row (forward), the input row (dx) or the per-tap products (dweight).
+WRITES_OUTPUT, WRITES_INPUT, WRITES_TAPS = 0, 1, 2
+
+
+@njit(cache=True)
+def _walk_taps(writes, out_rows, in_rows, taps, row, channels, stride, pad, dilation):
+    """One map row's share of a pass. Every tap ``(i, j)`` joins output row ``u`` to input row
+    ``h = u s_h - p_h + i d_h`` and output pixel ``v`` to input pixel ``w = v s_w - p_w + j d_w``;
+    for the taps of ``row`` (``u``, or ``h`` when the walk writes the input) that land inside,
+    ``writes`` names the run of ``C`` numbers that takes the product of the other two:
+
+    * ``WRITES_OUTPUT``: ``out[u, v] += in[h, w] * taps[i, j, v]`` (forward; ``taps`` the repeated weights),
+    * ``WRITES_INPUT``: ``in[h, w] += out[u, v] * taps[i, j, v]`` (dx; ``out`` is ``dout``),
+    * ``WRITES_TAPS``: ``taps[i, j, v] += out[u, v] * in[h, w]`` (the dweight products of ``dout`` and ``x``).
+
+    ``out_rows (H_out, W_out*C)`` and ``in_rows (H, W*C)`` are one image; ``stride``, ``pad`` and
+    ``dilation`` are ``(along H, along W)``. With ``stride_w == 1`` a tap's pixels make one
+    contiguous run (one SIMD multiply-add); otherwise every pixel is its own run of ``C``.
+    """
+    out_h, out_w = out_rows.shape[0], out_rows.shape[1] // channels
+    height, width = in_rows.shape[0], in_rows.shape[1] // channels
+    for i in range(taps.shape[0]):
+        if writes == WRITES_INPUT:
+            h = row
+            u = reached_output(h, pad[0], i * dilation[0], stride[0], out_h)
+        else:
+            u = row
+            h = u * stride[0] - pad[0] + i * dilation[0]
+        if u < 0 or h < 0 or h >= height:
+            continue
+        out_row, in_row = out_rows[u], in_rows[h]
+        for j in range(taps.shape[1]):
+            offset = j * dilation[1]
+            first, last = _valid_outputs(width, out_w, stride[1], pad[1], offset)
+            runs, length = (1, (last - first) * channels) if stride[1] == 1 else (last - first, channels)
+            tap = taps[i, j]
+            for v in range(first, first + runs):
+                o = v * channels
+                n = (v * stride[1] - pad[1] + offset) * channels
+                if writes == WRITES_OUTPUT:
+                    _multiply_add(out_row[o:o + length], in_row[n:n + length], tap[o:o + length])
+                elif writes == WRITES_INPUT:
+                    _multiply_add(in_row[n:n + length], out_row[o:o + length], tap[o:o + length])
+                else:
+                    _multiply_add(tap[o:o + length], out_row[o:o + length], in_row[n:n + length])
+
+
 @njit(cache=True, parallel=True)
-def _forward(x_rows, tap_rows, out_rows, channels, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """``out_rows (B, H_out, W_out*C) += `` taps of ``x_rows (B, H, W*C)``."""
-    batch, height = x_rows.shape[0], x_rows.shape[1]
-    width = x_rows.shape[2] // channels
-    out_h, out_w = out_rows.shape[1], out_rows.shape[2] // channels
-    kh, kw = tap_rows.shape[0], tap_rows.shape[1]
-    for row in prange(batch * out_h):
+def _forward(x_rows, tap_rows, out_rows, channels, stride, pad, dilation):
+    """``out_rows (B, H_out, W_out*C) += `` taps of ``x_rows (B, H, W*C)``; ``prange`` over output rows."""
+    out_h = out_rows.shape[1]
+    for row in prange(out_rows.shape[0] * out_h):
         b = row // out_h
-        u = row % out_h
-        out_row = out_rows[b, u]
-        for i in range(kh):
-            h = u * stride_h - pad_h + i * dil_h
-            if h < 0 or h >= height:
-                continue
-            x_row = x_rows[b, h]
-            for j in range(kw):
-                first, last = _valid_outputs(width, out_w, stride_w, pad_w, j * dil_w)
-                tap = tap_rows[i, j]
-                if stride_w == 1:
-                    lo, hi = first * channels, last * channels
-                    shift = (j * dil_w - pad_w) * channels
-                    _multiply_add(out_row[lo:hi], x_row[lo + shift:hi + shift], tap[lo:hi])
-                    continue
-                for v in range(first, last):
-                    w = v * stride_w - pad_w + j * dil_w
-                    _multiply_add(out_row[v * channels:(v + 1) * channels],
-                                  x_row[w * channels:(w + 1) * channels], tap[:channels])
+        _walk_taps(WRITES_OUTPUT, out_rows[b], x_rows[b], tap_rows, row % out_h, channels, stride, pad, dilation)
 
 
 @njit(cache=True, parallel=True)
-def _grad_input(dout_rows, tap_rows, dx_rows, channels, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``."""
-    batch, height = dx_rows.shape[0], dx_rows.shape[1]
-    width = dx_rows.shape[2] // channels
-    out_h, out_w = dout_rows.shape[1], dout_rows.shape[2] // channels
-    kh, kw = tap_rows.shape[0], tap_rows.shape[1]
-    for row in prange(batch * height):
+def _grad_input(dout_rows, tap_rows, dx_rows, channels, stride, pad, dilation):
+    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``; ``prange`` over input rows."""
+    height = dx_rows.shape[1]
+    for row in prange(dx_rows.shape[0] * height):
         b = row // height
-        h = row % height
-        dx_row = dx_rows[b, h]
-        for i in range(kh):
-            u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
-            if u < 0:
-                continue
-            dout_row = dout_rows[b, u]
-            for j in range(kw):
-                # outputs v read this row through tap j at w = v*stride_w - pad_w + j*dil_w
-                first, last = _valid_outputs(width, out_w, stride_w, pad_w, j * dil_w)
-                tap = tap_rows[i, j]
-                if stride_w == 1:
-                    lo, hi = first * channels, last * channels
-                    shift = (j * dil_w - pad_w) * channels
-                    _multiply_add(dx_row[lo + shift:hi + shift], dout_row[lo:hi], tap[lo:hi])
-                    continue
-                for v in range(first, last):
-                    w = v * stride_w - pad_w + j * dil_w
-                    _multiply_add(dx_row[w * channels:(w + 1) * channels],
-                                  dout_row[v * channels:(v + 1) * channels], tap[:channels])
+        _walk_taps(WRITES_INPUT, dout_rows[b], dx_rows[b], tap_rows, row % height, channels, stride, pad, dilation)
 
 
 @njit(cache=True, parallel=True)
-def _grad_weight_partials(dout_rows, x_rows, partials, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _grad_weight_partials(dout_rows, x_rows, partials, stride, pad, dilation):
     """``partials[k, i, j, c]``: the dweight sum over the ``k``-th block of output rows (float64)."""
-    batch, height = x_rows.shape[0], x_rows.shape[1]
     blocks, kh, kw, channels = partials.shape
-    width = x_rows.shape[2] // channels
     out_h, out_w = dout_rows.shape[1], dout_rows.shape[2] // channels
-    rows = batch * out_h
+    rows = dout_rows.shape[0] * out_h
     for block in prange(blocks):
         products = np.zeros((kh, kw, out_w * channels), dtype=x_rows.dtype)
         for row in range(block * rows // blocks, (block + 1) * rows // blocks):
             b = row // out_h
-            u = row % out_h
-            dout_row = dout_rows[b, u]
-            for i in range(kh):
-                h = u * stride_h - pad_h + i * dil_h
-                if h < 0 or h >= height:
-                    continue
-                x_row = x_rows[b, h]
-                for j in range(kw):
-                    first, last = _valid_outputs(width, out_w, stride_w, pad_w, j * dil_w)
-                    tap_products = products[i, j]
-                    if stride_w == 1:
-                        lo, hi = first * channels, last * channels
-                        shift = (j * dil_w - pad_w) * channels
-                        _multiply_add(tap_products[lo:hi], dout_row[lo:hi], x_row[lo + shift:hi + shift])
-                        continue
-                    for v in range(first, last):
-                        w = v * stride_w - pad_w + j * dil_w
-                        _multiply_add(tap_products[v * channels:(v + 1) * channels],
-                                      dout_row[v * channels:(v + 1) * channels],
-                                      x_row[w * channels:(w + 1) * channels])
+            _walk_taps(WRITES_TAPS, dout_rows[b], x_rows[b], products, row % out_h, channels, stride, pad, dilation)
         partial = partials[block]
         for i in range(kh):
             for j in range(kw):
@@ -165,8 +147,8 @@ def _channel_sums(dout_rows, partial):
 
 
 def _window_args(window):
-    (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = window.stride, window.padding, window.dilation
-    return stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+    """The kernels' geometry arguments: ``stride``, ``pad``, ``dilation``, each ``(along H, along W)``."""
+    return tuple(window.stride), tuple(window.padding), tuple(window.dilation)
 
 
 def _tap_rows(weight, out_w):
@@ -195,7 +177,6 @@ def channel_sums(dout):
     return partial.sum(axis=0).astype(rows.dtype)
 
 
-@kernel_entry
 def forward(x, weight, bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = window.output_size(height, width)
@@ -206,7 +187,6 @@ def forward(x, weight, bias, window):
     return out
 
 
-@kernel_entry
 def backward(dout, x, weight, has_bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = dout.shape[1], dout.shape[2]

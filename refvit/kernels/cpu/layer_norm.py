@@ -11,7 +11,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 ROWS_PER_BLOCK = 64
 
@@ -82,7 +81,6 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
-@kernel_entry
 def forward(x, weight, bias, eps):
     """-> ``(y, mean, rstd)``; ``mean``/``rstd`` are float64 per-row arrays of shape ``(rows,)``."""
     channels = x.shape[-1]
@@ -96,7 +94,6 @@ def forward(x, weight, bias, eps):
     return y, mean, rstd
 
 
-@kernel_entry
 def backward(dout, x, mean, rstd, weight):
     """-> ``(dx, dweight, dbias)`` with ``dweight``/``dbias`` of shape ``(C,)``."""
     channels = x.shape[-1]

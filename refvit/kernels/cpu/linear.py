@@ -20,7 +20,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 ROWS_PER_BLOCK = 512
 
@@ -59,7 +58,6 @@ def _block_outer_products(g, x, partials):
             np.dot(g[first:stop].T, x[first:stop], partials[block])
 
 
-@kernel_entry
 def forward(x, weight, bias):
     rows = _rows(x)
     y = np.empty((rows.shape[0], weight.shape[0]), x.dtype)
@@ -72,7 +70,6 @@ def forward(x, weight, bias):
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
 
-@kernel_entry
 def backward(dout, x, weight):
     rows_x = _rows(x)
     rows_dout = _rows(dout)

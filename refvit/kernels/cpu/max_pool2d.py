@@ -12,7 +12,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu._window import reached_output
 
 
@@ -72,7 +71,6 @@ def _window_args(window):
     return kh, kw, stride_h, stride_w, pad_h, pad_w
 
 
-@kernel_entry
 def forward(x, window):
     x = np.ascontiguousarray(x)
     shape = (x.shape[0], *window.output_size(x.shape[1], x.shape[2]), x.shape[3])
@@ -82,7 +80,6 @@ def forward(x, window):
     return out, selected
 
 
-@kernel_entry
 def backward(dout, x_shape, selected, window):
     dx = np.zeros(x_shape, dtype=dout.dtype)
     _backward(np.ascontiguousarray(dout), selected, dx, *_window_args(window))

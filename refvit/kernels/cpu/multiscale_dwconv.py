@@ -15,7 +15,6 @@ one contiguous range ending at ``C``, which is the innermost loop for every tap.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 
 def packed_size(heads):
@@ -128,7 +127,6 @@ def unpack_weights(packed, heads):
     return tuple(result)
 
 
-@kernel_entry
 def forward(x, weights, biases):
     x = np.ascontiguousarray(x)
     heads = len(weights)
@@ -139,7 +137,6 @@ def forward(x, weights, biases):
     return out
 
 
-@kernel_entry
 def backward(dout, x, weights, has_bias):
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout)

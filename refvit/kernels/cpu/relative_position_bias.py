@@ -8,7 +8,6 @@
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 
 @njit(cache=True, parallel=True)
@@ -46,7 +45,6 @@ def _offset_class_sums(dout, window_height, window_width, dtable):
             dtable[t, h] = acc
 
 
-@kernel_entry
 def forward(table, window):
     table = np.ascontiguousarray(table)
     tokens = window[0] * window[1]
@@ -55,7 +53,6 @@ def forward(table, window):
     return bias
 
 
-@kernel_entry
 def backward(dout, window):
     dout = np.ascontiguousarray(dout)
     dtable = np.empty(((2 * window[0] - 1) * (2 * window[1] - 1), dout.shape[0]), dtype=dout.dtype)

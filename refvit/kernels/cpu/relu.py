@@ -2,7 +2,6 @@
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 
 @njit(cache=True, parallel=True)
@@ -20,7 +19,6 @@ def _backward(dout, x, dx):
         dx[i] = 0.0 if x[i] <= 0.0 else dout[i]
 
 
-@kernel_entry
 def forward(x):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -28,7 +26,6 @@ def forward(x):
     return out
 
 
-@kernel_entry
 def backward(dout, x):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)

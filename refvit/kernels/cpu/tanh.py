@@ -7,7 +7,6 @@ fused parallel pass over the flattened arrays.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 
 
 @njit(cache=True, parallel=True)
@@ -17,12 +16,10 @@ def _backward(dout, out, dx):
         dx[i] = dout[i] * (1.0 - y * y)
 
 
-@kernel_entry
 def forward(x):
     return np.asarray(np.tanh(x), order="C")  # asarray: a 0-d input gives a NumPy scalar
 
 
-@kernel_entry
 def backward(dout, out):
     out = np.asarray(out, order="C")
     dx = np.empty_like(out)

@@ -19,10 +19,16 @@ def _shuffle_kernel(x, groups, channels, y):
         y[index] = x[pixel * channels + i * (channels // groups) + j]
 
 
-def shuffle(x, groups):
+def forward(x, groups):
+    """``x (B, H, W, C)`` -> ``y``, channel ``j * groups + i`` of ``y`` from channel ``i * n + j`` of ``x``."""
     on_device = any_device(x)
     (x,) = to_device(x)
     y = empty(x.shape, x.dtype)
     channels = x.shape[3]
     _shuffle_kernel[grid_1d(x.size)](x.reshape(x.size), groups, channels, y.reshape(y.size))
     return to_host_unless(on_device, y)
+
+
+def backward(dout, channels_per_group):
+    """The inverse shuffle: :func:`forward` with ``groups`` and ``n`` swapped (the op passes ``n``)."""
+    return forward(dout, channels_per_group)

@@ -13,6 +13,9 @@ With ``G`` groups, ``C_g = C_in/G``, ``O_g = C_out/G`` and ``g = o // O_g``:
 * dbias: the channel-sum kernel of the depthwise module.
 
 Sums are kept in float64 registers and rounded once on store.
+
+The entries :func:`forward` and :func:`backward` pick the algorithm: a depthwise convolution
+(``groups == C_in == C_out``) runs on the kernels of :mod:`refvit.kernels.cuda.depthwise_conv2d`.
 """
 import numba
 from numba import cuda
@@ -20,8 +23,10 @@ from numba import cuda
 from refvit.kernels.cuda._device import (
     SIMULATOR, any_device, empty, grid_1d, to_device, to_host_unless, zeros,
 )
+from refvit.kernels.cuda import depthwise_conv2d
 from refvit.kernels.cuda.depthwise_conv2d import channel_sums
 from refvit.kernels.cuda._window import reached_output
+from refvit.ops.conv2d import is_depthwise
 
 # threads per dweight block (a power of two)
 REDUCE_THREADS = 8 if SIMULATOR else 128
@@ -126,6 +131,9 @@ def _window_args(window):
 
 
 def forward(x, weight, bias, window):
+    """``x (B, H, W, C_in)``, ``weight (C_out, C_in/G, kh, kw)``, ``bias (C_out,)`` or None -> ``out``."""
+    if is_depthwise(x.shape[3], weight.shape[0], x.shape[3] // weight.shape[1]):
+        return depthwise_conv2d.forward(x, weight, bias, window)
     on_device = any_device(x, weight, bias)
     x, weight, bias = to_device(x, weight, bias)
     batch, height, width, _ = x.shape
@@ -137,6 +145,9 @@ def forward(x, weight, bias, window):
 
 
 def backward(dout, x, weight, has_bias, window):
+    """-> ``(dx, dweight, dbias)``, ``dbias`` None without a bias."""
+    if is_depthwise(x.shape[3], weight.shape[0], x.shape[3] // weight.shape[1]):
+        return depthwise_conv2d.backward(dout, x, weight, has_bias, window)
     on_device = any_device(dout, x, weight)
     dout, x, weight = to_device(dout, x, weight)
     dx = empty(x.shape, x.dtype)

@@ -17,15 +17,15 @@ def _as_sequence(a):
 
 
 def forward(q, k, v, rpb, options):
-    """``q, k, v (B, heads, n, d)``, ``rpb (heads, 2k-1)`` or None -> ``(out, attn)``."""
+    """``q, k, v (B, heads, n, d)``, ``rpb (heads, 2k-1)`` or None -> ``(out, attn (B, heads, n, k))``."""
     out, attn = na2d.forward(_as_map(q), _as_map(k), _as_map(v), _as_bias_map(rpb), as_map_options(options))
-    return _as_sequence(out), attn
+    return _as_sequence(out), _as_sequence(attn)
 
 
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
     dq, dk, dv, drpb = na2d.backward(_as_map(dout), _as_map(q), _as_map(k), _as_map(v), _as_bias_map(rpb),
-                                     _as_map(out), attn, as_map_options(options))
+                                     _as_map(out), _as_map(attn), as_map_options(options))
     return _as_sequence(dq), _as_sequence(dk), _as_sequence(dv), None if drpb is None else drpb.reshape(
         (drpb.shape[0], drpb.shape[2]))
 

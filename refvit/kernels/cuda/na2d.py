@@ -184,7 +184,7 @@ def _flat(a):
 
 def forward(q, k, v, rpb, options):
     """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``;
-    ``attn`` stays on the device for the backward pass."""
+    ``attn (B, heads, H, W, kh*kw)`` stays on the device for the backward pass."""
     on_device = any_device(q, k, v, rpb)
     batch, heads, height, width, head_dim = q.shape
     dtype = np.dtype(q.dtype)
@@ -196,7 +196,7 @@ def forward(q, k, v, rpb, options):
     attn = empty((batch * heads, height, width, kernel_h * kernel_w), dtype)
     _launch_forward(_flat(q), _flat(k), _flat(v), bias, heads, dtype.type(options.scale), rows, cols,
                     options.dilation, kernel_w, out, attn)
-    return to_host_unless(on_device, out.reshape(q.shape)), attn
+    return to_host_unless(on_device, out.reshape(q.shape)), attn.reshape((batch, heads, height, width, kernel_h * kernel_w))
 
 
 def backward(dout, q, k, v, rpb, out, attn, options):
@@ -205,7 +205,7 @@ def backward(dout, q, k, v, rpb, out, attn, options):
     batch, heads, height, width, head_dim = q.shape
     dtype = np.dtype(q.dtype)
     scale = dtype.type(options.scale)
-    dout, q, k, v, out = (_flat(a) for a in to_device(dout, q, k, v, out))
+    dout, q, k, v, out, attn = (_flat(a) for a in to_device(dout, q, k, v, out, attn))
     axes, (rows, cols) = _tables(height, width, options)
     row_inverse, col_inverse = (type(t)(*to_device(*t)) for t in (inverse_windows(axis_windows(*a)) for a in axes))
     kernel_w = options.kernel_size[1]
