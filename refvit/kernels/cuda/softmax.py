@@ -4,6 +4,12 @@ The array is seen as ``(outer, length, inner)`` (C order) and thread ``row`` own
 for a softmax along a non-last axis neighbouring threads read neighbouring addresses. Each
 thread makes three passes over its row: maximum, shifted exponentials (stored in the output and
 summed in float64), scaling by the sum.
+
+A row whose maximum is infinite (every logit ``-inf``, or a ``+inf`` logit) is NaN, as in PyTorch
+and the NumPy reference, where ``x - max`` is ``inf - inf``. The kernel writes that NaN without
+computing ``inf - inf``: under the CUDA simulator the kernel's arithmetic is NumPy scalar arithmetic
+in the simulator's own threads, which would warn ("invalid value") outside the caller's
+``np.errstate``.
 """
 import math
 
@@ -22,6 +28,10 @@ def _forward_kernel(x, y):
         row_max = -math.inf
         for k in range(length):
             row_max = max(row_max, x[o, k, i])
+        if math.isinf(row_max):
+            for k in range(length):
+                y[o, k, i] = math.nan
+            return
         total = 0.0
         for k in range(length):
             e = math.exp(x[o, k, i] - row_max)
