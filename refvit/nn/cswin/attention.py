@@ -61,7 +61,8 @@ class LePEAttention(Module):
         self.dim, self.num_heads, self.orientation = int(dim), int(num_heads), orientation
         self.split_size, self.pad_to_stripes = int(split_size), bool(pad_to_stripes)
         self.head_dim = self.dim // self.num_heads
-        # None -> the default; an explicit 0.0 means zero (SPEC), where the official `qk_scale or ...` would not.
+        # None -> the default; an explicit 0.0 means zero (docs/conventions.md, Numerics), where the official
+        # `qk_scale or ...` would not.
         self.scale = self.head_dim ** -0.5 if qk_scale is None else float(qk_scale)
         self.get_v = Conv2d(self.dim, self.dim, 3, padding=1, groups=self.dim, dtype=dtype)
 

@@ -71,7 +71,8 @@ class NeighborhoodAttention2D(Module):
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.kernel_size, self.dilation = kernel_size, dilation
         self.window_size = kernel_size * dilation
-        # None -> the default; an explicit 0.0 means zero (SPEC), where NATTEN's `qk_scale or ...` would not.
+        # None -> the default; an explicit 0.0 means zero (docs/conventions.md, Numerics), where NATTEN's
+        # `qk_scale or ...` would not.
         self.scale = self.head_dim ** -0.5 if qk_scale is None else float(qk_scale)
         dtype = resolve_dtype(dtype)
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, dtype=dtype)

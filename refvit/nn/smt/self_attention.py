@@ -14,7 +14,8 @@ On ``x (B, H, W, dim)``, ``N = H W`` tokens in row-major order, ``heads = sa_num
 .. math::  \text{out} = \bigl(\mathrm{Attn}(q, k, v) + \mathrm{DWConv}_{3\times 3}(v)\bigr) W_p^\top + b_p
 
 Parameters ``proj``, ``q``, ``kv``, ``local_conv`` as in the official ``Attention`` with
-``ca_attention=0`` in ``models/smt.py`` (the names the specification of this package fixes).
+``ca_attention=0`` in ``models/smt.py``, the revision whose names refvit keeps (docs/conventions.md,
+"Modules and models").
 A later revision of the official code names the 3x3 convolution ``dw_conv``; see
 :func:`refvit.models.smt.rename_dw_conv` to load such a ``state_dict``.
 """
