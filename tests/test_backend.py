@@ -75,3 +75,16 @@ def test_op_listing_and_unknown_op():
     assert "gelu" in ops.list_ops()
     with pytest.raises(AttributeError, match="no op 'nope'"):
         ops.nope
+
+
+@pytest.mark.cuda
+def test_cuda_empty_call_answers_in_kind():
+    """An empty call runs the reference on the host; device arrays in still give device arrays out."""
+    from numba import cuda
+
+    out, cache = ops.gelu.forward(cuda.to_device(np.zeros((0, 3))), backend="cuda")
+    assert not isinstance(out, np.ndarray) and tuple(out.shape) == (0, 3)
+    (dx,) = ops.gelu.backward(cuda.to_device(np.zeros((0, 3))), cache)
+    assert not isinstance(dx, np.ndarray) and tuple(dx.shape) == (0, 3)
+    host, _ = ops.gelu.forward(np.zeros((0, 3)), backend="cuda")
+    assert isinstance(host, np.ndarray) and host.shape == (0, 3)
