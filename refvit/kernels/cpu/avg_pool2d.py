@@ -10,58 +10,28 @@ r"""Average pooling on the CPU, channels-last, padding counted as zeros (divisor
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._window import reached_output
+from refvit.kernels.cpu._pool import pool_grad_row, pool_row
 
 
 @njit(cache=True, parallel=True)
-def _forward(x, out, kh, kw, stride_h, stride_w, pad_h, pad_w):
-    batch, height, width, channels = x.shape
-    out_h, out_w = out.shape[1], out.shape[2]
-    scale = 1.0 / (kh * kw)
-    for row in prange(batch * out_h):
-        b = row // out_h
-        u = row % out_h
-        for v in range(out_w):
-            for i in range(kh):
-                h = u * stride_h - pad_h + i
-                if h < 0 or h >= height:
-                    continue
-                for j in range(kw):
-                    w = v * stride_w - pad_w + j
-                    if w < 0 or w >= width:
-                        continue
-                    for c in range(channels):
-                        out[b, u, v, c] += x[b, h, w, c]
-            for c in range(channels):
-                out[b, u, v, c] *= scale
+def _forward(x, out, kernel, stride, pad):
+    out_h = out.shape[1]
+    for row in prange(out.shape[0] * out_h):
+        b, u = row // out_h, row % out_h
+        pool_row(x[b], out[b, u], None, u, kernel, stride, pad)
 
 
 @njit(cache=True, parallel=True)
-def _backward(dout, dx, kh, kw, stride_h, stride_w, pad_h, pad_w):
-    batch, height, width, channels = dx.shape
-    out_h, out_w = dout.shape[1], dout.shape[2]
-    scale = 1.0 / (kh * kw)
-    for row in prange(batch * height):
-        b = row // height
-        h = row % height
-        for w in range(width):
-            for i in range(kh):
-                u = reached_output(h, pad_h, i, stride_h, out_h)
-                if u < 0:
-                    continue
-                for j in range(kw):
-                    v = reached_output(w, pad_w, j, stride_w, out_w)
-                    if v < 0:
-                        continue
-                    for c in range(channels):
-                        dx[b, h, w, c] += dout[b, u, v, c]
-            for c in range(channels):
-                dx[b, h, w, c] *= scale
+def _backward(dout, dx, kernel, stride, pad):
+    height = dx.shape[1]
+    for row in prange(dx.shape[0] * height):
+        b, h = row // height, row % height
+        pool_grad_row(dout, None, dx, b, h, kernel, stride, pad)
 
 
 def _window_args(window):
-    (kh, kw), (stride_h, stride_w), (pad_h, pad_w) = window.kernel, window.stride, window.padding
-    return kh, kw, stride_h, stride_w, pad_h, pad_w
+    """The kernels' geometry arguments: ``kernel``, ``stride``, ``pad``, each ``(along H, along W)``."""
+    return tuple(window.kernel), tuple(window.stride), tuple(window.padding)
 
 
 def forward(x, window):
