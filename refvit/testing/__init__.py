@@ -3,6 +3,8 @@
 * :func:`gradcheck`: float64 central differences against a random upstream gradient.
 * :func:`check_vjp`: the dot-product test, ``<g, J v> == <J^T g, v>``, cheap enough
   for Hypothesis-sized inputs.
+* :mod:`refvit.testing.noise`: what a central difference can resolve; both checks accept
+  a mismatch below this noise floor (truncation and rounding) and fail above it.
 * :func:`check_backends`: one op on two backends, forward and backward.
 * :func:`check_module_gradients`: ``Tensor.backward`` through a whole module at probed entries.
 * :func:`assert_close`: an ``allclose`` that says where and by how much.

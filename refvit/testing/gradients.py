@@ -9,6 +9,12 @@ arguments as ``args`` (a tuple) and ``kwargs`` (a dict), exactly as
 The scalar probed is :math:`L(x) = \langle g, f(x)\rangle` for a random upstream
 gradient :math:`g`, so every output element counts (a plain ``sum`` can hide a
 wrong gradient whose errors cancel).
+
+A check passes when the analytic and the central-difference values agree to the
+relative ``tol``, or else when their difference is below the central difference's
+noise floor (its truncation and rounding error, :mod:`refvit.testing.noise`): a
+derivative of 1e-9 through terms of size 1 is resolved to about 1e-2 relative, and
+no gradient is wrong for missing it. Pass ``noise_floor=False`` for the plain test.
 """
 from __future__ import annotations
 
@@ -161,7 +167,8 @@ def gradcheck(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
     is checked: the relative error ``||analytic - numeric|| / max(norms)`` must be
     below ``tol``. When it is not and ``noise_floor`` is true, each element's
     mismatch is first reduced by what the central difference cannot resolve
-    (:func:`refvit.testing.noise.noise_floor`, from ten more forwards per element),
+    (:func:`refvit.testing.noise.noise_floor`, eleven more forwards per element,
+    largest mismatch first, until the answer is certain),
     and the check fails only when what is left is above ``tol``. Returns
     ``{input name: relative error}`` (before the floor); raises
     :class:`GradcheckError` naming the worst input and element otherwise.
@@ -218,7 +225,7 @@ def check_vjp(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
     The two sides must agree to the relative ``tol``; when they do not and
     ``noise_floor`` is true, the check passes if their difference is below the
     central difference's noise floor (:func:`refvit.testing.noise.noise_floor`,
-    from ten more forwards along the same direction). Returns
+    from nine more forwards along the same direction). Returns
     ``{name: relative error}``; raises :class:`GradcheckError` on failure.
     """
     arguments, names = bind_inputs(op, args, kwargs, backend=backend, dtype=np.float64)
