@@ -8,30 +8,17 @@ r"""Average pooling on the CPU, channels-last, padding counted as zeros (divisor
   :math:`u = (h + p_h - i)/s_h` for the taps ``i`` where that is a whole number in ``[0, H_out)``.
 """
 import numpy as np
-from numba import njit, prange
 
-from refvit.kernels.cpu._pool import pool_grad_row, pool_row
+from refvit.kernels.cpu._pool import pool_backward, pool_forward, window_args as _window_args
 
 
-@njit(cache=True, parallel=True)
 def _forward(x, out, kernel, stride, pad):
-    out_h = out.shape[1]
-    for row in prange(out.shape[0] * out_h):
-        b, u = row // out_h, row % out_h
-        pool_row(x[b], out[b, u], None, u, kernel, stride, pad)
+    """The pool walk with no selection: the window average."""
+    pool_forward(x, out, None, kernel, stride, pad)
 
 
-@njit(cache=True, parallel=True)
 def _backward(dout, dx, kernel, stride, pad):
-    height = dx.shape[1]
-    for row in prange(dx.shape[0] * height):
-        b, h = row // height, row % height
-        pool_grad_row(dout, None, dx, b, h, kernel, stride, pad)
-
-
-def _window_args(window):
-    """The kernels' geometry arguments: ``kernel``, ``stride``, ``pad``, each ``(along H, along W)``."""
-    return tuple(window.kernel), tuple(window.stride), tuple(window.padding)
+    pool_backward(dout, None, dx, kernel, stride, pad)
 
 
 def forward(x, window):

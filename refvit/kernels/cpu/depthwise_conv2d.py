@@ -99,21 +99,22 @@ def _walk_taps(writes, out_rows, in_rows, taps, row, channels, stride, pad, dila
 
 
 @njit(cache=True, parallel=True)
+def _walk_rows(writes, out_rows, in_rows, taps, channels, stride, pad, dilation):
+    """:func:`_walk_taps` with ``prange`` over the rows the pass writes: output rows, or input rows for dx."""
+    rows = in_rows.shape[1] if writes == WRITES_INPUT else out_rows.shape[1]
+    for row in prange(out_rows.shape[0] * rows):
+        b = row // rows
+        _walk_taps(writes, out_rows[b], in_rows[b], taps, row % rows, channels, stride, pad, dilation)
+
+
 def _forward(x_rows, tap_rows, out_rows, channels, stride, pad, dilation):
-    """``out_rows (B, H_out, W_out*C) += `` taps of ``x_rows (B, H, W*C)``; ``prange`` over output rows."""
-    out_h = out_rows.shape[1]
-    for row in prange(out_rows.shape[0] * out_h):
-        b = row // out_h
-        _walk_taps(WRITES_OUTPUT, out_rows[b], x_rows[b], tap_rows, row % out_h, channels, stride, pad, dilation)
+    """``out_rows (B, H_out, W_out*C) += `` taps of ``x_rows (B, H, W*C)``."""
+    _walk_rows(WRITES_OUTPUT, out_rows, x_rows, tap_rows, channels, stride, pad, dilation)
 
 
-@njit(cache=True, parallel=True)
 def _grad_input(dout_rows, tap_rows, dx_rows, channels, stride, pad, dilation):
-    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``; ``prange`` over input rows."""
-    height = dx_rows.shape[1]
-    for row in prange(dx_rows.shape[0] * height):
-        b = row // height
-        _walk_taps(WRITES_INPUT, dout_rows[b], dx_rows[b], tap_rows, row % height, channels, stride, pad, dilation)
+    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``."""
+    _walk_rows(WRITES_INPUT, dout_rows, dx_rows, tap_rows, channels, stride, pad, dilation)
 
 
 @njit(cache=True, parallel=True)

@@ -8,30 +8,17 @@ r"""Max pooling on the CPU, channels-last, with the index of each maximum kept f
   outputs whose window covers it and adds :math:`\delta_{b,u,v,c}` where ``selected`` names it.
 """
 import numpy as np
-from numba import njit, prange
 
-from refvit.kernels.cpu._pool import pool_grad_row, pool_row
+from refvit.kernels.cpu._pool import pool_backward, pool_forward, window_args as _window_args
 
 
-@njit(cache=True, parallel=True)
 def _forward(x, out, selected, kernel, stride, pad):
-    out_h = out.shape[1]
-    for row in prange(out.shape[0] * out_h):
-        b, u = row // out_h, row % out_h
-        pool_row(x[b], out[b, u], selected[b, u], u, kernel, stride, pad)
+    """The pool walk that keeps the maximum and where it was."""
+    pool_forward(x, out, selected, kernel, stride, pad)
 
 
-@njit(cache=True, parallel=True)
 def _backward(dout, selected, dx, kernel, stride, pad):
-    height = dx.shape[1]
-    for row in prange(dx.shape[0] * height):
-        b, h = row // height, row % height
-        pool_grad_row(dout, selected, dx, b, h, kernel, stride, pad)
-
-
-def _window_args(window):
-    """The kernels' geometry arguments: ``kernel``, ``stride``, ``pad``, each ``(along H, along W)``."""
-    return tuple(window.kernel), tuple(window.stride), tuple(window.padding)
+    pool_backward(dout, selected, dx, kernel, stride, pad)
 
 
 def forward(x, window):
