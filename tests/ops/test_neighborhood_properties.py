@@ -10,6 +10,8 @@ from refvit.testing import assert_close
 from refvit.testing.strategies import seeds
 
 BACKENDS = ["numpy", "cpu"]
+UNIT_ROUNDOFF = 2.0 ** -53
+ULPS_PER_TERM = 4
 
 
 def qkv(seed, shape):
@@ -80,6 +82,26 @@ def test_inverse_windows_list_every_pair_once(axis):
 
 # --- equivalences ----------------------------------------------------------------------------
 
+def rounding_tolerance(q, k, v, length, scale=None, bias=None):
+    """``atol`` for two float64 computations of softmax attention over ``length`` keys, ``rtol`` 0.
+
+    Each weight :math:`p_j` rounds in its logit (``d`` products and the bias: about ``d`` ulps of the
+    largest logit), its ``exp`` (2 ulps) and the normaliser (``length`` ulps); the weighted sum of ``v`` adds
+    ``length`` ulps of ``max|v|``. So either side is within about ``(length + d * max(1, max|logit|)) * max|v|``
+    ulps, and ULPS_PER_TERM = 4 covers both sides with room: the ``numpy`` and ``cpu`` outputs against the
+    written-out attention reached 0.06 of it over 6,800 draws of the two tests below (the fixed
+    ``atol=1e-12`` failed on a 2e-12 difference). A key from a wrong window moves the output by about
+    ``max|v|`` (0.98 against a tolerance of 5e-14 for one swapped key at ``length`` 7).
+    """
+    head_dim = q.shape[-1]
+    scale = head_dim ** -0.5 if scale is None else scale
+    largest_logit = scale * float(np.max(np.abs(q))) * float(np.max(np.abs(k))) * head_dim
+    if bias is not None:
+        largest_logit += float(np.max(np.abs(bias)))
+    terms = length + head_dim * max(1.0, largest_logit)
+    return dict(rtol=0.0, atol=ULPS_PER_TERM * UNIT_ROUNDOFF * terms * float(np.max(np.abs(v))))
+
+
 def full_attention(q, k, v, bias, scale):
     """Dense softmax attention, written out: ``q, k, v (B, heads, N, d)``, ``bias (heads, N, N)``."""
     logits = scale * np.einsum("bhic,bhjc->bhij", q, k) + bias
@@ -96,7 +118,8 @@ def test_na1d_kernel_covering_the_map_is_full_attention(backend, length, seed):
     rpb = np.random.default_rng(seed + 1).standard_normal((2, 2 * kernel_size - 1))
     offset = np.arange(length)[None, :] - np.arange(length)[:, None]    # j - i
     expected = full_attention(q, k, v, rpb[:, offset + kernel_size - 1], 3 ** -0.5)
-    assert_close(ops.na1d.forward(q, k, v, kernel_size, rpb=rpb, backend=backend)[0], expected, rtol=1e-10, atol=1e-12)
+    assert_close(ops.na1d.forward(q, k, v, kernel_size, rpb=rpb, backend=backend)[0], expected,
+                 **rounding_tolerance(q, k, v, length, bias=rpb))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -109,7 +132,7 @@ def test_na2d_kernel_covering_the_map_is_full_attention(backend, height, width, 
     tokens = [a.reshape(1, 2, height * width, 2) for a in (q, k, v)]
     expected = full_attention(*tokens, bias, 2 ** -0.5).reshape(q.shape)
     out, _ = ops.na2d.forward(q, k, v, (height, width), rpb=rpb, backend=backend)
-    assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    assert_close(out, expected, **rounding_tolerance(q, k, v, height * width, bias=rpb))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
