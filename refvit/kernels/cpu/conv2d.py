@@ -32,12 +32,10 @@ def _im2col(x, cols, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, dil
 
     The copies run over whole channel runs of one input pixel, with the padding test once per tap
     (a test per element, or an index into the padding, kept the loop from vectorising: 10x slower)."""
-    batch, height, width, in_channels = x.shape
-    groups = cols.shape[0]
-    group_in = in_channels // groups
-    for row in prange(batch * out_h):
-        b = row // out_h
-        u = row % out_h
+    height, width = x.shape[1], x.shape[2]
+    groups, group_in = cols.shape[0], x.shape[3] // cols.shape[0]
+    for row in prange(x.shape[0] * out_h):
+        b, u = row // out_h, row % out_h
         for v in range(out_w):
             n = row * out_w + v
             for g in range(groups):
@@ -64,8 +62,7 @@ def _fold(dcols, dx, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, dil
     groups = dcols.shape[0]
     group_in = in_channels // groups
     for row in prange(batch * height):
-        b = row // height
-        h = row % height
+        b, h = row // height, row % height
         for i in range(kh):
             u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
             if u < 0:
