@@ -207,8 +207,8 @@ def gradcheck(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
             continue
         worst, floor, beyond = explained
         raise GradcheckError(
-            f"{op.__name__}: gradient of '{label}' has relative error {errors[label]:.3e} > {tol:g}, "
-            f"{beyond:.3e} beyond the central difference's noise floor; worst at index {worst}: "
+            f"{op.__name__}: gradient of '{label}' has relative error {errors[label]:.3e} > {tol:g}, at least "
+            f"{beyond:.3e} beyond the central differences' noise floors; worst at index {worst}: "
             f"analytic {grad[worst]!r}, numeric {numeric[worst]!r}, |difference| {mismatch[worst]:.3e} > "
             f"noise floor {floor.floor:.3e} (truncation {floor.truncation:.3e}, rounding {floor.rounding:.3e})"
         )
@@ -267,12 +267,6 @@ def check_vjp(op, args=(), kwargs=None, *, wrt=None, eps=1e-6, tol=1e-6, seed=0,
     return errors
 
 
-def relative_error_of(difference, analytic, numeric) -> float:
-    """``||difference|| / max(||analytic||, ||numeric||)`` (0 when the scale is 0)."""
-    scale = max(np.linalg.norm(np.asarray(analytic, np.float64)), np.linalg.norm(numeric))
-    return 0.0 if scale == 0.0 else float(np.linalg.norm(difference) / scale)
-
-
 def _output_scale(upstream, outputs, x):
     r""":math:`\sum_i \lvert g_i\rvert (\lvert f_i(x)\rvert + \max_j \lvert x_j\rvert)` over every output: the size
     of the terms the forward and :math:`\langle g, f\rangle` round (see :mod:`refvit.testing.noise`)."""
@@ -291,8 +285,8 @@ def _explain_by_noise(fn, x, upstream, eps, tol, analytic, numeric, output_scale
     """Reduce each element's mismatch by its central difference's noise floor, largest mismatch first.
 
     Returns None when what is left is within ``tol`` (relative), else ``(index, NoiseFloor, relative
-    error beyond the floors)`` for the worst element. Stops as soon as the answer is certain: the
-    elements not yet measured count with their whole mismatch.
+    error left over the elements measured)`` for the worst element. Stops as soon as the answer is
+    certain: the elements not yet measured count with their whole mismatch.
     """
     upstream = _as_tuple(upstream)
     x = np.array(x, dtype=np.float64, copy=True)
@@ -300,7 +294,8 @@ def _explain_by_noise(fn, x, upstream, eps, tol, analytic, numeric, output_scale
     analytic = np.asarray(analytic, np.float64).reshape(-1)
     numeric = np.asarray(numeric, np.float64).reshape(-1)
     excess = np.abs(analytic - numeric)
-    allowed = tol * max(np.linalg.norm(analytic), np.linalg.norm(numeric))
+    scale = max(np.linalg.norm(analytic), np.linalg.norm(numeric))
+    allowed = tol * scale
     floors = {}
 
     def along(offset, i):
@@ -321,7 +316,7 @@ def _explain_by_noise(fn, x, upstream, eps, tol, analytic, numeric, output_scale
             return None
         if np.linalg.norm(excess[measured]) > allowed or count == flat.size:
             worst = int(measured[np.argmax(excess[measured])])
-            beyond = relative_error_of(excess, analytic, numeric)
+            beyond = float(np.linalg.norm(excess[measured]) / scale)
             return tuple(int(j) for j in np.unravel_index(worst, x.shape)), floors[worst], beyond
     return None
 

@@ -187,7 +187,7 @@ def test_messages_give_the_floor_and_the_observed_error(rng):
     with pytest.raises(GradcheckError) as info:
         gradcheck(wrong, args, wrt=("bias",))
     message = str(info.value)
-    assert "beyond the central difference's noise floor" in message and "|difference|" in message
+    assert "beyond the central differences' noise floors" in message and "|difference|" in message
     assert "> noise floor" in message and "worst at index" in message
 
 
