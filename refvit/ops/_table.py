@@ -8,11 +8,10 @@ One row per op, in alphabetical order. A row names
   ``[:0]`` in the inputs of the op's ``example(rng)`` gives a valid call with an empty batch;
   ``()`` when the op has no batch axis or refuses an empty batch (the reason is on the row);
 * ``kernels``: for each of ``cpu`` and ``cuda``, the kernel module whose ``forward`` and
-  ``backward`` the dispatch (:mod:`refvit.ops._dispatch`) calls, or ``None`` where that backend
-  runs the NumPy reference (the comment on the row says why).
+  ``backward`` the dispatch (:mod:`refvit.ops._dispatch`) calls. A backend given ``None`` would
+  run the NumPy reference (the row would say why); every op has both kernel modules today.
 
-``backends`` is where the op runs: ``numpy`` always, and ``cpu``/``cuda`` (each with its kernel
-module, or on the reference where the table says ``None``). The op module holds the math, the
+``backends`` is where the op runs: ``numpy``, ``cpu`` and ``cuda``. The op module holds the math, the
 argument checks and ``example``; ``refvit check``, :mod:`refvit.functional` and the test table
 (``tests/ops/test_contract.py``) all read the ops from here.
 """
@@ -24,9 +23,9 @@ from dataclasses import dataclass
 BACKENDS = ("numpy", "cpu", "cuda")
 
 
-def _kernels(name, cpu=True):
-    """``{"cpu": ..., "cuda": ...}``: the kernel modules named like the op; ``cpu=False`` for none on ``cpu``."""
-    return {"cpu": f"refvit.kernels.cpu.{name}" if cpu else None, "cuda": f"refvit.kernels.cuda.{name}"}
+def _kernels(name):
+    """``{"cpu": ..., "cuda": ...}``: the kernel modules named like the op."""
+    return {"cpu": f"refvit.kernels.cpu.{name}", "cuda": f"refvit.kernels.cuda.{name}"}
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,11 @@ class OpSpec:
 # Measured for add, mul and mean (see docs/backends.md, "add, mul and mean"): NumPy's own loops
 # beat a Numba kernel on the models' shapes, so their ``cpu`` backend runs the NumPy reference.
 TABLE = (
+    # add, mul: on cpu the forward (and mul's products) is NumPy's ufunc, which a Numba loop did not
+    # beat; the backward's sums are Numba's (1.2-2x faster). mean: Numba's sum, 2x on the tokens of
+    # (8, 3136, 64), level on a (64, 7, 7, 256) map. Figures: docs/backends.md.
     OpSpec("add", differentiable=("a", "b"), batched=("a",),
-           kernels=_kernels("add", cpu=False)),   # cpu: NumPy's ufuncs (measured, see above)
+           kernels=_kernels("add")),
     OpSpec("attention", differentiable=("q", "k", "v", "bias"), batched=("q", "k", "v"),
            kernels=_kernels("attention")),
     OpSpec("avg_pool2d", differentiable=("x",), batched=("x",),
@@ -76,9 +78,9 @@ TABLE = (
     OpSpec("max_pool2d", differentiable=("x",), batched=("x",),
            kernels=_kernels("max_pool2d")),
     OpSpec("mean", differentiable=("x",), batched=("x",),
-           kernels=_kernels("mean", cpu=False)),  # cpu: NumPy's reductions (measured, see above)
+           kernels=_kernels("mean")),
     OpSpec("mul", differentiable=("a", "b"), batched=("a",),
-           kernels=_kernels("mul", cpu=False)),   # cpu: NumPy's ufuncs (measured, see above)
+           kernels=_kernels("mul")),
     OpSpec("multiscale_dwconv", differentiable=("x", "weights", "biases"), batched=("x",),
            kernels=_kernels("multiscale_dwconv")),
     OpSpec("na1d", differentiable=("q", "k", "v", "rpb"), batched=("q", "k", "v"),

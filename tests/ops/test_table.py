@@ -82,8 +82,6 @@ def test_kernel_modules_are_named_for_cpu_and_cuda_and_have_both_entries(spec):
     assert set(spec.kernels) == {"cpu", "cuda"}
     assert spec.kernels["cuda"] == f"refvit.kernels.cuda.{spec.name}"
     path = spec.kernels["cpu"]
-    if path is None:  # the cpu backend runs the reference: said on the table's row
-        return
     assert path == f"refvit.kernels.cpu.{spec.name}"
     module = kernels.load("cpu", path)
     assert callable(module.forward) and callable(module.backward)
@@ -96,15 +94,19 @@ def test_cuda_kernel_modules_have_both_entries(spec):
     assert callable(module.forward) and callable(module.backward)
 
 
-def test_a_backend_without_kernels_runs_the_reference(rng):
-    """add/mul/mean name no cpu kernel: their cpu calls are the NumPy reference, bit for bit."""
-    for name in ("add", "mul", "mean"):
-        spec = ops.spec(name)
-        assert spec.kernels["cpu"] is None
-        arguments = _bound_example(spec, rng)
-        cpu, _ = spec.module.forward(**arguments, backend="cpu")
-        reference, _ = spec.module.forward(**arguments, backend="numpy")
-        np.testing.assert_array_equal(cpu, reference)
+def test_a_backend_without_kernels_runs_the_reference(monkeypatch, rng):
+    """A backend the table gives no kernel module runs the NumPy reference, bit for bit."""
+    from refvit.ops import _table
+
+    spec = ops.spec("add")
+    monkeypatch.setitem(_table._BY_NAME, "add", _table.OpSpec("add", spec.differentiable, spec.batched,
+                                                              {"cpu": None, "cuda": spec.kernels["cuda"]}))
+    arguments = _bound_example(spec, rng)
+    module = kernels.load("cpu", spec.kernels["cpu"])
+    monkeypatch.setattr(module, "forward", lambda *a: pytest.fail("the cpu kernel ran"))
+    cpu, _ = spec.module.forward(**arguments, backend="cpu")
+    reference, _ = spec.module.forward(**arguments, backend="numpy")
+    np.testing.assert_array_equal(cpu, reference)
 
 
 def test_dispatch_runs_cpu_kernels_under_the_thread_rule(monkeypatch, rng):
