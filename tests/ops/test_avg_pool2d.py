@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from refvit import ops
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
-from refvit.testing.strategies import layouts, random_array, seeds
+from refvit.testing.strategies import random_array, seeds
 from tests.conftest import tolerance
 
 # (x shape, kernel_size, stride, padding)
@@ -64,14 +64,6 @@ def test_cuda_answers_device_arrays_in_kind(rng):
     assert not isinstance(dx, np.ndarray)
 
 
-@given(config=pool_configs(), seed=seeds(), layout=layouts())
-def test_cpu_accepts_any_layout(config, seed, layout):
-    shape, kernel_size, stride, padding = config
-    x = random_array(shape, seed, layout=layout)
-    expected, _ = ops.avg_pool2d.forward(np.ascontiguousarray(x), kernel_size, stride, padding, backend="numpy")
-    assert_close(ops.avg_pool2d.forward(x, kernel_size, stride, padding, backend="cpu")[0], expected)
-
-
 @given(config=pool_configs(), seed=seeds())
 def test_equals_depthwise_conv_with_constant_kernel(config, seed):
     shape, (kh, kw), stride, padding = config
@@ -108,8 +100,6 @@ def test_padding_counts_in_the_mean():
 def test_bad_inputs(backend):
     x = np.zeros((1, 4, 4, 2))
     forward = ops.avg_pool2d.forward
-    with pytest.raises(ValueError, match="avg_pool2d: 'x' must be a 4-D array"):
-        forward(np.zeros((4, 4, 2)), 2, backend=backend)
     with pytest.raises(ValueError, match="avg_pool2d: 'kernel_size' must be a window that fits"):
         forward(x, 5, backend=backend)
     with pytest.raises(ValueError, match="avg_pool2d: 'kernel_size' must be an integer >= 1"):
@@ -123,10 +113,3 @@ def test_bad_inputs(backend):
         forward(x, 3, 1, -1, backend=backend)
     with pytest.raises(TypeError, match="avg_pool2d: 'kernel_size' must be an integer"):
         forward(x, 2.5, backend=backend)
-    with pytest.raises(TypeError, match="avg_pool2d: 'x'"):
-        forward(x.astype(np.int64), 2, backend=backend)
-    out, cache = forward(x, 2, backend=backend)
-    with pytest.raises(ValueError, match="avg_pool2d: 'dout'"):
-        ops.avg_pool2d.backward(np.zeros((1, 3, 2, 2)), cache)
-    with pytest.raises(TypeError, match="avg_pool2d: 'dout'"):
-        ops.avg_pool2d.backward(out.astype(np.float32), cache)

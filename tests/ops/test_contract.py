@@ -16,8 +16,6 @@ Inputs that suit an op better (away from a kink, distinct values for a maximum) 
 """
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 
@@ -28,39 +26,7 @@ from tests.conftest import tolerance
 
 EXAMPLE_SEED = 0
 DTYPES = (np.float32, np.float64)
-
-
-# -- shim: the op table as the op modules describe it, until refvit.ops.table() exists -------------
-import importlib  # noqa: E402
-from typing import NamedTuple  # noqa: E402
-
-
-class _OpSpec(NamedTuple):
-    name: str
-    module: object
-    differentiable: tuple
-    batched: tuple
-    backends: tuple
-    kernels: dict
-    example: object
-
-
-_BATCHED = {"add": ("a",), "mul": ("a",), "attention": ("q", "k", "v"), "cross_entropy": ("logits", "target"),
-            "na1d": ("q", "k", "v"), "na2d": ("q", "k", "v"), "stripe_attention": ("q", "k", "v"),
-            "relative_position_bias": ()}
-
-
-def _shim_table():
-    specs = []
-    for name in ops.list_ops():
-        module = importlib.import_module(f"refvit.ops.{name}")
-        kernels = {b: f"refvit.kernels.{b}.{name}" for b in ("cpu", "cuda")}
-        specs.append(_OpSpec(name, module, module.DIFFERENTIABLE, _BATCHED.get(name, ("x",)),
-                             ("numpy", "cpu", "cuda"), kernels, module.example))
-    return tuple(specs)
-
-
-SPECS = ops.table() if hasattr(ops, "table") else _shim_table()
+SPECS = ops.table()
 
 
 def _param(spec, backend, *rest):

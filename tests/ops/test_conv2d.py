@@ -172,8 +172,6 @@ def test_nonfinite_values_propagate(backend):
 def test_bad_inputs(backend):
     x, w = np.zeros((1, 5, 5, 4)), np.zeros((6, 2, 3, 3))
     forward = ops.conv2d.forward
-    with pytest.raises(ValueError, match="conv2d: 'x' must be a 4-D array"):
-        forward(np.zeros((5, 5, 4)), w, groups=2, backend=backend)
     with pytest.raises(ValueError, match="conv2d: 'weight' must be a 4-D array"):
         forward(x, np.zeros((6, 2, 3)), groups=2, backend=backend)
     with pytest.raises(ValueError, match="conv2d: 'weight' must be of shape"):
@@ -199,14 +197,5 @@ def test_bad_inputs(backend):
         forward(x, w, groups=2, stride=(1, 1, 1), backend=backend)
     with pytest.raises(ValueError, match="conv2d: 'bias' must be of shape"):
         forward(x, w, np.zeros(5), groups=2, backend=backend)
-    with pytest.raises(TypeError, match="conv2d: 'x, weight' must be of one dtype"):
-        forward(x.astype(np.float32), w, groups=2, backend=backend)
     with pytest.raises(TypeError, match="conv2d: 'x, weight, bias' must be of one dtype"):
         forward(x, w, np.zeros(6, dtype=np.float32), groups=2, backend=backend)
-    with pytest.raises(TypeError, match="conv2d: 'x'"):
-        forward(np.zeros((1, 5, 5, 4), dtype=np.int32), w, groups=2, backend=backend)
-    out, cache = forward(x, w, groups=2, backend=backend)
-    with pytest.raises(ValueError, match="conv2d: 'dout'"):
-        ops.conv2d.backward(np.zeros((1, 3, 3, 5)), cache)
-    with pytest.raises(TypeError, match="conv2d: 'dout'"):
-        ops.conv2d.backward(out.astype(np.float32), cache)

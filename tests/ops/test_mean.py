@@ -21,10 +21,6 @@ def shapes_and_axes(draw, max_dims=4):
     return shape, axis, draw(st.booleans())
 
 
-def as_numpy_axis(axis):
-    return tuple(axis) if isinstance(axis, list) else axis
-
-
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", AXES)
 def test_gradcheck(rng, axis, keepdims):
@@ -37,7 +33,7 @@ def test_vjp(case, seed):
     check_vjp(ops.mean, (random_array(shape, seed), axis), dict(keepdims=keepdims))
 
 
-@pytest.mark.parametrize("axis, keepdims", [((1, 2), False), (-1, True), (None, True), (0, False)])
+@pytest.mark.parametrize("axis, keepdims", [(-1, True), (None, True), (0, False)])  # (1, 2): test_contract.py
 def test_backends_match_numpy(kernel_backend, dtype, rng, axis, keepdims):
     x = rng.standard_normal((2, 3, 4, 5))
     check_backends(ops.mean, (x, axis), dict(keepdims=keepdims), backend=kernel_backend, dtype=dtype,
@@ -119,13 +115,9 @@ def test_bad_inputs(backend):
         ops.mean.forward(x, (0, True), backend=backend)
     with pytest.raises(TypeError, match="mean: 'keepdims' must be a bool"):
         ops.mean.forward(x, 0, keepdims=1, backend=backend)
-    with pytest.raises(TypeError, match="mean: 'x'"):
-        ops.mean.forward(np.zeros(3, dtype=np.int32), 0, backend=backend)
     _, cache = ops.mean.forward(x, 1, backend=backend)
     with pytest.raises(ValueError, match=r"mean: 'dout' must be of the output's shape \(2, 4\)"):
-        ops.mean.backward(np.zeros((2, 1, 4)), cache)
-    with pytest.raises(TypeError, match="mean: 'dout'"):
-        ops.mean.backward(np.zeros((2, 4), dtype=np.float32), cache)
+        ops.mean.backward(np.zeros((2, 1, 4)), cache)  # the keepdims shape is not the output's
 
 
 @pytest.mark.cuda

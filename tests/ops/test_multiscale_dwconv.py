@@ -6,7 +6,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from refvit import ops
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
-from refvit.testing.strategies import layouts, random_array, seeds, with_layout
+from refvit.testing.strategies import seeds
 from tests.conftest import tolerance
 
 op = ops.multiscale_dwconv
@@ -52,29 +52,13 @@ def test_vjp(problem, seed):
     check_vjp(op, (x, weights, biases, problem["heads"]))
 
 
-# 2. backends
+# 2. backends (the op's example in every dtype and layout: test_contract.py)
 
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_backends_match_numpy(kernel_backend, dtype, with_bias, rng):
     # a 2x5 map is smaller than head 2's 7x7 kernel: padding covers more than the map
     x, weights, biases = make_inputs(rng, 2, 2, 5, 3, 2, with_bias)
     check_backends(op, (x, weights, biases, 3), backend=kernel_backend, dtype=dtype, **tolerance(dtype))
-
-
-@given(problem=problems(), seed=seeds(), layout=layouts())
-def test_cpu_accepts_any_layout(problem, seed, layout):
-    x, weights, biases = make_inputs(np.random.default_rng(seed), **problem)
-    heads = problem["heads"]
-    weights_laid_out = [with_layout(w, layout) for w in weights]
-    got, cache = op.forward(with_layout(x, layout), weights_laid_out, biases, heads, backend="cpu")
-    want, ref_cache = op.forward(x, weights, biases, heads, backend="numpy")
-    assert_close(got, want)
-    dout = random_array(x.shape, seed)
-    dx, dweights, _ = op.backward(with_layout(dout, layout), cache)
-    ref_dx, ref_dweights, _ = op.backward(dout, ref_cache)
-    assert_close(dx, ref_dx)
-    for got, want in zip(dweights, ref_dweights):
-        assert_close(got, want)
 
 
 @pytest.mark.cuda
@@ -171,8 +155,6 @@ def test_bad_inputs(backend, rng):
         call(heads=3)
     with pytest.raises(ValueError, match="multiscale_dwconv: 'heads'"):
         call(heads=0)
-    with pytest.raises(ValueError, match="multiscale_dwconv: 'x' must be a 4-D array"):
-        call(x=x[0])
     with pytest.raises(ValueError, match=r"multiscale_dwconv: 'weights' must be a sequence of 2 arrays .*; got 1 arrays"):
         call(weights=weights[:1])
     with pytest.raises(TypeError, match="multiscale_dwconv: 'weights'"):
@@ -193,10 +175,3 @@ def test_bad_inputs(backend, rng):
         call(weights=[weights[0], weights[1].astype(np.float32)])
     with pytest.raises(TypeError, match=r"multiscale_dwconv: 'x"):
         call(biases=[biases[0].astype(np.float32), biases[1]])
-    with pytest.raises(TypeError, match="multiscale_dwconv: 'x'"):
-        call(x=x.astype(np.int64))
-    _, cache = call()
-    with pytest.raises(ValueError, match="multiscale_dwconv: 'dout'"):
-        op.backward(np.zeros((1, 4, 4, 2)), cache)
-    with pytest.raises(TypeError, match="multiscale_dwconv: 'dout'"):
-        op.backward(np.zeros(x.shape, dtype=np.float32), cache)

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from refvit import ops
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
-from refvit.testing.strategies import layouts, random_array, seeds, with_layout
+from refvit.testing.strategies import random_array, seeds
 from tests.conftest import tolerance
 
 op = ops.relative_position_bias
@@ -35,7 +35,7 @@ def timm_style_index(window):
 
 # 1. gradients
 
-@pytest.mark.parametrize("window", [(2, 3), 3, 1])
+@pytest.mark.parametrize("window", [3, 1])  # (2, 3) is the op's example (test_contract.py)
 def test_gradcheck(window):
     pair = window if isinstance(window, tuple) else (window, window)
     gradcheck(op, (make_table(pair, 2),), dict(window=window))
@@ -52,16 +52,6 @@ def test_vjp(window, heads, seed):
 def test_backends_match_numpy(kernel_backend, dtype, window):
     check_backends(op, (make_table(window, 2, seed=5),), dict(window=window), backend=kernel_backend, dtype=dtype,
                    **tolerance(dtype))
-
-
-@given(window=windows(), heads=st.integers(1, 3), seed=seeds(), layout=layouts())
-def test_cpu_accepts_any_layout(window, heads, seed, layout):
-    table = make_table(window, heads, seed)
-    got, cache = op.forward(with_layout(table, layout), window, backend="cpu")
-    want, ref_cache = op.forward(table, window, backend="numpy")
-    assert_close(got, want)
-    dout = random_array(want.shape, seed)
-    assert_close(op.backward(with_layout(dout, layout), cache)[0], op.backward(dout, ref_cache)[0])
 
 
 @pytest.mark.cuda
@@ -139,8 +129,6 @@ def test_centre_row_is_the_diagonal():
 
 
 def test_zero_table_gives_plain_attention(rng):
-    if "attention" not in ops.list_ops():
-        pytest.skip("refvit.ops.attention is not available")
     window = (2, 3)
     q, k, v = (rng.standard_normal((2, 3, 6, 4)) for _ in range(3))
     bias, _ = op.forward(np.zeros(((2 * 2 - 1) * (2 * 3 - 1), 3)), window, backend="numpy")
@@ -159,18 +147,9 @@ def test_bad_inputs(backend):
         op.forward(table[:14], (2, 3), backend=backend)
     with pytest.raises(ValueError, match="relative_position_bias: 'table' must be of shape"):
         op.forward(table, (3, 3), backend=backend)
-    with pytest.raises(ValueError, match="relative_position_bias: 'table' must be a 2-D array"):
-        op.forward(table[:, 0], (2, 3), backend=backend)
-    with pytest.raises(TypeError, match="relative_position_bias: 'table'"):
-        op.forward(table.astype(np.int32), (2, 3), backend=backend)
     with pytest.raises(ValueError, match="relative_position_bias: 'window' must be an integer >= 1; got 0"):
         op.forward(table, (0, 3), backend=backend)
     with pytest.raises(ValueError, match="relative_position_bias: 'window'"):
         op.forward(table, (2, 3, 1), backend=backend)
     with pytest.raises(TypeError, match="relative_position_bias: 'window'"):
         op.forward(table, 2.5, backend=backend)
-    _, cache = op.forward(table, (2, 3), backend=backend)
-    with pytest.raises(ValueError, match="relative_position_bias: 'dout'"):
-        op.backward(np.zeros((2, 6, 5)), cache)
-    with pytest.raises(TypeError, match="relative_position_bias: 'dout'"):
-        op.backward(np.zeros((2, 6, 6), dtype=np.float32), cache)

@@ -5,33 +5,11 @@ import pytest
 from hypothesis import given
 
 from refvit import ops
-from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
-from refvit.testing.strategies import layouts, random_array, seeds, shapes
-from tests.conftest import tolerance
+from refvit.testing import assert_close
+from refvit.testing.strategies import random_array, seeds, shapes
 
 ALL_BACKENDS = ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 SPECIAL_VALUES = [-np.inf, -1000.0, -0.0, 0.0, 1000.0, np.inf, np.nan]
-
-
-def test_gradcheck(rng):
-    gradcheck(ops.sigmoid, (rng.standard_normal((3, 5)) * 3,))
-
-
-@given(shape=shapes(max_dims=3), seed=seeds())
-def test_vjp(shape, seed):
-    check_vjp(ops.sigmoid, (random_array(shape, seed, scale=3.0),))
-
-
-def test_backends_match_numpy(kernel_backend, dtype, rng):
-    x = rng.standard_normal((2, 3, 4, 5)) * 4
-    check_backends(ops.sigmoid, (x,), backend=kernel_backend, dtype=dtype, **tolerance(dtype))
-
-
-@given(shape=shapes(max_dims=3), seed=seeds(), layout=layouts())
-def test_cpu_accepts_any_layout(shape, seed, layout):
-    x = random_array(shape, seed, layout=layout)
-    assert_close(ops.sigmoid.forward(x, backend="cpu")[0],
-                 ops.sigmoid.forward(np.ascontiguousarray(x), backend="numpy")[0])
 
 
 @given(shape=shapes(max_dims=3), seed=seeds())
@@ -86,11 +64,6 @@ def test_bad_inputs(backend):
         ops.sigmoid.forward(np.zeros(3, dtype=np.complex128), backend=backend)
     with pytest.raises(TypeError, match="sigmoid: 'x'"):
         ops.sigmoid.forward("x", backend=backend)
-    _, cache = ops.sigmoid.forward(np.zeros((2, 3)), backend=backend)
-    with pytest.raises(ValueError, match="sigmoid: 'dout'"):
-        ops.sigmoid.backward(np.zeros(6), cache)
-    with pytest.raises(TypeError, match="sigmoid: 'dout'"):
-        ops.sigmoid.backward(np.zeros((2, 3), dtype=np.float32), cache)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
