@@ -1,7 +1,7 @@
 """The ops on ``Tensor``s, recorded on the tape: ``from refvit import functional as F``.
 
 Every op of the op table (:func:`refvit.ops.table`) has its function here, written out, with the
-signature of the op's ``forward`` (the op contract: :mod:`refvit.ops`, ``docs/contributing.md``); each
+signature of the op's ``forward`` (the op contract of ``docs/conventions.md``); each
 returns a ``Tensor`` (a tuple of them for an op with several outputs) and is
 ``apply(ops.<name>, ...)``: the op's forward on the arrays inside the ``Tensor`` arguments,
 recorded on the tape so that ``Tensor.backward`` reaches the op's ``backward``. Arguments may be
