@@ -22,104 +22,23 @@ transposes) in the input dtype, which Numba hands to BLAS, as the NumPy referenc
   written by two iterations at once.
 
 The per-element passes are written to vectorise, since a scalar ``exp`` call or a serial reduction
-per element would cost as much as the products: :func:`_exp_shifted` is a branch-free exponential in
-the input dtype (about one ulp), and row maxima and sums keep four independent partial results.
+per element would cost as much as the products: the exponentials are
+:func:`refvit.kernels.cpu.vector_math.exp_shifted` (branch-free, in the input dtype, within two ulps),
+and row maxima and sums keep four independent partial results.
 """
 import math
 
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
-from numba.extending import overload
+
+from refvit.kernels.cpu.vector_math import exp_shifted
 
 # Multiply-adds (m n k) below which a BLAS product stays on the calling thread. OpenBLAS gives a product
 # m n k / 262144 threads (65536 * GEMM_MULTITHREAD_THRESHOLD, 4 by default), so one below 2 * 262144.
 # Larger products wake BLAS threads that compete with the prange threads for the same cores, which
 # measured up to 20 times slower on a busy machine.
 SERIAL_PRODUCT_SIZE = 2 * 262144 - 1
-
-_LOG2E = 1.4426950408889634
-_TWO_52 = 4503599627370496.0
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 significant bits: k * _LN2_HI is exact for |k| < 2^20
-_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
-_TAYLOR_EXP = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1/0!
-_EXP_LOW, _EXP_HIGH = -708.0, 709.0   # exp(y) is a normal, finite double between these
-
-_LOG2E_F32 = np.float32(_LOG2E)
-_TWO_23_F32 = np.float32(8388608.0)
-_LN2_HI_F32 = np.float32(0.693359375)      # 355 / 512, exact in few bits: k * _LN2_HI_F32 is exact
-_LN2_LO_F32 = np.float32(math.log(2.0) - 0.693359375)
-_TAYLOR_EXP_F32 = tuple(np.float32(1.0 / math.factorial(n)) for n in range(7, -1, -1))  # to r^7/7!
-_EXP_LOW_F32, _EXP_HIGH_F32 = np.float32(-87.0), np.float32(88.0)
-
-
-def _exp_shifted(x, shift, powers):
-    r"""In place ``x[j] = exp(x[j] - shift)`` for a 1-D float row; ``powers`` is scratch like ``x``.
-
-    ``exp(y) = 2^k exp(r)`` with ``k = round(y / ln 2)`` and ``|r| <= ln(2) / 2``; ``exp(r)`` is its
-    Taylor series, to ``r^13`` in float64 (remainder below 1e-17 relative) and to ``r^7`` in float32
-    (below 6e-9). ``2^k`` is built from bits: the float ``k + bias + 2^m`` (``m`` mantissa bits,
-    exponent bias 1023 or 127) holds ``k + bias`` in its low mantissa bits, and shifting its bit
-    pattern left by ``m`` moves that into the exponent field. Within an ulp or two of ``exp`` where the
-    result is a normal number (``-708 < y < 709`` in float64, ``-87 < y < 88`` in float32); 0 below,
-    ``inf`` above, NaN for NaN. No branch and no library call, so the loops vectorise.
-    """
-    with np.errstate(invalid="ignore", over="ignore"):
-        x[:] = np.exp(x - shift)
-
-
-@njit(cache=True)
-def _exp_shifted_f64(x, shift, powers):
-    bits = powers.view(np.int64)
-    for j in range(x.shape[0]):
-        y = x[j] - shift
-        clamped = y if y > _EXP_LOW else _EXP_LOW  # also NaN -> _EXP_LOW
-        clamped = clamped if clamped < _EXP_HIGH else _EXP_HIGH
-        k = np.floor(clamped * _LOG2E + 0.5)
-        r = (clamped - k * _LN2_HI) - k * _LN2_LO
-        series = 0.0
-        for coefficient in _TAYLOR_EXP:
-            series = series * r + coefficient
-        series = series if y < _EXP_HIGH else np.inf
-        x[j] = series if y > _EXP_LOW else (0.0 if y <= _EXP_LOW else y)
-        powers[j] = (k + 1023.0) + _TWO_52
-    for j in range(x.shape[0]):
-        bits[j] <<= 52
-        x[j] *= powers[j]
-
-
-@njit(cache=True)
-def _exp_shifted_f32(x, shift, powers):
-    bits = powers.view(np.int32)
-    shift = np.float32(shift)
-    zero, half, infinity = np.float32(0.0), np.float32(0.5), np.float32(np.inf)
-    for j in range(x.shape[0]):
-        y = x[j] - shift
-        clamped = y if y > _EXP_LOW_F32 else _EXP_LOW_F32
-        clamped = clamped if clamped < _EXP_HIGH_F32 else _EXP_HIGH_F32
-        k = np.floor(clamped * _LOG2E_F32 + half)
-        r = (clamped - k * _LN2_HI_F32) - k * _LN2_LO_F32
-        series = zero
-        for coefficient in _TAYLOR_EXP_F32:
-            series = series * r + coefficient
-        series = series if y < _EXP_HIGH_F32 else infinity
-        x[j] = series if y > _EXP_LOW_F32 else (zero if y <= _EXP_LOW_F32 else y)
-        powers[j] = (k + np.float32(127.0)) + _TWO_23_F32
-    for j in range(x.shape[0]):
-        bits[j] <<= 23
-        x[j] *= powers[j]
-
-
-@overload(_exp_shifted)
-def _exp_shifted_for_dtype(x, shift, powers):
-    if x.dtype == types.float32:
-        def exp_shifted(x, shift, powers):
-            _exp_shifted_f32(x, shift, powers)
-    else:
-        def exp_shifted(x, shift, powers):
-            _exp_shifted_f64(x, shift, powers)
-    return exp_shifted
 
 
 @njit(cache=True)
@@ -190,7 +109,7 @@ def _forward_tiles(q, k, v_and_ones, bias, has_bias, scale, tile_rows, out, logs
         for r in range(rows):
             _add_bias_and_scale(exps[r], bias, has_bias, scale, b, h, first + r)
             row_max[r] = _row_max(exps[r])
-            _exp_shifted(exps[r], row_max[r], powers)
+            exp_shifted(exps[r], row_max[r], powers)
         np.dot(exps, v_and_ones[b, h], weighted)
         for r in range(rows):
             total = weighted[r, value_dim]
@@ -212,7 +131,7 @@ def _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first
         i = first + r
         p_row, d_row = probs[r], dlogits[r]
         _add_bias_and_scale(p_row, bias, has_bias, scale, b, h, i)
-        _exp_shifted(p_row, logsumexp[b, h, i], powers)
+        exp_shifted(p_row, logsumexp[b, h, i], powers)
         delta = _row_dot(p_row, d_row)
         if not has_bias:
             for j in range(n_keys):

@@ -2,7 +2,7 @@ r"""GELU on the CPU, forward and backward, exact (erf) or with the tanh approxim
 
 **float32** (the training dtype): the flattened array is cut into chunks of :data:`CHUNK` elements,
 one ``prange`` iteration each; a chunk is computed in blocks of :data:`BLOCK` elements by the
-vectorising helpers of :mod:`refvit.kernels.cpu._vector_math` (no libm call in any loop), in float64
+helpers of :mod:`refvit.kernels.cpu.vector_math` (no libm call in any loop), in float64
 with small scratch arrays, and rounded once to float32 on store.
 
 * exact: :math:`\Phi(x)` and :math:`g = e^{-x^2/2}` from ``normal_cdf_and_gaussian`` (erfc through the
@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-from refvit.kernels.cpu._vector_math import normal_cdf_and_gaussian, sigmoid_and_slope_of
+from refvit.kernels.cpu.vector_math import normal_cdf_and_gaussian, sigmoid_and_slope_of
 
 BLOCK = 1024  # float64 scratch rows of 8 KiB: larger blocks spread the per-block call costs
 CHUNK = 16 * BLOCK  # elements per prange iteration (one allocation of scratch each)
@@ -60,7 +60,7 @@ def _backward_libm(dout, x, dx, tanh_approx):
 
 
 @njit(cache=True)
-def _block_factors(x, tanh_approx, first, second, scratch, bits):
+def _block_factors(x, tanh_approx, first, second, scratch):
     """For ``v = x`` (a float32 block of ``n`` elements): ``first[:n] = Phi(v)`` and ``second[:n] =
     exp(-v^2/2)`` (exact), or ``first[:n] = sigma(2u)`` and ``second[:n] = sigma(2u) sigma(-2u)`` (tanh)."""
     n = x.shape[0]
@@ -69,9 +69,9 @@ def _block_factors(x, tanh_approx, first, second, scratch, bits):
         for i in range(n):
             v = np.float64(x[i])
             twice_u[i] = 2.0 * _C * (v + _A * v * v * v)
-        sigmoid_and_slope_of(twice_u, first[:n], second[:n], scratch[1], bits)
+        sigmoid_and_slope_of(twice_u, first[:n], second[:n], scratch[1])
     else:
-        normal_cdf_and_gaussian(x, first[:n], second[:n], scratch, bits)
+        normal_cdf_and_gaussian(x, first[:n], second[:n], scratch)
 
 
 @njit(cache=True, parallel=True)
@@ -80,11 +80,11 @@ def _blocks(x, dout, result, tanh_approx, gradient):
     gradient from ``dout`` (``dout`` is not read in the forward)."""
     size = x.size
     for chunk in prange((size + CHUNK - 1) // CHUNK):
-        first, second, scratch, bits = np.empty(BLOCK), np.empty(BLOCK), np.empty((2, BLOCK)), np.empty(BLOCK, np.int64)
+        first, second, scratch = np.empty(BLOCK), np.empty(BLOCK), np.empty((2, BLOCK))
         for start in range(chunk * CHUNK, min(size, (chunk + 1) * CHUNK), BLOCK):
             block = x[start:start + BLOCK]
             target = result[start:start + BLOCK]
-            _block_factors(block, tanh_approx, first, second, scratch, bits)
+            _block_factors(block, tanh_approx, first, second, scratch)
             if not gradient:
                 for i in range(block.shape[0]):
                     target[i] = np.float64(block[i]) * first[i]

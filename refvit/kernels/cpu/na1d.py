@@ -3,7 +3,7 @@
 A sequence ``(B, heads, n, d)`` is the map ``(B, heads, 1, n, d)``; the row axis gets kernel 1,
 dilation 1, stride 1 and no causal mask, so its window is the query's own row and the 2-D
 window rule reduces to the 1-D one on the columns. ``rpb (heads, 2k-1)`` becomes
-``(heads, 1, 2k-1)``. See :mod:`refvit.kernels.cpu.na2d` for the loops.
+``(heads, 1, 2k-1)``. See :mod:`refvit.kernels.cpu.na2d` for the paths.
 """
 from refvit.kernels.cpu import na2d
 from refvit.ops._neighborhood import Options

@@ -1,22 +1,13 @@
 """Sigmoid on the CPU: one parallel pass over the flattened array, forward and backward.
 
-The forward uses the two-branch form with ``e = exp(-|x|)``, which never overflows.
+The forward uses the two-branch form with ``e = exp(-|x|)``, which never overflows
+(:func:`refvit.kernels.cpu.vector_math.stable_sigmoid`).
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-
-
-@njit(cache=True)
-def stable_sigmoid(v):
-    """sigma(v) for one scalar: ``1 / (1 + e)`` for v >= 0, ``e / (1 + e)`` otherwise (NaN stays NaN)."""
-    e = math.exp(-abs(v))
-    if v >= 0.0:
-        return 1.0 / (1.0 + e)
-    return e / (1.0 + e)
+from refvit.kernels.cpu.vector_math import stable_sigmoid
 
 
 @njit(cache=True, parallel=True)

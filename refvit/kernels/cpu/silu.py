@@ -3,7 +3,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-from refvit.kernels.cpu.sigmoid import stable_sigmoid
+from refvit.kernels.cpu.vector_math import stable_sigmoid
 
 
 @njit(cache=True, parallel=True)

@@ -5,9 +5,9 @@ softmax along any axis runs without a transpose. Each row makes three passes: it
 shifted exponentials (stored in the output, summed in float64), then the scaling by the sum.
 
 float32 along the last axis (contiguous rows, the attention case) takes :func:`_forward_rows`
-instead: the shifted row goes to a float64 buffer and :func:`refvit.kernels.cpu._vector_math.exp_of`
-exponentiates it in one vectorised loop (a ``math.exp`` call per element does not vectorise); the
-result is rounded to float32 once. float64 keeps libm's ``exp``.
+instead: the row goes to a float64 buffer and :func:`refvit.kernels.cpu.vector_math.exp_shifted`
+exponentiates it, shifted by its maximum, in one loop that vectorises (a ``math.exp`` call per
+element does not); the result is rounded to float32 once. float64 keeps libm's ``exp``.
 """
 import math
 
@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-from refvit.kernels.cpu._vector_math import exp_of
+from refvit.kernels.cpu.vector_math import exp_shifted
 
 ROWS_PER_TASK = 64
 
@@ -44,17 +44,16 @@ def _forward_rows(x, y):
     """``x, y (rows, length)`` float32, softmax of each row; blocks of :data:`ROWS_PER_TASK` rows per task."""
     rows, length = x.shape
     for task in prange((rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        shifted = np.empty(length)
         exps = np.empty(length)
-        bits = np.empty(length, np.int64)
+        powers = np.empty(length)
         for row in range(task * ROWS_PER_TASK, min(rows, (task + 1) * ROWS_PER_TASK)):
             source = x[row]
             row_max = -np.inf
             for k in range(length):
                 row_max = max(row_max, source[k])
             for k in range(length):
-                shifted[k] = source[k] - row_max
-            exp_of(shifted, exps, bits)
+                exps[k] = source[k]
+            exp_shifted(exps, row_max, powers)
             total = 0.0
             for k in range(length):
                 total += exps[k]

@@ -10,7 +10,7 @@ threads. Queries are taken in tiles of at most ``tile_rows`` rows (:func:`_tile_
 ``(rows, n)`` scratch for very large windows; a typical CSWin window is one tile.
 
 * ``_forward_windows``: ``S = Q K^T`` (BLAS), per row in place ``S_ij = scale S_ij``, ``m_i = max_j``,
-  ``E_ij = exp(S_ij - m_i)`` (the vectorising exponential of the ``attention`` kernels); one product
+  ``E_ij = exp(S_ij - m_i)`` (:func:`refvit.kernels.cpu.vector_math.exp_shifted`); one product
   ``E (V | 1)`` gives ``E V`` and the row sums ``l_i``; ``A_i = (E V)_i / l_i`` in float64, plus the
   bias and the nine LePE taps gathered from the value tile, rounded once on store. Saves
   ``lse_i = m_i + log l_i`` (float64, ``(B, heads, H, W)``).
@@ -27,7 +27,8 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-from refvit.kernels.cpu.attention import _exp_shifted, _row_dot, _row_max
+from refvit.kernels.cpu.attention import _row_dot, _row_max
+from refvit.kernels.cpu.vector_math import exp_shifted
 
 # Scratch elements of one ``(rows, n)`` tile of logits: larger windows are split into query tiles.
 TILE_ELEMENTS = 1 << 16
@@ -138,7 +139,7 @@ def _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, scale, t
                 for t in range(n):
                     row[t] = scale * row[t]
                 largest = _row_max(row)
-                _exp_shifted(row, largest, powers)
+                exp_shifted(row, largest, powers)
                 lse_rows[first + r] = largest
             np.dot(exps_t, values_and_ones.reshape(n, head_dim + 1), weighted_t)
             for r in range(rows):
@@ -191,7 +192,7 @@ def _backward_windows(dout, q, k, v, logsumexp, taps, has_lepe, stripe_h, stripe
                 p_row, d_row = probs_t[r], dlogits_t[r]
                 for t in range(n):
                     p_row[t] = scale * p_row[t]
-                _exp_shifted(p_row, lse_rows[first + r], powers)
+                exp_shifted(p_row, lse_rows[first + r], powers)
                 delta = _row_dot(p_row, d_row)
                 for t in range(n):
                     d_row[t] = scale * (p_row[t] * (d_row[t] - delta))

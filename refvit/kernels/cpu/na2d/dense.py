@@ -1,16 +1,16 @@
-r"""2-D neighbourhood attention on the CPU for small maps: the logits of a whole map by one ``gemm``.
+r"""The *dense* path of ``na2d`` on the CPU, for small maps: the logits of a whole map by one ``gemm``.
 
 On a map of ``n = H W`` tokens with a window of ``K = kh kw`` slots, the general kernels take
 every logit as its own dot product over the head dimension, a sum that runs in order and does
-not vectorise. When the window covers a good part of the map (``n <= DENSE_MAX_TOKENS_PER_SLOT K``,
-the late stages of small models: 8x8, 4x4 maps with ``k = 3``), it is cheaper to compute every
-pair's product with BLAS and keep only the window's:
+not vectorise. When the window covers a good part of the map (the rule and its figures:
+:mod:`refvit.kernels.cpu.na2d.dispatch`), it is cheaper to compute every pair's product with BLAS
+and keep only the window's:
 
 * forward, per map (a ``prange`` iteration): :math:`S = Q K^\top` (``(n, n)``, one single-threaded
   ``gemm``); for query ``i`` and slot ``t`` with key :math:`j_{it}` (the window tables of
   :mod:`refvit.ops._neighborhood`): :math:`a_{it} = \text{scale}\, S_{i j_{it}} + \text{rpb}[b_{it}]`,
-  the softmax over the valid slots (the exponentials of a whole map in one vectorised pass of
-  :func:`refvit.kernels.cpu._vector_math.exp_of`), and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
+  the softmax over the valid slots (the exponentials of a whole map in one pass of
+  :func:`refvit.kernels.cpu.vector_math.exp_shifted`, in float64), and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
   the head dimension);
 * backward, per map: :math:`D = \partial O\, V^\top` (``gemm``) gives
   :math:`\partial p_{it} = D_{i j_{it}}`; then
@@ -21,54 +21,52 @@ pair's product with BLAS and keep only the window's:
   the map (no races); ``drpb`` sums :math:`\bar a` by bias index into one float64 table per map,
   added over maps in order afterwards.
 
-Scratch memory is one ``(n, n)`` matrix per thread, with ``n`` at most
-``DENSE_MAX_TOKENS_PER_SLOT * K``: still O(n K). ``attn`` is stored as the other paths store it,
-``(B*heads, H, W, kh*kw)`` with zeros in empty (causal) slots, so any path's backward reads it.
+The ``np.dot`` inside the ``prange`` loops must run on one BLAS thread: the op layer calls every cpu
+kernel under the thread rule of :mod:`refvit.kernels.cpu._threads`. Scratch memory is one ``(n, n)``
+matrix per thread, with ``n`` at most ``DENSE_MAX_TOKENS_PER_SLOT * K`` (dispatch): still O(n K).
+``attn`` is stored as the other paths store it, ``(B*heads, H, W, kh*kw)`` with zeros in empty
+(causal) slots, so any path's backward reads it.
 """
 import functools
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._vector_math import exp_of
+from refvit.kernels.cpu.vector_math import exp_shifted
 from refvit.ops._neighborhood import windows_2d
 
-# The dense path takes maps of at most this many tokens per window slot (and at most
-# DENSE_MAX_TOKENS). Measured (one thread, float32, d 32), dense vs general kernels, forward /
-# backward: 8x8 maps k 3 (7 tokens per slot) 0.58x / 0.54x; 3x3 maps k 3 0.47x / 0.47x; 14x14 k 7
-# 0.57x / 0.60x; 16x16 k 3 (28 per slot) 0.53x / 0.93x; 28x28 k 7 (16 per slot) 0.90x / 0.78x.
-DENSE_MAX_TOKENS_PER_SLOT = 32
-DENSE_MAX_TOKENS = 1024
 
-
-def applies(height, width, options):
-    """Whether a ``height x width`` map is small enough for the dense path (any window options)."""
-    tokens = height * width
-    slots = options.kernel_size[0] * options.kernel_size[1]
-    return tokens <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * slots)
+class Tables(NamedTuple):
+    """The window of every query of a map, each ``(H*W, kh*kw)``: flat key index, whether the slot
+    holds a key, flat ``rpb`` index."""
+    keys: np.ndarray
+    valid: np.ndarray
+    bias: np.ndarray
 
 
 @functools.lru_cache(maxsize=64)
 def _tables(height, width, options):
-    """``(keys, valid, bias)``, each ``(H*W, kh*kw)``: flat key index, slot holds a key, flat ``rpb`` index.
-    Kept per map size and options (an ``Options`` tuple, hashable)."""
+    """:class:`Tables` of a map size and options (an ``Options`` tuple, hashable), kept."""
     hood = windows_2d(height, width, options)
     shape = (height * width, options.kernel_size[0] * options.kernel_size[1])
     keys = hood.key_row * width + hood.key_col
     bias = hood.bias_row * (2 * options.kernel_size[1] - 1) + hood.bias_col
-    return tuple(np.ascontiguousarray(a.reshape(shape)) for a in (keys, hood.valid, bias))
+    return Tables(*(np.ascontiguousarray(a.reshape(shape)) for a in (keys, hood.valid, bias)))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
-    """``q, k, v, out (maps, n, d)``, ``rpb (heads, span)`` (``span`` 0: none), ``attn (maps, n, K)``."""
+def _forward(q, k, v, rpb, heads, scale, tables, out, attn):
+    """``q, k, v, out (maps, n, d)``, ``rpb (heads, span)`` (``span`` 0: none), ``attn (maps, n, K)``,
+    ``tables``: :class:`Tables`."""
+    keys, valid, bias = tables
     maps, tokens, head_dim = q.shape
     slots = keys.shape[1]
     has_rpb = rpb.shape[1] > 0
     for m in prange(maps):
         products = np.dot(q[m], k[m].T)
         head = m % heads
-        # logits minus their row's largest, -inf in empty slots, for one vectorised exp per map
+        # logits minus their row's largest, -inf in empty slots, for one exp pass per map
         shifted = np.empty(tokens * slots)
         for i in range(tokens):
             row = shifted[i * slots:(i + 1) * slots]
@@ -83,8 +81,8 @@ def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
                     largest = max(largest, row[t])
             for t in range(slots):
                 row[t] -= largest
-        weights = np.empty(tokens * slots)
-        exp_of(shifted, weights, np.empty(tokens * slots, np.int64))
+        exp_shifted(shifted, 0.0, np.empty(tokens * slots))
+        weights = shifted
         for i in range(tokens):
             row = weights[i * slots:(i + 1) * slots]
             total = 0.0
@@ -104,8 +102,11 @@ def _forward(q, k, v, rpb, heads, scale, keys, valid, bias, out, attn):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _backward(dout, q, k, v, out, attn, heads, scale, keys, valid, bias, dq, dk, dv, bias_partials):
-    """Gradients of one map per ``prange`` iteration; ``bias_partials (maps, span)`` float64 (``span`` 0: none)."""
+def _backward(dout, q, k, v, out, attn, scale, tables, grads, bias_partials):
+    """Gradients ``grads = (dq, dk, dv)`` of one map per ``prange`` iteration; ``bias_partials (maps, span)``
+    float64 (``span`` 0: none)."""
+    keys, valid, bias = tables
+    dq, dk, dv = grads
     maps, tokens, head_dim = q.shape
     slots = keys.shape[1]
     has_rpb = bias_partials.shape[1] > 0
@@ -144,25 +145,26 @@ def _flat(a):
 def forward(q, k, v, rpb, options):
     """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``."""
     batch, heads, height, width, head_dim = q.shape
-    keys, valid, bias = _tables(height, width, options)
+    tables = _tables(height, width, options)
+    slots = tables.keys.shape[1]
     table = np.zeros((heads, 0), q.dtype) if rpb is None else np.ascontiguousarray(rpb).reshape(heads, -1)
     flat_q = _flat(q)
     out = np.empty_like(flat_q)
-    attn = np.empty((flat_q.shape[0], height * width, keys.shape[1]), q.dtype)
-    _forward(flat_q, _flat(k), _flat(v), table, heads, q.dtype.type(options.scale), keys, valid, bias, out, attn)
-    return out.reshape(q.shape), attn.reshape((batch, heads, height, width, keys.shape[1]))
+    attn = np.empty((flat_q.shape[0], height * width, slots), q.dtype)
+    _forward(flat_q, _flat(k), _flat(v), table, heads, q.dtype.type(options.scale), tables, out, attn)
+    return out.reshape(q.shape), attn.reshape((batch, heads, height, width, slots))
 
 
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
     batch, heads, height, width, head_dim = q.shape
-    keys, valid, bias = _tables(height, width, options)
+    tables = _tables(height, width, options)
     flat = [_flat(a) for a in (dout, q, k, v, out)]
-    attn = np.ascontiguousarray(attn).reshape(flat[1].shape[0], height * width, keys.shape[1])
+    attn = np.ascontiguousarray(attn).reshape(flat[1].shape[0], height * width, tables.keys.shape[1])
     dq, dk, dv = (np.empty_like(flat[1]) for _ in range(3))
     span = 0 if rpb is None else rpb.shape[1] * rpb.shape[2]
     bias_partials = np.zeros((flat[1].shape[0], span), np.float64)
-    _backward(*flat, attn, heads, q.dtype.type(options.scale), keys, valid, bias, dq, dk, dv, bias_partials)
+    _backward(*flat, attn, q.dtype.type(options.scale), tables, (dq, dk, dv), bias_partials)
     drpb = None
     if rpb is not None:
         drpb = bias_partials.reshape(batch, heads, -1).sum(axis=0).reshape(rpb.shape).astype(q.dtype)

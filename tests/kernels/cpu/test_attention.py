@@ -1,9 +1,9 @@
-"""The `cpu` attention kernel's own code paths: its vectorised exponential, query tiles, dbias buffers."""
+"""The `cpu` attention kernel's own code paths: query tiles and dbias buffers (its exponential:
+``test_vector_math.py``)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from numba import njit
 
 from refvit import ops
 from refvit.kernels.cpu import attention as kernel
@@ -11,37 +11,6 @@ from refvit.testing import check_backends
 from tests.conftest import tolerance
 
 B, H, NQ, NK, D, DV = 2, 2, 20, 7, 3, 4
-
-
-@njit(cache=True)
-def _exp_shifted_of(x, shift):
-    out = x.copy()
-    kernel._exp_shifted(out, shift, np.empty_like(out))
-    return out
-
-
-@pytest.mark.parametrize("dtype, low, high, rel", [(np.float64, -708.0, 709.0, 4e-16),
-                                                   (np.float32, -87.0, 88.0, 2.5e-7)])
-def test_exp_shifted_is_within_an_ulp_or_two_of_exp(dtype, low, high, rel):
-    rng = np.random.default_rng(0)
-    x = np.concatenate([np.linspace(low + 1e-3, high - 1e-3, 20001), rng.uniform(-30.0, 0.0, 5000),
-                        [0.0, -0.0, 1.0, -1.0, 0.5 * np.log(2.0)]]).astype(dtype)
-    got = _exp_shifted_of(x, 0.0)
-    exact = np.exp(x.astype(np.float64))
-    assert got.dtype == dtype
-    assert np.max(np.abs(got - exact) / exact) < rel
-    assert got[-5] == 1.0 and got[-4] == 1.0
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_exp_shifted_edges(dtype):
-    x = np.array([-np.inf, -1e4, np.nan, 1e4, np.inf, 3.0], dtype=dtype)
-    got = _exp_shifted_of(x, 0.0)
-    assert got[0] == 0.0 and got[1] == 0.0
-    assert np.isnan(got[2])
-    assert got[3] == np.inf and got[4] == np.inf
-    assert _exp_shifted_of(x[5:], 3.0)[0] == 1.0  # exp(3 - 3)
-    assert np.isnan(_exp_shifted_of(x[:1], -np.inf)[0])  # a fully masked row: -inf - (-inf)
 
 
 @given(n_queries=st.integers(1, 3000), n_keys=st.integers(1, 5000), width=st.integers(1, 300))

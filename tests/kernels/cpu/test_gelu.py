@@ -1,5 +1,6 @@
-"""The float32 path of the ``cpu`` GELU kernels and the vectorising math helpers behind it:
-accuracy in float32 ulps against float64 formulas, non-finite values, block and chunk edges."""
+"""The float32 path of the ``cpu`` GELU kernels (on the helpers of :mod:`refvit.kernels.cpu.vector_math`,
+tested in ``test_vector_math.py``): accuracy in float32 ulps against float64 formulas, non-finite
+values, block and chunk edges."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,7 +8,6 @@ from hypothesis import strategies as st
 from scipy.special import erfcx, expit, ndtr
 
 from refvit import ops
-from refvit.kernels.cpu import _vector_math as vm
 from refvit.kernels.cpu import gelu as gelu_cpu
 from refvit.kernels.cpu._threads import run_with_threads
 from refvit.testing.strategies import random_array, seeds, shapes
@@ -17,7 +17,7 @@ SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 FORMS = [False, True]  # tanh_approx
 
 
-def wide_range_float32(rng):
+def full_range_float32(rng):
     """float32 values over [-20, 20], tiny ones down to the smallest subnormal, and huge ones."""
     tiny = np.logspace(-45, 0, 4001)
     return np.concatenate([
@@ -49,7 +49,7 @@ def float32_ulps(result, expected):
 
 @pytest.mark.parametrize("tanh_approx", FORMS)
 def test_float32_forward_within_one_ulp(tanh_approx):
-    x = wide_range_float32(np.random.default_rng(0))
+    x = full_range_float32(np.random.default_rng(0))
     y = gelu_cpu.forward(x, tanh_approx)
     expected, _, _ = reference(x, tanh_approx)
     assert y.dtype == np.float32
@@ -58,7 +58,7 @@ def test_float32_forward_within_one_ulp(tanh_approx):
 
 @pytest.mark.parametrize("tanh_approx", FORMS)
 def test_float32_backward_within_one_ulp_or_cancellation_level(tanh_approx):
-    x = wide_range_float32(np.random.default_rng(1))
+    x = full_range_float32(np.random.default_rng(1))
     dout = np.random.default_rng(2).uniform(0.5, 2.0, x.shape).astype(np.float32)
     dx = gelu_cpu.backward(dout, x, tanh_approx)
     _, slope, scale = reference(x, tanh_approx)
@@ -106,58 +106,3 @@ def test_float32_op_within_one_ulp_on_drawn_shapes(shape, seed, scale, tanh_appr
     out, _ = ops.gelu.forward(x, approximate="tanh" if tanh_approx else "none", backend="cpu")
     expected, _, _ = reference(x, tanh_approx)
     assert out.shape == x.shape and float32_ulps(out, expected).max() <= 1.0
-
-
-# The helpers of refvit.kernels.cpu._vector_math, one block at a time.
-
-
-def test_exp_of_matches_numpy_and_handles_the_ends():
-    arguments = np.concatenate([np.random.default_rng(4).uniform(-708.0, 709.0, 999), np.linspace(-1, 1, 101)])
-    result, bits = np.empty_like(arguments), np.empty(arguments.size, np.int64)
-    vm.exp_of(arguments, result, bits)
-    np.testing.assert_allclose(result, np.exp(arguments), rtol=2e-11, atol=0)
-    ends = np.array([-np.inf, -800.0, -708.5, 709.5, 800.0, np.inf, np.nan, 0.0])
-    result = np.empty_like(ends)
-    vm.exp_of(ends, result, np.empty(ends.size, np.int64))
-    np.testing.assert_array_equal(result, [0.0, 0.0, 0.0, np.inf, np.inf, np.inf, np.nan, 1.0])
-
-
-def test_erfcx_of_matches_scipy_over_the_half_line():
-    z = np.concatenate([np.linspace(0.0, 30.0, 30001), np.logspace(-20, 8, 2001)])
-    result = np.empty_like(z)
-    vm.erfcx_of(z, result)
-    assert np.max(np.abs(result / erfcx(z) - 1.0)) < 1.3e-9
-    special = np.empty(2)
-    vm.erfcx_of(np.array([np.inf, np.nan]), special)
-    assert special[0] == 0.0 and np.isnan(special[1])
-
-
-def test_erfcx_coefficients_are_the_documented_fit():
-    refit = vm.fit_erfcx_polynomial()
-    t = np.linspace(0.0, 1.0, 100_001)[1:]
-    stored = t * np.polynomial.polynomial.polyval(t, vm.ERFCX_COEFFICIENTS)
-    assert len(vm.ERFCX_COEFFICIENTS) == vm.ERFCX_DEGREE + 1
-    np.testing.assert_allclose(t * np.polynomial.polynomial.polyval(t, refit), stored, rtol=1e-11)
-    assert np.max(np.abs(stored / erfcx((1.0 / t - 1.0) / vm.ERFCX_T_SCALE) - 1.0)) < 1.3e-9
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_normal_cdf_and_gaussian_in_both_tails(dtype):
-    x = np.concatenate([np.linspace(-38.0, 38.0, 7601), [np.inf, -np.inf]]).astype(dtype)
-    cdf, gaussian = np.empty(x.size), np.empty(x.size)
-    vm.normal_cdf_and_gaussian(x, cdf, gaussian, np.empty((2, x.size)), np.empty(x.size, np.int64))
-    wide = x.astype(np.float64)
-    np.testing.assert_allclose(cdf, ndtr(wide), rtol=2e-9, atol=1e-300)  # exp_of flushes below e^-708
-    np.testing.assert_allclose(gaussian, np.exp(-0.5 * wide * wide), rtol=1e-10, atol=1e-300)
-
-
-def test_sigmoid_and_slope_in_both_tails():
-    arguments = np.concatenate([np.linspace(-740.0, 740.0, 14801), [np.inf, -np.inf, np.nan]])
-    n = arguments.size
-    sigmoid, slope = np.empty(n), np.empty(n)
-    vm.sigmoid_and_slope_of(arguments, sigmoid, slope, np.empty(n), np.empty(n, np.int64))
-    with np.errstate(invalid="ignore"):
-        expected_slope = expit(arguments) * expit(-arguments)
-    np.testing.assert_allclose(sigmoid, expit(arguments), rtol=1e-10, atol=1e-300)
-    np.testing.assert_allclose(slope[:-3], expected_slope[:-3], rtol=1e-10, atol=1e-300)
-    assert np.isnan(sigmoid[-1]) and np.isnan(slope[-1]) and list(slope[-3:-1]) == [0.0, 0.0]

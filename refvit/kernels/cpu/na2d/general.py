@@ -1,16 +1,11 @@
-"""2-D neighbourhood attention on the CPU (``na1d`` runs here too, as a map of height 1).
-
-:func:`forward` and :func:`backward` send small maps to the dense kernels of
-:mod:`refvit.kernels.cpu.na2d_dense`, stride-1, non-causal calls on wide enough maps to the
-width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` (the rule:
-:func:`_vectorised_path`), and every other call to the general kernels below.
+"""The *general* path of ``na2d`` on the CPU: any stride, dilation, causal window, any map size.
 
 Layout inside the kernels: ``q, k, v, out`` are ``(B*heads, H, W, d)``, C-contiguous; the softmax
 weights ``attn`` and their gradient ``dlogits`` are ``(B*heads, H, W, kh*kw)``, slot ``u*kw + w``
 for row slot ``u`` and column slot ``w``. Memory is O(H W kh kw), never O((H W)^2).
 
-The window of an axis is given per query by ``first`` (first key), ``count`` (number of keys,
-``dilation`` apart) and ``bias`` (bias index of the first key), from
+The window of an axis is given per query by :class:`SteppedBounds`: ``first`` (first key), ``count``
+(number of keys, ``step`` = dilation apart) and ``bias`` (bias index of the first key), from
 :func:`refvit.ops._neighborhood.axis_bounds`.
 
 * forward: ``prange`` over (batch*head, query row); per query the logits, a softmax over the
@@ -19,18 +14,28 @@ The window of an axis is given per query by ``first`` (first key), ``count`` (nu
   ``dlogits`` into per-(map, query row) bias tables, summed over batch and rows afterwards.
 * backward, keys: ``prange`` over (batch*head, key row); each key gathers its ``dk`` and ``dv``
   from the queries whose window holds it, listed by the inverse tables of
-  :func:`refvit.ops._neighborhood.inverse_windows` (per axis; 2-D is their product). No key is
-  written by two threads, so there are no races and no atomics.
+  :func:`refvit.ops._neighborhood.inverse_windows` (:class:`refvit.ops._neighborhood.InverseWindows`, per axis; 2-D is their
+  product). No key is written by two threads, so there are no races and no atomics.
 
 Inner loops run over the head dimension with the array's own dtype, so float32 stays float32.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu import na2d_dense, na2d_transposed
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
+
+
+class SteppedBounds(NamedTuple):
+    """The windows of one axis, per query position: ``first`` key, key ``count`` and ``bias`` index of
+    the first key (the int64 arrays of :class:`refvit.ops._neighborhood.AxisBounds`), keys ``step``
+    (the dilation) apart."""
+    first: np.ndarray
+    count: np.ndarray
+    bias: np.ndarray
+    step: int
 
 
 @njit(cache=True)
@@ -111,8 +116,10 @@ def _axpy(alpha, x, y):
 
 
 @njit(cache=True, parallel=True)
-def _forward(q, k, v, rpb, heads, scale, row_first, row_count, row_bias, row_step,
-             col_first, col_count, col_bias, col_step, kernel_w, out, attn):
+def _forward(q, k, v, rpb, heads, scale, rows, cols, kernel_w, out, attn):
+    """``rows, cols``: :class:`SteppedBounds`; ``rpb (heads, 2kh-1, 2kw-1)`` (0 rows: none)."""
+    row_first, row_count, row_bias, row_step = rows
+    col_first, col_count, col_bias, col_step = cols
     maps, height, width, head_dim = q.shape
     slots = attn.shape[3]
     has_rpb = rpb.shape[1] > 0
@@ -155,10 +162,11 @@ def _forward(q, k, v, rpb, heads, scale, row_first, row_count, row_bias, row_ste
 
 
 @njit(cache=True, parallel=True)
-def _backward_queries(dout, k, v, out, attn, scale, row_first, row_count, row_bias, row_step,
-                      col_first, col_count, col_bias, col_step, kernel_w, dlogits, dq, bias_partials):
+def _backward_queries(dout, k, v, out, attn, scale, rows, cols, kernel_w, dlogits, dq, bias_partials):
     """``dlogits`` and ``dq`` of every query; ``bias_partials[m, x]`` sums the ``dlogits`` of query
     row ``x`` of map ``m`` by bias index (skipped when it has no rows)."""
+    row_first, row_count, row_bias, row_step = rows
+    col_first, col_count, col_bias, col_step = cols
     maps, height, width, head_dim = k.shape
     has_rpb = bias_partials.shape[0] > 0
     for task in prange(maps * height):
@@ -184,8 +192,10 @@ def _backward_queries(dout, k, v, out, attn, scale, row_first, row_count, row_bi
 
 
 @njit(cache=True, parallel=True)
-def _backward_keys(q, dout, attn, dlogits, scale, row_queries, row_slots, row_count,
-                   col_queries, col_slots, col_count, kernel_w, dk, dv):
+def _backward_keys(q, dout, attn, dlogits, scale, rows, cols, kernel_w, dk, dv):
+    """``rows, cols``: :class:`refvit.ops._neighborhood.InverseWindows`."""
+    row_queries, row_slots, row_count = rows
+    col_queries, col_slots, col_count = cols
     maps, height, width, head_dim = q.shape
     for task in prange(maps * height):
         m = task // height
@@ -225,95 +235,45 @@ def _axes(height, width, options):
             for a, n in enumerate((height, width))]
 
 
+def _windows(axis):
+    bounds = axis_bounds(*axis)
+    return SteppedBounds(bounds.first_key, bounds.key_count, bounds.first_bias, axis[2])
+
+
 def _flat(a):
     batch, heads = a.shape[:2]
     return np.ascontiguousarray(a).reshape((batch * heads,) + a.shape[2:])
 
 
-def _typed(scale, dtype):
-    return np.dtype(dtype).type(scale)
-
-
-# The narrowest dilation group (in columns) on which the width-vectorised kernels are used, forward
-# and backward. On narrower maps a wide row holds few lanes per map, most of them border columns
-# with clamped windows, and the general kernels are faster: measured on 2 cores (float32, d 32),
-# the general kernels take 0.4x the time forward and backward on 8x8 maps, 0.6x on 16x16, the same
-# forward on 28x28 with k 7; the vectorised ones win forward on 56x56 (and backward only there).
-VECTORISED_MIN_COLS = {"forward": 24, "backward": 48}
-
-
 def forward(q, k, v, rpb, options):
-    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``.
-
-    Runs on the dense kernels of :mod:`refvit.kernels.cpu.na2d_dense` for small maps, on the
-    width-vectorised kernels of :mod:`refvit.kernels.cpu.na2d_transposed` where
-    :func:`_vectorised_path` says so, else on the general kernels here. All store ``attn`` alike,
-    so :func:`backward` may take another path."""
-    if na2d_dense.applies(q.shape[2], q.shape[3], options):
-        return na2d_dense.forward(q, k, v, rpb, options)
-    if _vectorised_path("forward", options, q.shape[3], q, k, v, rpb):
-        return na2d_transposed.forward(q, k, v, rpb, options)
-    return forward_general(q, k, v, rpb, options)
-
-
-def backward(dout, q, k, v, rpb, out, attn, options):
-    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
-    if na2d_dense.applies(q.shape[2], q.shape[3], options):
-        return na2d_dense.backward(dout, q, k, v, rpb, out, attn, options)
-    if _vectorised_path("backward", options, q.shape[3], dout, q, k, v, rpb):
-        return na2d_transposed.backward(dout, q, k, v, rpb, out, attn, options)
-    return backward_general(dout, q, k, v, rpb, out, attn, options)
-
-
-def _vectorised_path(direction, options, width, *arrays):
-    """Whether the width-vectorised kernels take this call: they apply to the options (stride 1, no
-    causal mask), the narrowest dilation group has at least ``VECTORISED_MIN_COLS[direction]``
-    columns, and every input is finite.
-
-    Those kernels lay the maps of all batch elements and heads side by side and multiply whole
-    rows, border columns included, by zero-weighted neighbours: a NaN or inf in one map could
-    then reach another map's gradients (0 * inf). Non-finite inputs take the general kernels,
-    where each map is computed on its own, so they propagate only where PyTorch's would.
-    """
-    narrowest_group = width // options.dilation[1]
-    return (na2d_transposed.applies(options) and narrowest_group >= VECTORISED_MIN_COLS[direction]
-            and all(a is None or np.isfinite(a).all() for a in arrays))
-
-
-def forward_general(q, k, v, rpb, options):
-    """The general kernels (any stride, causal windows): ``-> (out, attn)``."""
+    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None -> ``(out, attn)``,
+    ``attn (B, heads, H, W, kh*kw)``."""
     batch, heads, height, width, head_dim = q.shape
-    rows, cols = (axis_bounds(*axis) for axis in _axes(height, width, options))
+    rows, cols = (_windows(axis) for axis in _axes(height, width, options))
     kernel_h, kernel_w = options.kernel_size
     bias = np.zeros((heads, 0, 0), q.dtype) if rpb is None else np.ascontiguousarray(rpb)
     out = np.empty((batch * heads, height, width, head_dim), q.dtype)
     attn = np.empty((batch * heads, height, width, kernel_h * kernel_w), q.dtype)
-    _forward(_flat(q), _flat(k), _flat(v), bias, heads, _typed(options.scale, q.dtype),
-             rows.first_key, rows.key_count, rows.first_bias, options.dilation[0],
-             cols.first_key, cols.key_count, cols.first_bias, options.dilation[1], kernel_w, out, attn)
+    _forward(_flat(q), _flat(k), _flat(v), bias, heads, q.dtype.type(options.scale), rows, cols, kernel_w, out, attn)
     return out.reshape(q.shape), attn.reshape((batch, heads, height, width, kernel_h * kernel_w))
 
 
-def backward_general(dout, q, k, v, rpb, out, attn, options):
-    """The general kernels' backward: ``-> (dq, dk, dv, drpb)``."""
+def backward(dout, q, k, v, rpb, out, attn, options):
+    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None."""
     batch, heads, height, width, head_dim = q.shape
     axes = _axes(height, width, options)
-    rows, cols = (axis_bounds(*axis) for axis in axes)
-    row_inverse, col_inverse = (inverse_windows(axis_windows(*axis)) for axis in axes)
     kernel_w = options.kernel_size[1]
-    scale = _typed(options.scale, q.dtype)
+    scale = q.dtype.type(options.scale)
     q, k, v, dout, out, attn = (_flat(a) for a in (q, k, v, dout, out, attn))
     dlogits = np.empty_like(attn)
     dq = np.empty_like(q)
     bias_shape = (0, 0, 0, 0) if rpb is None else (batch * heads, height) + tuple(rpb.shape[1:])
     bias_partials = np.zeros(bias_shape, np.float64)
-    _backward_queries(dout, k, v, out, attn, scale, rows.first_key, rows.key_count, rows.first_bias,
-                      options.dilation[0], cols.first_key, cols.key_count, cols.first_bias, options.dilation[1],
-                      kernel_w, dlogits, dq, bias_partials)
+    _backward_queries(dout, k, v, out, attn, scale, *(_windows(axis) for axis in axes), kernel_w, dlogits, dq,
+                      bias_partials)
     dk = np.empty_like(k)
     dv = np.empty_like(v)
-    _backward_keys(q, dout, attn, dlogits, scale, row_inverse.queries, row_inverse.slots, row_inverse.count,
-                   col_inverse.queries, col_inverse.slots, col_inverse.count, kernel_w, dk, dv)
+    _backward_keys(q, dout, attn, dlogits, scale, *(inverse_windows(axis_windows(*axis)) for axis in axes), kernel_w, dk, dv)
     drpb = None
     if rpb is not None:
         by_head = bias_partials.reshape((batch, heads, height) + tuple(rpb.shape[1:]))

@@ -1,0 +1,28 @@
+"""2-D neighbourhood attention on the CPU (``na1d`` runs here too, as a map of height 1).
+
+Three paths, ``dense``, ``wide`` and ``general``, one module each; :mod:`.dispatch` holds the rule
+that picks one, its thresholds and figures, and the table of which shapes take which path. Read it
+first.
+"""
+from refvit.kernels.cpu.na2d import dense, dispatch, general, wide
+
+_FORWARD = {"dense": dense.forward, "wide": wide.forward, "general": general.forward}
+_BACKWARD = {"dense": dense.backward, "general": general.backward}
+
+
+def forward(q, k, v, rpb, options):
+    """``q, k, v (B, heads, H, W, d)``, ``rpb (heads, 2kh-1, 2kw-1)`` or None, ``options``
+    (:class:`refvit.ops._neighborhood.Options`) -> ``(out, attn)``, ``attn (B, heads, H, W, kh*kw)``."""
+    height, width = q.shape[2:4]
+    path = dispatch.choose_path(height, width, options, "forward")
+    if path == "wide" and not dispatch.all_finite(q, k, v, rpb):
+        path = dispatch.choose_path(height, width, options, "forward", finite=False)
+    dispatch.last_path["forward"] = path
+    return _FORWARD[path](q, k, v, rpb, options)
+
+
+def backward(dout, q, k, v, rpb, out, attn, options):
+    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; ``attn`` from any path."""
+    path = dispatch.choose_path(q.shape[2], q.shape[3], options, "backward")
+    dispatch.last_path["backward"] = path
+    return _BACKWARD[path](dout, q, k, v, rpb, out, attn, options)

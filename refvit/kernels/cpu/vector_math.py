@@ -1,0 +1,271 @@
+r"""The functions the ``cpu`` kernels approximate, in loops that vectorise: ``exp``, ``erfcx``, the
+normal CDF and the sigmoid.
+
+A loop that calls ``math.exp`` or ``math.erf`` per element calls libm per element and never
+vectorises. The loops below use only ``+ - * /``, ``floor``, comparisons, selects and integer
+shifts, so LLVM turns each into SIMD code. Every kernel that exponentiates a row (attention,
+stripe attention, ``na2d``, softmax, GELU) calls :func:`exp_shifted`; no kernel has an ``exp`` of its
+own.
+
+**exp** (:func:`exp_shifted`, float32 and float64, in the array's dtype).
+:math:`e^y = 2^k e^r` with :math:`k = \lfloor y \log_2 e + \tfrac12 \rfloor` and
+:math:`r = y - k \ln 2`, :math:`|r| \le \tfrac12 \ln 2`, where :math:`\ln 2` is split in a high part
+with few significant bits (so :math:`k \cdot` it is exact) and a low part. :math:`e^r` is its Taylor
+polynomial, degree 13 in float64 (truncation below :math:`4 \cdot 10^{-18}` relative) and 7 in
+float32 (below :math:`6 \cdot 10^{-9}`), both under half an ulp. :math:`2^k` is built from bits: the
+float ``k + bias + 2**m`` (``m`` mantissa bits, exponent bias 1023 or 127) holds ``k + bias`` in its
+low mantissa bits, and shifting its bit pattern left by ``m`` moves that into the exponent field.
+Between the two ends below :math:`k` runs from -1022 to 1023, so :math:`2^k` is a normal number and
+no branch is needed. Within two ulps of the correctly rounded ``exp``
+(``tests/kernels/cpu/test_vector_math.py``). The one rule at the ends, for both dtypes:
+
+* ``y < EXP_LOWEST`` (the logarithm of the smallest normal number) gives 0: no subnormal results;
+* ``y >= EXP_HIGHEST`` (:math:`1023.5 \ln 2` in float64, :math:`127.5 \ln 2` in float32) gives
+  ``inf``: results above :math:`2^{1023.5}` (:math:`2^{127.5}`) overflow, a factor :math:`\sqrt 2`
+  before the largest finite number (kernels exponentiate arguments at most 0, far from either end);
+* ``-inf`` gives 0, ``inf`` gives ``inf``, NaN stays NaN.
+
+**erfc.** For :math:`z \ge 0`, :math:`\operatorname{erfc}(z) = e^{-z^2} \operatorname{erfcx}(z)`
+where the scaled complement :math:`\operatorname{erfcx}(z) = e^{z^2} \operatorname{erfc}(z)` falls
+smoothly from 1 at 0 like :math:`1/(z\sqrt\pi)`. With :math:`t = 1/(1 + z/2) \in (0, 1]` it is
+approximated by :math:`t\,Q(t)`, :math:`Q` a polynomial of degree 12 (:data:`ERFCX_COEFFICIENTS`,
+increasing powers), made by :func:`fit_erfcx_polynomial`: a least-squares fit of the relative
+error :math:`t Q(t)/\operatorname{erfcx}(z) - 1` on 2000 Chebyshev nodes of :math:`t \in (0, 1)`,
+in the Chebyshev basis of :math:`2t - 1`, converted to powers of :math:`t`
+(reference values: ``scipy.special.erfcx``). Maximum relative error of :math:`t Q(t)` over all
+:math:`z \ge 0`: :math:`1.3 \cdot 10^{-9}`, about a fiftieth of a float32 ulp, so float32 results rounded
+from these float64 values are within one ulp of the correctly rounded ones. This is an accuracy for
+float32 results; float64 kernels keep libm.
+
+**sigmoid.** :func:`stable_sigmoid` is the scalar two-branch form (libm ``exp``, never overflows);
+:func:`sigmoid_and_slope_of` the block form with :func:`exp_shifted`.
+
+Every block loop reads some arrays and writes others (an element may be read and rewritten in
+place): LLVM vectorises a loop only after a run-time check that its arrays do not overlap, and falls
+back to scalar code when they do, hence "must not overlap" below. The block helpers are compiled
+with ``error_model="numpy"``: a float division by zero gives inf instead of raising, which would need
+a branch per element.
+"""
+import math
+
+import numpy as np
+from numba import njit
+from numba.core import types
+from numba.extending import overload
+
+# float64: the logarithms of the smallest normal and of the largest finite number
+EXP_LOWEST = math.log(np.finfo(np.float64).tiny)        # -708.396..., whose exp is the smallest normal
+EXP_HIGHEST = 1023.5 * math.log(2.0)                    # 709.436...: 2**1023.5, a factor sqrt(2) below the largest float
+LOG2_E = 1.4426950408889634
+LN2_HIGH = 6.93147180369123816490e-01  # ln 2 to 32 significant bits: k * LN2_HIGH is exact for |k| < 2**20
+LN2_LOW = 1.90821492927058770002e-10   # ln 2 - LN2_HIGH
+TWO_52 = 4503599627370496.0
+EXP_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))  # 1/13!, ..., 1/1!, 1/0!
+
+# float32: the same constants in single precision
+EXP_LOWEST_F32 = np.float32(-87.336540)  # the least float32 whose exp is normal (the logarithm rounds below)
+EXP_HIGHEST_F32 = np.float32(127.5 * math.log(2.0))                # 88.376...: 2**127.5
+LOG2_E_F32 = np.float32(LOG2_E)
+LN2_HIGH_F32 = np.float32(0.693359375)  # 355 / 512: k * LN2_HIGH_F32 is exact for |k| < 2**15
+LN2_LOW_F32 = np.float32(math.log(2.0) - 0.693359375)
+TWO_23_F32 = np.float32(8388608.0)
+EXP_TAYLOR_F32 = tuple(np.float32(1.0 / math.factorial(n)) for n in range(7, -1, -1))  # 1/7!, ..., 1/0!
+
+ERFCX_T_SCALE = 0.5  # t = 1 / (1 + ERFCX_T_SCALE * z)
+ERFCX_DEGREE = 12
+ERFCX_COEFFICIENTS = (
+    0.2820947919313448, 0.2820947426764416, 0.2468352639797861, 0.1762729427229635,
+    0.08391796058037006, -0.003291917942837716, -0.07474961199103601, 0.047522991999793214,
+    -0.31819303003587956, 0.6297682140967589, -0.5394593259443348, 0.22522182770864313,
+    -0.03803485103819895,
+)
+
+
+def fit_erfcx_polynomial(degree=ERFCX_DEGREE, nodes=2000):
+    """Coefficients ``q_0 .. q_degree`` (increasing powers of ``t``) with
+    ``erfcx(z) ~ t * sum_j q_j t**j``, ``t = 1/(1 + z/2)``; see the module docstring."""
+    from numpy.polynomial import chebyshev
+    from scipy.special import erfcx
+
+    t = 0.5 + 0.5 * np.cos(np.pi * (np.arange(nodes) + 0.5) / nodes)
+    target = erfcx((1.0 / t - 1.0) / ERFCX_T_SCALE) / t
+    rows = chebyshev.chebvander(2.0 * t - 1.0, degree) / target[:, None]
+    in_chebyshev, *_ = np.linalg.lstsq(rows, np.ones(nodes), rcond=None)
+    in_s = chebyshev.cheb2poly(in_chebyshev)  # powers of s = 2t - 1
+    in_t = np.zeros(1)
+    for c in in_s[::-1]:  # Horner in s, with s = -1 + 2t as a polynomial in t
+        in_t = np.polynomial.polynomial.polyadd(np.polynomial.polynomial.polymul(in_t, [-1.0, 2.0]), [c])
+    return in_t
+
+
+@njit(cache=True)
+def _reduced_f64(y):
+    """``(e^r, k + 1023 + 2^52)`` of :math:`e^y = 2^k e^r` (``-1022 <= k <= 1023``), with the end rules
+    applied to ``e^r``."""
+    clamped = y if y > EXP_LOWEST else EXP_LOWEST  # also NaN -> EXP_LOWEST: k stays a small integer
+    clamped = clamped if clamped < EXP_HIGHEST else EXP_HIGHEST
+    k = np.floor(clamped * LOG2_E + 0.5)
+    r = (clamped - k * LN2_HIGH) - k * LN2_LOW
+    series = 0.0
+    for coefficient in EXP_TAYLOR:
+        series = series * r + coefficient
+    series = series if y < EXP_HIGHEST else np.inf
+    series = series if y >= EXP_LOWEST else (0.0 if y < EXP_LOWEST else y)  # NaN stays NaN
+    return series, (k + 1023.0) + TWO_52
+
+
+@njit(cache=True)
+def _reduced_f32(y):
+    """:func:`_reduced_f64` in float32."""
+    clamped = y if y > EXP_LOWEST_F32 else EXP_LOWEST_F32
+    clamped = clamped if clamped < EXP_HIGHEST_F32 else EXP_HIGHEST_F32
+    k = np.floor(clamped * LOG2_E_F32 + np.float32(0.5))
+    r = (clamped - k * LN2_HIGH_F32) - k * LN2_LOW_F32
+    series = np.float32(0.0)
+    for coefficient in EXP_TAYLOR_F32:
+        series = series * r + coefficient
+    series = series if y < EXP_HIGHEST_F32 else np.float32(np.inf)
+    series = series if y >= EXP_LOWEST_F32 else (np.float32(0.0) if y < EXP_LOWEST_F32 else y)
+    return series, (k + np.float32(127.0)) + TWO_23_F32
+
+
+@njit(cache=True)
+def _exp_f64_scalar_shift(x, shift, powers):
+    bits = powers.view(np.int64)
+    for j in range(x.shape[0]):
+        x[j], powers[j] = _reduced_f64(x[j] - shift)
+    for j in range(x.shape[0]):
+        bits[j] <<= 52
+        x[j] *= powers[j]
+
+
+@njit(cache=True)
+def _exp_f64_row_shift(x, shift, powers):
+    bits = powers.view(np.int64)
+    for j in range(x.shape[0]):
+        x[j], powers[j] = _reduced_f64(x[j] - shift[j])
+    for j in range(x.shape[0]):
+        bits[j] <<= 52
+        x[j] *= powers[j]
+
+
+@njit(cache=True)
+def _exp_f32_scalar_shift(x, shift, powers):
+    bits = powers.view(np.int32)
+    shift = np.float32(shift)
+    for j in range(x.shape[0]):
+        x[j], powers[j] = _reduced_f32(x[j] - shift)
+    for j in range(x.shape[0]):
+        bits[j] <<= 23
+        x[j] *= powers[j]
+
+
+@njit(cache=True)
+def _exp_f32_row_shift(x, shift, powers):
+    bits = powers.view(np.int32)
+    for j in range(x.shape[0]):
+        x[j], powers[j] = _reduced_f32(x[j] - np.float32(shift[j]))
+    for j in range(x.shape[0]):
+        bits[j] <<= 23
+        x[j] *= powers[j]
+
+
+def exp_shifted(x, shift, powers):
+    r"""In place ``x[j] = exp(x[j] - shift)`` (``shift`` a number) or ``exp(x[j] - shift[j])`` (an
+    array like ``x``), for a 1-D float32 or float64 ``x``, in its dtype; ``powers`` is scratch of
+    ``x``'s dtype and at least its length, not overlapping it. See the module docstring for the
+    method, the accuracy and the rule at the ends.
+
+    Compiled code only (kernels call it from ``@njit`` functions); this Python body states the same
+    result with NumPy."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = x - np.asarray(shift, x.dtype)
+        lowest, highest = (EXP_LOWEST, EXP_HIGHEST) if x.dtype == np.float64 else (EXP_LOWEST_F32, EXP_HIGHEST_F32)
+        x[:] = np.where(y < lowest, 0.0, np.where(y >= highest, np.inf, np.exp(y)))
+
+
+@overload(exp_shifted, jit_options={"cache": True})
+def _exp_shifted_for_types(x, shift, powers):
+    row_shift = isinstance(shift, types.Array)
+    if x.dtype == types.float32:
+        kernel = _exp_f32_row_shift if row_shift else _exp_f32_scalar_shift
+    else:
+        kernel = _exp_f64_row_shift if row_shift else _exp_f64_scalar_shift
+
+    def exp_for_types(x, shift, powers):
+        kernel(x, shift, powers)
+    return exp_for_types
+
+
+@njit(cache=True)
+def exp_of(x, shift, powers):
+    """:func:`exp_shifted` as a compiled function that Python code can call (tests, tools)."""
+    exp_shifted(x, shift, powers)
+
+
+@njit(cache=True, error_model="numpy")
+def erfcx_of(z, result):
+    """``result[i] = exp(z[i]**2) * erfc(z[i])`` for ``z[i] >= 0`` (``inf`` -> 0, NaN -> NaN), to
+    a relative ``1.3e-9``; ``z`` and ``result`` must not overlap."""
+    q0, q1, q2, q3, q4, q5, q6 = (ERFCX_COEFFICIENTS[0], ERFCX_COEFFICIENTS[1], ERFCX_COEFFICIENTS[2],
+                                  ERFCX_COEFFICIENTS[3], ERFCX_COEFFICIENTS[4], ERFCX_COEFFICIENTS[5],
+                                  ERFCX_COEFFICIENTS[6])
+    q7, q8, q9, q10, q11, q12 = (ERFCX_COEFFICIENTS[7], ERFCX_COEFFICIENTS[8], ERFCX_COEFFICIENTS[9],
+                                 ERFCX_COEFFICIENTS[10], ERFCX_COEFFICIENTS[11], ERFCX_COEFFICIENTS[12])
+    for i in range(z.shape[0]):
+        t = 1.0 / (1.0 + ERFCX_T_SCALE * z[i])
+        result[i] = t * (q0 + t * (q1 + t * (q2 + t * (q3 + t * (q4 + t * (q5 + t * (q6 + t * (
+            q7 + t * (q8 + t * (q9 + t * (q10 + t * (q11 + t * q12))))))))))))
+
+
+@njit(cache=True, error_model="numpy")
+def normal_cdf_and_gaussian(x, cdf, gaussian, scratch):
+    r"""``cdf[i] = Phi(x[i])`` (standard normal CDF) and ``gaussian[i] = exp(-x[i]**2 / 2)`` for
+    the ``n = len(x)`` elements of ``x`` (float32 or float64), into float64 ``cdf`` and ``gaussian``;
+    ``scratch`` is float64 ``(2, >= n)``. No two arrays may overlap.
+
+    With :math:`z = |x|/\sqrt2`: :math:`e^{-x^2/2} = e^{-z^2}`,
+    :math:`\operatorname{erfc}(z) = e^{-z^2}\operatorname{erfcx}(z)`, and
+    :math:`\Phi(x) = 1 - \operatorname{erfc}(z)/2` for :math:`x \ge 0`, :math:`\operatorname{erfc}(z)/2`
+    for :math:`x < 0` (the left tail without cancellation). ``Phi(inf) = 1``, ``Phi(-inf) = 0``."""
+    n = x.shape[0]
+    z, powers = scratch[0, :n], scratch[1, :n]
+    sqrt_half = 0.7071067811865476
+    for i in range(n):
+        z[i] = abs(x[i]) * sqrt_half
+        gaussian[i] = -(z[i] * z[i])
+    exp_shifted(gaussian[:n], 0.0, powers)
+    erfcx_of(z, cdf)
+    for i in range(n):
+        half_erfc = 0.5 * gaussian[i] * cdf[i]
+        cdf[i] = 1.0 - half_erfc if x[i] >= 0.0 else half_erfc
+
+
+@njit(cache=True)
+def stable_sigmoid(v):
+    """sigma(v) for one scalar: ``1 / (1 + e)`` for v >= 0, ``e / (1 + e)`` otherwise, ``e = exp(-|v|)``
+    (never overflows; NaN stays NaN)."""
+    e = math.exp(-abs(v))
+    if v >= 0.0:
+        return 1.0 / (1.0 + e)
+    return e / (1.0 + e)
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_and_slope_of(arguments, sigmoid, slope, scratch):
+    r"""``sigmoid[i] = 1/(1 + exp(-a))`` and ``slope[i] = sigmoid(a) sigmoid(-a)`` (its
+    derivative) for ``a = arguments[i]``, ``n = len(arguments)`` float64 elements; ``scratch`` float64
+    of at least ``n`` elements. No two arrays may overlap.
+
+    With :math:`e = e^{-|a|} \in (0, 1]` (never overflows): :math:`\sigma(a) = 1/(1+e)` for
+    :math:`a \ge 0`, :math:`e/(1+e)` for :math:`a < 0` (no cancellation in either tail), and
+    :math:`\sigma(a)\sigma(-a) = e/(1+e)^2`."""
+    n = arguments.shape[0]
+    for i in range(n):
+        slope[i] = -abs(arguments[i])
+    exp_shifted(slope[:n], 0.0, scratch)
+    for i in range(n):
+        e = slope[i]
+        inverse = 1.0 / (1.0 + e)
+        sigmoid[i] = inverse if arguments[i] >= 0.0 else e * inverse
+        slope[i] = e * inverse * inverse
