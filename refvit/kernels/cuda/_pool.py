@@ -36,10 +36,9 @@ def _forward_kernel(x, out, selected, take_max, kernel, stride, pad):
     index = cuda.grid(1)
     if index >= out.size:
         return
-    batch, out_h, out_w, channels = out.shape
-    height, width = x.shape[1], x.shape[2]
-    b, u, v, c = nhwc_position(index, out_h, out_w, channels)
-    top, bottom = window_span(u, stride[0], pad[0], kernel[0], height)
+    b, u, v, c = nhwc_position(index, out.shape[1], out.shape[2], out.shape[3])
+    width = x.shape[2]
+    top, bottom = window_span(u, stride[0], pad[0], kernel[0], x.shape[1])
     left, right = window_span(v, stride[1], pad[1], kernel[1], width)
     total = 0.0
     best = -math.inf
@@ -64,9 +63,9 @@ def _backward_kernel(dout, selected, dx, take_max, kernel, stride, pad):
     index = cuda.grid(1)
     if index >= dx.size:
         return
-    batch, height, width, channels = dx.shape
+    height, width = dx.shape[1], dx.shape[2]
     out_h, out_w = dout.shape[1], dout.shape[2]
-    b, h, w, c = nhwc_position(index, height, width, channels)
+    b, h, w, c = nhwc_position(index, height, width, dx.shape[3])
     position = h * width + w
     total = 0.0
     for i in range(kernel[0]):

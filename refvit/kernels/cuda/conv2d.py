@@ -12,7 +12,8 @@ With ``G`` groups, ``C_g = C_in/G``, ``O_g = C_out/G`` and ``g = o // O_g``:
   pixels and add their partial sums in shared memory (one writer per element, no atomics).
 * dbias: the channel-sum kernel of the depthwise module.
 
-Sums are kept in float64 registers and rounded once on store.
+Sums are kept in float64 registers and rounded once on store. The tap loops are the device functions of
+:mod:`refvit.kernels.cuda._conv`.
 
 The entries :func:`forward` and :func:`backward` pick the algorithm: a depthwise convolution
 (``groups == C_in == C_out``) runs on the kernels of :mod:`refvit.kernels.cuda.depthwise_conv2d`.
@@ -25,7 +26,8 @@ from refvit.kernels.cuda._device import (
 )
 from refvit.kernels.cuda import depthwise_conv2d
 from refvit.kernels.cuda.depthwise_conv2d import channel_sums
-from refvit.kernels.cuda._window import reached_output
+from refvit.kernels.cuda._conv import add_lanes, tap_gather, tap_products, tap_sum
+from refvit.kernels.cuda._window import nhwc_position
 from refvit.ops.conv2d import is_depthwise
 
 # threads per dweight block (a power of two)
@@ -33,101 +35,48 @@ REDUCE_THREADS = 8 if SIMULATOR else 128
 
 
 @cuda.jit
-def _forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _forward_kernel(x, weight, bias, out, stride, pad, dilation):
     index = cuda.grid(1)
-    if index >= out.size:
-        return
-    batch, out_h, out_w, out_channels = out.shape
-    height, width, in_channels = x.shape[1], x.shape[2], x.shape[3]
-    group_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
-    group_out = out_channels // (in_channels // group_in)
-    o = index % out_channels
-    v = (index // out_channels) % out_w
-    u = (index // (out_channels * out_w)) % out_h
-    b = index // (out_channels * out_w * out_h)
-    first_channel = (o // group_out) * group_in
-    total = 0.0
-    for i in range(kh):
-        h = u * stride_h - pad_h + i * dil_h
-        if h < 0 or h >= height:
-            continue
-        for j in range(kw):
-            w = v * stride_w - pad_w + j * dil_w
-            if w < 0 or w >= width:
-                continue
-            for c in range(group_in):
-                total += x[b, h, w, first_channel + c] * weight[o, c, i, j]
-    out[b, u, v, o] = total + bias[o]
+    if index < out.size:
+        group_in = weight.shape[1]
+        b, u, v, o = nhwc_position(index, out.shape[1], out.shape[2], out.shape[3])
+        first_channel = (o // (out.shape[3] // (x.shape[3] // group_in))) * group_in
+        out[b, u, v, o] = tap_sum(x, weight, b, u, v, o, first_channel, group_in, stride, pad, dilation) + bias[o]
 
 
 @cuda.jit
-def _grad_input_kernel(dout, weight, dx, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _grad_input_kernel(dout, weight, dx, stride, pad, dilation):
     index = cuda.grid(1)
-    if index >= dx.size:
-        return
-    batch, height, width, in_channels = dx.shape
-    out_h, out_w, out_channels = dout.shape[1], dout.shape[2], dout.shape[3]
-    group_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
-    group_out = out_channels // (in_channels // group_in)
-    channel = index % in_channels
-    w = (index // in_channels) % width
-    h = (index // (in_channels * width)) % height
-    b = index // (in_channels * width * height)
-    group = channel // group_in
-    c = channel % group_in
-    total = 0.0
-    for i in range(kh):
-        u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
-        if u < 0:
-            continue
-        for j in range(kw):
-            v = reached_output(w, pad_w, j * dil_w, stride_w, out_w)
-            if v < 0:
-                continue
-            for o in range(group * group_out, (group + 1) * group_out):
-                total += dout[b, u, v, o] * weight[o, c, i, j]
-    dx[b, h, w, channel] = total
+    if index < dx.size:
+        b, h, w, channel = nhwc_position(index, dx.shape[1], dx.shape[2], dx.shape[3])
+        group_in = weight.shape[1]
+        group_out = dout.shape[3] // (dx.shape[3] // group_in)
+        first_out = (channel // group_in) * group_out
+        dx[b, h, w, channel] = tap_gather(dout, weight, b, h, w, channel % group_in, first_out, group_out,
+                                          stride, pad, dilation)
 
 
 @cuda.jit
-def _grad_weight_kernel(dout, x, dweight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """One block per element of ``dweight (C_out, C_g, kh, kw)``."""
-    batch, out_h, out_w, out_channels = dout.shape
-    height, width, in_channels = x.shape[1], x.shape[2], x.shape[3]
+def _grad_weight_kernel(dout, x, dweight, stride, pad, dilation):
+    """One block per element ``(o, c, i, j)`` of ``dweight (C_out, C_g, kh, kw)``; its threads are pixel lanes."""
     group_in, kh, kw = dweight.shape[1], dweight.shape[2], dweight.shape[3]
-    group_out = out_channels // (in_channels // group_in)
+    group_out = dout.shape[3] // (x.shape[3] // group_in)
     element = cuda.blockIdx.x
     j = element % kw
     i = (element // kw) % kh
     c = (element // (kw * kh)) % group_in
     o = element // (kw * kh * group_in)
-    channel = (o // group_out) * group_in + c
     lane = cuda.threadIdx.x
-    total = 0.0
-    for pixel in range(lane, batch * out_h * out_w, REDUCE_THREADS):
-        v = pixel % out_w
-        u = (pixel // out_w) % out_h
-        b = pixel // (out_w * out_h)
-        h = u * stride_h - pad_h + i * dil_h
-        w = v * stride_w - pad_w + j * dil_w
-        if 0 <= h < height and 0 <= w < width:
-            total += dout[b, u, v, o] * x[b, h, w, channel]
-    lane_sums = cuda.shared.array(REDUCE_THREADS, dtype=numba.float64)
-    lane_sums[lane] = total
-    cuda.syncthreads()
-    step = REDUCE_THREADS // 2
-    while step > 0:
-        if lane < step:
-            lane_sums[lane] += lane_sums[lane + step]
-        cuda.syncthreads()
-        step //= 2
+    total = tap_products(dout, x, o, (o // group_out) * group_in + c, i, j, lane, REDUCE_THREADS, stride, pad, dilation)
+    lane_sums = cuda.shared.array((REDUCE_THREADS, 1), dtype=numba.float64)
+    add_lanes(lane_sums, lane, 0, total)
     if lane == 0:
-        dweight[o, c, i, j] = lane_sums[0]
+        dweight[o, c, i, j] = lane_sums[0, 0]
 
 
 def _window_args(window):
-    (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = window.stride, window.padding, window.dilation
-    return stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+    """The kernels' geometry arguments: ``stride``, ``pad``, ``dilation``, each ``(along H, along W)``."""
+    return tuple(window.stride), tuple(window.padding), tuple(window.dilation)
 
 
 def forward(x, weight, bias, window):

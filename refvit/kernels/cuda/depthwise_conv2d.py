@@ -12,7 +12,8 @@ r"""Depthwise 2-D convolution on the GPU (``groups == C_in == C_out``), channels
   memory, so each weight is written once, by one thread, without atomics.
 * dbias: the same block reduction over output pixels, one block per run of channels.
 
-Sums are kept in float64 registers and rounded once on store.
+Sums are kept in float64 registers and rounded once on store. The tap loops are the device functions of
+:mod:`refvit.kernels.cuda._conv`.
 """
 import numba
 from numba import cuda
@@ -20,78 +21,41 @@ from numba import cuda
 from refvit.kernels.cuda._device import (
     SIMULATOR, any_device, empty, grid_1d, to_device, to_host_unless, zeros,
 )
-from refvit.kernels.cuda._window import nhwc_position, reached_output
+from refvit.kernels.cuda._conv import add_lanes, tap_gather, tap_products, tap_sum
+from refvit.kernels.cuda._window import nhwc_position
 
 # threads per reduction block: (channels, pixel lanes); the lane count is a power of two
 CHANNEL_LANES, PIXEL_LANES = (4, 4) if SIMULATOR else (32, 8)
 
 
 @cuda.jit
-def _forward_kernel(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _forward_kernel(x, weight, bias, out, stride, pad, dilation):
     index = cuda.grid(1)
-    if index >= out.size:
-        return
-    batch, out_h, out_w, channels = out.shape
-    height, width = x.shape[1], x.shape[2]
-    kh, kw = weight.shape[2], weight.shape[3]
-    b, u, v, c = nhwc_position(index, out_h, out_w, channels)
-    total = 0.0
-    for i in range(kh):
-        h = u * stride_h - pad_h + i * dil_h
-        if h < 0 or h >= height:
-            continue
-        for j in range(kw):
-            w = v * stride_w - pad_w + j * dil_w
-            if 0 <= w < width:
-                total += x[b, h, w, c] * weight[c, 0, i, j]
-    out[b, u, v, c] = total + bias[c]
+    if index < out.size:
+        b, u, v, c = nhwc_position(index, out.shape[1], out.shape[2], out.shape[3])
+        out[b, u, v, c] = tap_sum(x, weight, b, u, v, c, c, 1, stride, pad, dilation) + bias[c]
 
 
 @cuda.jit
-def _grad_input_kernel(dout, weight, dx, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _grad_input_kernel(dout, weight, dx, stride, pad, dilation):
     index = cuda.grid(1)
-    if index >= dx.size:
-        return
-    batch, height, width, channels = dx.shape
-    out_h, out_w = dout.shape[1], dout.shape[2]
-    kh, kw = weight.shape[2], weight.shape[3]
-    b, h, w, c = nhwc_position(index, height, width, channels)
-    total = 0.0
-    for i in range(kh):
-        u = reached_output(h, pad_h, i * dil_h, stride_h, out_h)
-        if u < 0:
-            continue
-        for j in range(kw):
-            v = reached_output(w, pad_w, j * dil_w, stride_w, out_w)
-            if v >= 0:
-                total += dout[b, u, v, c] * weight[c, 0, i, j]
-    dx[b, h, w, c] = total
+    if index < dx.size:
+        b, h, w, c = nhwc_position(index, dx.shape[1], dx.shape[2], dx.shape[3])
+        dx[b, h, w, c] = tap_gather(dout, weight, b, h, w, 0, c, 1, stride, pad, dilation)
 
 
 @cuda.jit
-def _grad_weight_kernel(dout, x, dweight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+def _grad_weight_kernel(dout, x, dweight, stride, pad, dilation):
     """Block ``(tap, channel run)``; ``threadIdx.x`` = channel in the run, ``threadIdx.y`` = pixel lane."""
-    batch, out_h, out_w, channels = dout.shape
-    height, width = x.shape[1], x.shape[2]
     kw = dweight.shape[3]
-    tap = cuda.blockIdx.y
-    i = tap // kw
-    j = tap % kw
+    i, j = cuda.blockIdx.y // kw, cuda.blockIdx.y % kw
     c = cuda.blockIdx.x * CHANNEL_LANES + cuda.threadIdx.x
-    lane = cuda.threadIdx.y
     total = 0.0
-    if c < channels:
-        for pixel in range(lane, batch * out_h * out_w, PIXEL_LANES):
-            v = pixel % out_w
-            u = (pixel // out_w) % out_h
-            b = pixel // (out_w * out_h)
-            h = u * stride_h - pad_h + i * dil_h
-            w = v * stride_w - pad_w + j * dil_w
-            if 0 <= h < height and 0 <= w < width:
-                total += dout[b, u, v, c] * x[b, h, w, c]
+    if c < dout.shape[3]:
+        total = tap_products(dout, x, c, c, i, j, cuda.threadIdx.y, PIXEL_LANES, stride, pad, dilation)
     lane_sums = cuda.shared.array((PIXEL_LANES, CHANNEL_LANES), dtype=numba.float64)
-    _add_lanes(lane_sums, total)
-    if lane == 0 and c < channels:
+    add_lanes(lane_sums, cuda.threadIdx.y, cuda.threadIdx.x, total)
+    if cuda.threadIdx.y == 0 and c < dout.shape[3]:
         dweight[c, 0, i, j] = lane_sums[0, cuda.threadIdx.x]
 
 
@@ -105,29 +69,14 @@ def _channel_sums_kernel(rows, sums):
         for n in range(cuda.threadIdx.y, count, PIXEL_LANES):
             total += rows[n, c]
     lane_sums = cuda.shared.array((PIXEL_LANES, CHANNEL_LANES), dtype=numba.float64)
-    _add_lanes(lane_sums, total)
+    add_lanes(lane_sums, cuda.threadIdx.y, cuda.threadIdx.x, total)
     if cuda.threadIdx.y == 0 and c < channels:
         sums[c] = lane_sums[0, cuda.threadIdx.x]
 
 
-@cuda.jit(device=True)
-def _add_lanes(lane_sums, value):
-    """Tree sum over ``threadIdx.y`` in shared memory; the result lands in ``lane_sums[0, threadIdx.x]``."""
-    lane = cuda.threadIdx.y
-    column = cuda.threadIdx.x
-    lane_sums[lane, column] = value
-    cuda.syncthreads()
-    step = PIXEL_LANES // 2
-    while step > 0:
-        if lane < step:
-            lane_sums[lane, column] += lane_sums[lane + step, column]
-        cuda.syncthreads()
-        step //= 2
-
-
 def _window_args(window):
-    (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = window.stride, window.padding, window.dilation
-    return stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+    """The kernels' geometry arguments: ``stride``, ``pad``, ``dilation``, each ``(along H, along W)``."""
+    return tuple(window.stride), tuple(window.padding), tuple(window.dilation)
 
 
 def _channel_blocks(channels):
