@@ -1,0 +1,23 @@
+"""The conv2d kernel entries pick the algorithm: a depthwise convolution goes to the depthwise kernels."""
+import numpy as np
+import pytest
+
+from refvit import kernels, ops
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("groups, out_channels, depthwise", [(4, 4, True), (2, 4, False), (4, 8, False), (1, 4, False)])
+def test_entry_hands_depthwise_calls_to_the_depthwise_kernels(monkeypatch, rng, backend, groups, out_channels,
+                                                               depthwise):
+    module = kernels.load(backend, "depthwise_conv2d")
+    calls = []
+    for step in ("forward", "backward"):
+        original = getattr(module, step)
+        monkeypatch.setattr(module, step, lambda *a, _o=original, _s=step: calls.append(_s) or _o(*a))
+    x = rng.standard_normal((1, 5, 6, 4))
+    weight = rng.standard_normal((out_channels, 4 // groups, 3, 3))
+    out, cache = ops.conv2d.forward(x, weight, None, padding=1, groups=groups, backend=backend)
+    ops.conv2d.backward(np.ones(out.shape), cache)
+    assert calls == (["forward", "backward"] if depthwise else [])
+    want, _ = ops.conv2d.forward(x, weight, None, padding=1, groups=groups, backend="numpy")
+    np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
