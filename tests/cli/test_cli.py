@@ -3,11 +3,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from refvit import cli
 from refvit.bench import BenchCase, collect_cases
-from refvit.bench.runner import run as run_bench
 from refvit.check import run as run_check
 
 
@@ -81,7 +79,6 @@ def test_bench_accepts_an_op_like_object(capsys):
 
 
 def test_bench_times_torch_in_a_child_process():
-    pytest.importorskip("torch")
     from refvit.bench import runner
 
     (case,) = [c for c in collect_cases() if c.name.startswith("gelu")]

@@ -1,6 +1,8 @@
 """Digits, shapes, .npz folders, bilinear resizing and data sets by name."""
 import numpy as np
 import pytest
+import sklearn.datasets
+import torch
 
 from refvit.data import (SHAPE_CLASSES, load_dataset, load_digits, load_npz_folder, make_shapes,
                          resize_bilinear)
@@ -9,7 +11,6 @@ from refvit.data.digits import split_indices
 
 @pytest.fixture(scope="module")
 def digits():
-    pytest.importorskip("sklearn")
     return load_digits("train"), load_digits("test")
 
 
@@ -36,9 +37,8 @@ def test_digits_split_is_fixed_disjoint_and_stratified(digits):
 
 
 def test_digits_at_native_size_are_the_scaled_originals():
-    sklearn = pytest.importorskip("sklearn.datasets")
     images, labels = load_digits("all", size=8)
-    bunch = sklearn.load_digits()
+    bunch = sklearn.datasets.load_digits()
     np.testing.assert_allclose(images[..., 1], bunch.images / 16.0, rtol=1e-6)
     np.testing.assert_array_equal(labels, bunch.target)
 
@@ -51,7 +51,6 @@ def test_digits_bad_arguments():
 
 
 def test_resize_matches_torch_interpolate():
-    torch = pytest.importorskip("torch")
     images = np.random.default_rng(0).random((2, 8, 5, 3))
     ours = resize_bilinear(images, (13, 32))
     theirs = torch.nn.functional.interpolate(torch.tensor(images).permute(0, 3, 1, 2), size=(13, 32),

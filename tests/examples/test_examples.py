@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from refvit.autograd import Tensor, no_grad
 from refvit.backend import use_backend
@@ -28,7 +29,6 @@ def load_example(name):
 
 @pytest.fixture(scope="module")
 def attention_maps():
-    pytest.importorskip("matplotlib")
     return load_example("attention_maps")
 
 
@@ -85,7 +85,6 @@ def assert_sums_to_one(weights):
 
 
 def test_attention_maps_trains_then_draws(attention_maps, tmp_path, capsys):
-    pytest.importorskip("sklearn")
     from matplotlib.image import imread
 
     out = tmp_path / "run"
@@ -109,7 +108,6 @@ def test_attention_maps_trains_then_draws(attention_maps, tmp_path, capsys):
 
 
 def test_cross_check_agrees_with_torch(cross_check, capsys):
-    pytest.importorskip("torch")
     assert cross_check.main(["--cases", "mlp", "conv_block"]) == 0
     out = capsys.readouterr().out
     for quantity in ("d input", "d fc1.weight", "d conv.weight", "d dw.bias", "bn.running_var"):
@@ -118,7 +116,6 @@ def test_cross_check_agrees_with_torch(cross_check, capsys):
 
 
 def test_cross_check_reports_a_difference(cross_check, rng):
-    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     case = cross_check.build_case("mlp", torch, rng, None)
     case.ours.act.approximate = "tanh"  # not what torch.nn.GELU() computes
@@ -131,9 +128,8 @@ def test_cross_check_reports_a_difference(cross_check, rng):
 
 def test_cross_check_without_torch_or_timm(cross_check, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "timm", None)  # None in sys.modules: the import fails
-    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
-        assert cross_check.main(["--cases", "coatnet_0"]) == 0
-        assert "coatnet_0: skipped, timm is not installed" in capsys.readouterr().out
+    assert cross_check.main(["--cases", "coatnet_0"]) == 0
+    assert "coatnet_0: skipped, timm is not installed" in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "torch", None)
     assert cross_check.main([]) == 2
     err = capsys.readouterr().err

@@ -2,14 +2,14 @@
 the same state_dict in both, float64, outputs, input gradients and parameter gradients."""
 import numpy as np
 import pytest
+import torch
 
 from refvit import Tensor
 from refvit.models import create_model
 from refvit.nn.coatnet import MbConvBlock, TransformerBlock2d
 from refvit.testing import assert_close
+from tests.models import coatnet_torch_reference as reference
 
-torch = pytest.importorskip("torch")
-reference = pytest.importorskip("tests.models.coatnet_torch_reference")
 
 TOL = dict(rtol=1e-8, atol=1e-10)
 

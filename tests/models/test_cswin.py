@@ -2,6 +2,7 @@
 the official semantics (tests/models/cswin_torch.py), gradients, padding, branch geometry, bad input."""
 import numpy as np
 import pytest
+import torch
 
 import refvit
 from refvit.autograd import Tensor
@@ -79,7 +80,6 @@ def test_initialisation_follows_official():
 # ---------------------------------------------------------------- numerics against torch
 
 def torch_block_case(dim, heads, split, branches, height, width, pad=False, seed=0):
-    torch = pytest.importorskip("torch")
     from tests.models import cswin_torch
 
     torch.manual_seed(seed)
@@ -98,7 +98,6 @@ def torch_block_case(dim, heads, split, branches, height, width, pad=False, seed
     ("padded stripes (segmentation): pads 2 and 3", 8, 2, 4, 2, 5, 6, True),
 ])
 def test_block_matches_torch(rng, name, dim, heads, split, branches, height, width, pad):
-    torch = pytest.importorskip("torch")
     ours, theirs = torch_block_case(dim, heads, split, branches, height, width, pad)
     x = rng.standard_normal((2, height, width, dim))
     upstream = rng.standard_normal(x.shape)
@@ -116,7 +115,6 @@ def test_block_matches_torch(rng, name, dim, heads, split, branches, height, wid
 
 
 def test_nano_model_matches_torch(rng):
-    torch = pytest.importorskip("torch")
     from tests.models import cswin_torch
 
     theirs = cswin_torch.randomise(cswin_torch.CSWin(32, 10, NANO["embed_dim"], NANO["depth"], NANO["split_size"],

@@ -11,7 +11,6 @@ from refvit.testing import assert_close, gradcheck
 
 @pytest.mark.parametrize("case", [c for c in CASES if "stage 3" in c.name], ids=lambda c: c.name)
 def test_torch_equivalent_matches(case):
-    pytest.importorskip("torch")
     args, kwargs = case.make(np.random.default_rng(0), np.float64)
     out, _ = resolve_op(case.op).forward(*args, **kwargs, backend="cpu")
     assert_close(out, case.torch_forward(args, kwargs)().detach().numpy(), name=case.name)

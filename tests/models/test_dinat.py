@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import torch
 
 import refvit
 from refvit.autograd import Tensor
@@ -261,7 +262,6 @@ def test_receptive_field_example():
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_bench_dense_masked_attention_equals_na2d(rng, dilation):
     """The PyTorch side of the na2d benchmark (dense attention, -inf outside the window) is the same op."""
-    torch = pytest.importorskip("torch")
     from refvit.bench.cases_dinat import _na2d_torch
 
     q, k, v = (rng.standard_normal((1, 2, 9, 8, 4)) for _ in range(3))
@@ -280,7 +280,6 @@ def test_bench_layer_wrapper_gradcheck_and_torch_equivalent(rng):
 
     args, kwargs = _dinat_layer.example(rng)
     gradcheck(_dinat_layer, args, kwargs, backend="cpu")
-    torch = pytest.importorskip("torch")
     x = rng.standard_normal((1, 7, 7, 8))
     expected, _ = _dinat_layer.forward(x, 2, 3, dilation=2)
     with torch.no_grad():

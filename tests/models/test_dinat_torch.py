@@ -2,6 +2,7 @@
 the same state_dict in both, float64, outputs and gradients of the input and the parameters."""
 import numpy as np
 import pytest
+import torch
 
 from refvit.autograd import Tensor
 from refvit.models import create_model
@@ -9,8 +10,7 @@ from refvit.models.dinat import NANO, dinat_dilations
 from refvit.nn.nat import NATLayer, NeighborhoodAttention2D
 from refvit.testing import assert_close
 
-torch = pytest.importorskip("torch")
-from tests.models import dinat_torch  # noqa: E402  (needs torch)
+from tests.models import dinat_torch
 
 
 def run_both(ours, theirs, x, upstream, their_input=None):

@@ -2,6 +2,7 @@
 from the official semantics (tests/models/dualvit_torch.py), gradients, training mode."""
 import numpy as np
 import pytest
+import torch
 
 import refvit
 from refvit.autograd import Tensor
@@ -153,7 +154,6 @@ def _compare_params(ours, theirs_params, keys, label):
 
 
 def test_dual_block_matches_torch(rng):
-    torch = pytest.importorskip("torch")
     from tests.models import dualvit_torch as ref
 
     theirs = ref.randomise(ref.DualBlock(8, 2, 2.0), seed=1)
@@ -176,7 +176,6 @@ def test_dual_block_matches_torch(rng):
 
 
 def test_merge_block_and_class_block_match_torch(rng):
-    torch = pytest.importorskip("torch")
     from tests.models import dualvit_torch as ref
 
     for ours, theirs, args in ((MergeBlock(12, 3, 2.0, dtype=np.float64), ref.MergeBlock(12, 3, 2.0), (2, 3)),
@@ -199,7 +198,6 @@ def test_merge_block_and_class_block_match_torch(rng):
 
 @pytest.mark.parametrize("size, tokens, pool", [(8, 4, 4), (12, 64, 4)])  # grid 2x2 = 4; 3x3 from 8x8 (bicubic)
 def test_semantic_token_init_matches_torch(rng, size, tokens, pool):
-    torch = pytest.importorskip("torch")
     from tests.models import dualvit_torch as ref
 
     theirs = ref.randomise(ref.SemanticInit(8, tokens, pool), seed=3)
@@ -220,7 +218,6 @@ def test_semantic_token_init_matches_torch(rng, size, tokens, pool):
 
 
 def test_bicubic_matrix_matches_torch_interpolate(rng):
-    torch = pytest.importorskip("torch")
     image = rng.standard_normal((8, 8))
     for size_h, size_w in ((1, 1), (3, 5), (8, 8), (13, 6)):
         ours = bicubic_matrix(8, size_h) @ image @ bicubic_matrix(8, size_w).T
@@ -240,7 +237,6 @@ def _torch_nano(seed, token_label=True):
 
 @pytest.mark.parametrize("token_label, backend", [(True, "cpu"), (False, "numpy")])
 def test_nano_model_matches_torch(rng, token_label, backend):
-    torch = pytest.importorskip("torch")
     from tests.models import dualvit_torch as ref
 
     theirs = _torch_nano(4, token_label)

@@ -155,7 +155,6 @@ def test_blocks_on_cuda_match_numpy(kind):
 
 
 def test_bench_case_torch_equivalent_matches_the_block():
-    pytest.importorskip("torch")
     from refvit.bench.cases_dualvit import CASES, _block_inputs, _torch_block
 
     assert CASES[0].op is block_op

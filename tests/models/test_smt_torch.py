@@ -2,14 +2,13 @@
 state_dict, same outputs, input gradients, parameter gradients and BatchNorm running statistics."""
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from refvit.autograd import Tensor  # noqa: E402
-from refvit.models import create_model  # noqa: E402
-from refvit.nn.smt import SMTBlock  # noqa: E402
-from refvit.testing import assert_close  # noqa: E402
-from tests.models import _smt_torch as reference  # noqa: E402
+from refvit.autograd import Tensor
+from refvit.models import create_model
+from refvit.nn.smt import SMTBlock
+from refvit.testing import assert_close
+from tests.models import _smt_torch as reference
 
 
 def randomise(module, rng):

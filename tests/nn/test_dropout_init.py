@@ -4,13 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from refvit import nn, ops
+from refvit import nn
 from refvit.autograd import Tensor
 from refvit.nn import init
 from refvit.testing import assert_close
-
-needs_mul = pytest.mark.skipif("mul" not in ops.list_ops(), reason="op mul not written yet")
-
 
 @pytest.mark.parametrize("module", [nn.Dropout(0.5), nn.DropPath(0.5)])
 def test_identity_in_eval(module):
@@ -19,7 +16,6 @@ def test_identity_in_eval(module):
     assert module(x) is x
 
 
-@needs_mul
 def test_dropout_in_training_is_seeded_scaled_and_differentiable():
     drop = nn.Dropout(0.25)
     x = Tensor(np.ones((50, 40)), requires_grad=True)
@@ -35,7 +31,6 @@ def test_dropout_in_training_is_seeded_scaled_and_differentiable():
     assert np.all(nn.Dropout(1.0)(x).data == 0.0)
 
 
-@needs_mul
 def test_drop_path_drops_whole_samples():
     nn.random.seed(3)
     out = nn.DropPath(0.5)(Tensor(np.ones((64, 2, 3), np.float32))).data
@@ -47,7 +42,6 @@ def test_drop_path_drops_whole_samples():
     assert set(np.unique(unscaled)) <= {0.0, 1.0}
 
 
-@needs_mul
 def test_state_round_trip_resumes_bit_identically():
     drop = nn.Dropout(0.5)
     x = np.ones(100)

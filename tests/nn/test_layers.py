@@ -1,15 +1,11 @@
 """Layers against PyTorch: state_dict keys and shapes, outputs and gradients after loading torch's weights."""
 import numpy as np
 import pytest
+import torch
 
-from refvit import nn, ops
+from refvit import nn
 from refvit.autograd import Tensor
 from refvit.testing import assert_close, numerical_vjp
-
-
-def needs_ops(*names):
-    missing = sorted(set(names) - set(ops.list_ops()))
-    return pytest.mark.skipif(bool(missing), reason=f"ops not written yet: {missing}")
 
 
 def torch_state(module):
@@ -32,7 +28,6 @@ def nhwc(x):
 
 def compare(ours, theirs, x, upstream, to_torch=lambda a: a, from_torch=lambda a: a, load=True):
     """Outputs, input gradients and parameter gradients of ours and torch's module."""
-    torch = pytest.importorskip("torch")
     if load:
         ours.load_state_dict(torch_state(theirs))
     x_ours = Tensor(x, requires_grad=True)
@@ -48,9 +43,7 @@ def compare(ours, theirs, x, upstream, to_torch=lambda a: a, from_torch=lambda a
         assert_close(parameter.grad, theirs_params[name].grad.numpy(), name=f"d{name}")
 
 
-@needs_ops("linear")
 def test_linear_matches_torch(rng):
-    torch = pytest.importorskip("torch")
     theirs = torch.nn.Linear(5, 3).double()
     ours = nn.Linear(5, 3, dtype=np.float64)
     assert_same_state_layout(ours, theirs)
@@ -59,9 +52,7 @@ def test_linear_matches_torch(rng):
     assert list(no_bias.state_dict()) == ["weight"] and no_bias.bias is None
 
 
-@needs_ops("layer_norm")
 def test_layer_norm_matches_torch(rng):
-    torch = pytest.importorskip("torch")
     theirs = torch.nn.LayerNorm(6, eps=1e-6).double()
     with torch.no_grad():
         theirs.weight.normal_()
@@ -71,7 +62,6 @@ def test_layer_norm_matches_torch(rng):
     compare(ours, theirs, rng.standard_normal((3, 6)), rng.standard_normal((3, 6)))
 
 
-@needs_ops("layer_norm")
 def test_layer_norm_without_affine(rng):
     ours = nn.LayerNorm((4,), elementwise_affine=False, dtype=np.float64)
     assert ours.state_dict() == {}
@@ -82,13 +72,11 @@ def test_layer_norm_without_affine(rng):
         nn.LayerNorm((2, 4))
 
 
-@needs_ops("conv2d")
 @pytest.mark.parametrize("options", [
     dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1),
     dict(in_channels=4, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=4, bias=False),
     dict(in_channels=4, out_channels=6, kernel_size=(1, 2), groups=2)])
 def test_conv2d_matches_torch_channels_last(options, rng):
-    torch = pytest.importorskip("torch")
     theirs = torch.nn.Conv2d(**options).double()
     ours = nn.Conv2d(**options, dtype=np.float64)
     assert_same_state_layout(ours, theirs)
@@ -104,10 +92,8 @@ def test_conv2d_bad_arguments():
         nn.Conv2d(2, 2, (1, 2, 3))
 
 
-@needs_ops("batch_norm")
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batch_norm_train_and_eval_match_torch(momentum, rng):
-    torch = pytest.importorskip("torch")
     theirs = torch.nn.BatchNorm2d(3, momentum=momentum).double()
     with torch.no_grad():
         theirs.weight.normal_()
@@ -133,7 +119,6 @@ def test_batch_norm_train_and_eval_match_torch(momentum, rng):
     assert int(ours.num_batches_tracked) == 2  # evaluation leaves the statistics alone
 
 
-@needs_ops("batch_norm")
 def test_batch_norm_counts_batches_and_rejects_bad_rank(rng):
     bn = nn.BatchNorm2d(2, dtype=np.float64)
     x = rng.standard_normal((2, 3, 3, 2)) + 4.0
@@ -148,9 +133,7 @@ def test_batch_norm_counts_batches_and_rejects_bad_rank(rng):
         bn(np.zeros((2, 3)))
 
 
-@needs_ops("linear", "gelu")
 def test_mlp_matches_torch_and_timm_names(rng):
-    torch = pytest.importorskip("torch")
 
     class TorchMlp(torch.nn.Module):  # timm's layout: fc1, act, drop1, norm, fc2, drop2
         def __init__(self):
@@ -168,9 +151,7 @@ def test_mlp_matches_torch_and_timm_names(rng):
     assert nn.Mlp(4).fc2.out_features == 4
 
 
-@needs_ops("linear", "gelu", "relu")
 def test_sequential_matches_torch(rng):
-    torch = pytest.importorskip("torch")
     theirs = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2), torch.nn.GELU(),
                                  torch.nn.Identity()).double()
     ours = nn.Sequential(nn.Linear(3, 5, dtype=np.float64), nn.ReLU(), nn.Linear(5, 2, dtype=np.float64), nn.GELU(),
@@ -179,18 +160,14 @@ def test_sequential_matches_torch(rng):
     compare(ours, theirs, rng.standard_normal((4, 3)), rng.standard_normal((4, 2)))
 
 
-@needs_ops("relu", "silu", "sigmoid", "tanh", "softmax", "gelu")
 @pytest.mark.parametrize("name", ["ReLU", "SiLU", "Sigmoid", "Tanh", "Softmax", "GELU"])
 def test_activations_match_torch(name, rng):
-    torch = pytest.importorskip("torch")
     theirs = getattr(torch.nn, name)(dim=-1) if name == "Softmax" else getattr(torch.nn, name)()
     compare(getattr(nn, name)(), theirs, rng.standard_normal((2, 5)), rng.standard_normal((2, 5)))
 
 
-@needs_ops("avg_pool2d", "max_pool2d")
 @pytest.mark.parametrize("name", ["AvgPool2d", "MaxPool2d"])
 def test_pools_match_torch(name, rng):
-    torch = pytest.importorskip("torch")
     theirs = getattr(torch.nn, name)(3, stride=2, padding=1)
     ours = getattr(nn, name)(3, stride=2, padding=1)
     x = rng.standard_normal((1, 5, 6, 2))
@@ -198,7 +175,6 @@ def test_pools_match_torch(name, rng):
     compare(ours, theirs, x, rng.standard_normal(out_shape), to_torch=nchw, from_torch=nhwc)
 
 
-@needs_ops("linear", "layer_norm", "gelu")
 def test_module_gradients_match_numerical_vjp(rng):
     block = nn.Sequential(nn.Linear(3, 4, dtype=np.float64), nn.LayerNorm(4, dtype=np.float64), nn.GELU())
     x = rng.standard_normal((2, 3))
