@@ -1,8 +1,10 @@
 """2-D neighbourhood attention on the GPU (``na1d`` runs here too, as a map of height 1).
 
 Layout as in :mod:`refvit.kernels.cpu.na2d`: ``q, k, v, out (B*heads, H, W, d)``, softmax weights
-and their gradient ``(B*heads, H, W, kh*kw)``. Each axis' window comes as ``first`` (first key),
-``count`` (keys, ``dilation`` apart) and ``bias`` (bias index of the first key) per query.
+and their gradient ``(B*heads, H, W, kh*kw)``. Each axis' windows come as an ``AxisBounds`` of
+device arrays (``rows``, ``cols``; :mod:`refvit.ops._neighborhood`): per query the first key, the
+key count (keys ``steps`` = ``dilation`` apart) and the bias index of the first key; the backward
+pass over keys reads the per-axis ``InverseWindows`` the same way.
 
 * forward: one thread per query; logits, softmax and the weighted sum of values. The logits are
   written into the weights array, then overwritten by the weights: one thread owns one row.
@@ -22,34 +24,52 @@ from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, t
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 
+@cuda.jit(device=True)
+def _query(index, a):
+    """Flat thread index -> ``(map, row, column)`` of an element of ``a (maps, H, W, d)``."""
+    height, width = a.shape[1], a.shape[2]
+    return index // (height * width), (index // width) % height, index % width
+
+
+@cuda.jit(device=True)
+def _dot(a, m, x, y, b, key_row, key_col):
+    """``a[m, x, y, :] . b[m, key_row, key_col, :]`` in float64."""
+    total = 0.0
+    for c in range(a.shape[3]):
+        total += a[m, x, y, c] * b[m, key_row, key_col, c]
+    return total
+
+
+@cuda.jit(device=True)
+def _window_sum(weights, values, m, x, y, c, rows, cols, steps, kernel_w):
+    """``sum_slot weights[m, x, y, slot] * values[m, key(slot), c]`` over the window of query ``(x, y)``."""
+    acc = 0.0
+    for u in range(rows.key_count[x]):
+        key_row = rows.first_key[x] + steps[0] * u
+        for w in range(cols.key_count[y]):
+            acc += weights[m, x, y, u * kernel_w + w] * values[m, key_row, cols.first_key[y] + steps[1] * w, c]
+    return acc
+
+
 @cuda.jit
-def _forward_kernel(q, k, v, rpb, heads, scale, row_first, row_count, row_bias, row_step,
-                    col_first, col_count, col_bias, col_step, kernel_w, out, attn):
-    maps, height, width, head_dim = q.shape
-    index = cuda.grid(1)
-    if index >= maps * height * width:
+def _forward_kernel(q, k, v, rpb, heads, scale, rows, cols, steps, kernel_w, out, attn):
+    m, x, y = _query(cuda.grid(1), q)
+    if m >= q.shape[0]:
         return
-    m = index // (height * width)
-    x = (index // width) % height
-    y = index % width
     head = m % heads
     largest = -math.inf
-    for u in range(row_count[x]):
-        key_row = row_first[x] + row_step * u
-        for w in range(col_count[y]):
-            key_col = col_first[y] + col_step * w
-            logit = 0.0
-            for c in range(head_dim):
-                logit += q[m, x, y, c] * k[m, key_row, key_col, c]
-            logit *= scale
+    for u in range(rows.key_count[x]):
+        key_row = rows.first_key[x] + steps[0] * u
+        for w in range(cols.key_count[y]):
+            logit = _dot(q, m, x, y, k, key_row, cols.first_key[y] + steps[1] * w) * scale
             if rpb.shape[1] > 0:
-                logit += rpb[head, row_bias[x] + u, col_bias[y] + w]
+                logit += rpb[head, rows.first_bias[x] + u, cols.first_bias[y] + w]
             attn[m, x, y, u * kernel_w + w] = logit
             if logit > largest or u + w == 0:
                 largest = logit
     total = 0.0
     for slot in range(attn.shape[3]):
-        if slot // kernel_w < row_count[x] and slot % kernel_w < col_count[y]:
+        if slot // kernel_w < rows.key_count[x] and slot % kernel_w < cols.key_count[y]:
             weight = math.exp(attn[m, x, y, slot] - largest)
             attn[m, x, y, slot] = weight
             total += weight
@@ -57,93 +77,66 @@ def _forward_kernel(q, k, v, rpb, heads, scale, row_first, row_count, row_bias, 
             attn[m, x, y, slot] = 0.0
     for slot in range(attn.shape[3]):
         attn[m, x, y, slot] /= total
-    for c in range(head_dim):
-        acc = 0.0
-        for u in range(row_count[x]):
-            key_row = row_first[x] + row_step * u
-            for w in range(col_count[y]):
-                acc += attn[m, x, y, u * kernel_w + w] * v[m, key_row, col_first[y] + col_step * w, c]
-        out[m, x, y, c] = acc
+    for c in range(out.shape[3]):
+        out[m, x, y, c] = _window_sum(attn, v, m, x, y, c, rows, cols, steps, kernel_w)
 
 
 def _launch_forward(q, k, v, rpb, heads, scale, rows, cols, steps, kernel_w, out, attn):
-    _forward_kernel[grid_1d(out.size // out.shape[3])](
-        q, k, v, rpb, heads, scale, rows.first_key, rows.key_count, rows.first_bias, steps[0],
-        cols.first_key, cols.key_count, cols.first_bias, steps[1], kernel_w, out, attn)
+    _forward_kernel[grid_1d(out.size // out.shape[3])](q, k, v, rpb, heads, scale, rows, cols, steps, kernel_w,
+                                                        out, attn)
 
 
 @cuda.jit
-def _backward_queries_kernel(dout, k, v, out, attn, scale, row_first, row_count, row_step,
-                             col_first, col_count, col_step, kernel_w, dlogits, dq):
-    maps, height, width, head_dim = k.shape
+def _backward_queries_kernel(dout, k, v, out, attn, scale, rows, cols, steps, kernel_w, dlogits, dq):
     index = cuda.grid(1)
-    if index >= maps * height * width:
+    if index >= dq.size // dq.shape[3]:
         return
-    m = index // (height * width)
-    x = (index // width) % height
-    y = index % width
-    grad_dot_out = 0.0
-    for c in range(head_dim):
-        grad_dot_out += dout[m, x, y, c] * out[m, x, y, c]
+    m, x, y = _query(index, dq)
+    grad_dot_out = _dot(dout, m, x, y, out, x, y)
     for slot in range(dlogits.shape[3]):
         dlogits[m, x, y, slot] = 0.0
-    for u in range(row_count[x]):
-        key_row = row_first[x] + row_step * u
-        for w in range(col_count[y]):
-            key_col = col_first[y] + col_step * w
-            grad_dot_v = 0.0
-            for c in range(head_dim):
-                grad_dot_v += dout[m, x, y, c] * v[m, key_row, key_col, c]
+    for u in range(rows.key_count[x]):
+        for w in range(cols.key_count[y]):
+            grad_dot_v = _dot(dout, m, x, y, v, rows.first_key[x] + steps[0] * u, cols.first_key[y] + steps[1] * w)
             slot = u * kernel_w + w
             dlogits[m, x, y, slot] = attn[m, x, y, slot] * (grad_dot_v - grad_dot_out)
-    for c in range(head_dim):
-        acc = 0.0
-        for u in range(row_count[x]):
-            key_row = row_first[x] + row_step * u
-            for w in range(col_count[y]):
-                acc += dlogits[m, x, y, u * kernel_w + w] * k[m, key_row, col_first[y] + col_step * w, c]
-        dq[m, x, y, c] = scale * acc
+    for c in range(dq.shape[3]):
+        dq[m, x, y, c] = scale * _window_sum(dlogits, k, m, x, y, c, rows, cols, steps, kernel_w)
 
 
 def _launch_backward_queries(dout, k, v, out, attn, scale, rows, cols, steps, kernel_w, dlogits, dq):
-    _backward_queries_kernel[grid_1d(dq.size // dq.shape[3])](
-        dout, k, v, out, attn, scale, rows.first_key, rows.key_count, steps[0],
-        cols.first_key, cols.key_count, steps[1], kernel_w, dlogits, dq)
+    _backward_queries_kernel[grid_1d(dq.size // dq.shape[3])](dout, k, v, out, attn, scale, rows, cols, steps,
+                                                              kernel_w, dlogits, dq)
 
 
 @cuda.jit
-def _backward_keys_kernel(q, dout, attn, dlogits, scale, row_queries, row_slots, row_count,
-                          col_queries, col_slots, col_count, kernel_w, dk, dv):
-    maps, height, width, head_dim = q.shape
+def _backward_keys_kernel(q, dout, attn, dlogits, scale, row_inverse, col_inverse, kernel_w, dk, dv):
     index = cuda.grid(1)
-    if index >= maps * height * width:
+    if index >= dk.size // dk.shape[3]:
         return
-    m = index // (height * width)
-    key_row = (index // width) % height
-    key_col = index % width
-    for c in range(head_dim):
+    m, key_row, key_col = _query(index, dk)
+    for c in range(dk.shape[3]):
         dk[m, key_row, key_col, c] = 0.0
         dv[m, key_row, key_col, c] = 0.0
-    for a in range(row_count[key_row]):
-        x = row_queries[key_row, a]
-        for b in range(col_count[key_col]):
-            y = col_queries[key_col, b]
-            slot = row_slots[key_row, a] * kernel_w + col_slots[key_col, b]
+    for a in range(row_inverse.count[key_row]):
+        x = row_inverse.queries[key_row, a]
+        for b in range(col_inverse.count[key_col]):
+            y = col_inverse.queries[key_col, b]
+            slot = row_inverse.slots[key_row, a] * kernel_w + col_inverse.slots[key_col, b]
             dlogit = dlogits[m, x, y, slot]
             weight = attn[m, x, y, slot]
-            for c in range(head_dim):
+            for c in range(dk.shape[3]):
                 dk[m, key_row, key_col, c] += scale * dlogit * q[m, x, y, c]
                 dv[m, key_row, key_col, c] += weight * dout[m, x, y, c]
 
 
 def _launch_backward_keys(q, dout, attn, dlogits, scale, row_inverse, col_inverse, kernel_w, dk, dv):
-    _backward_keys_kernel[grid_1d(dk.size // dk.shape[3])](
-        q, dout, attn, dlogits, scale, row_inverse.queries, row_inverse.slots, row_inverse.count,
-        col_inverse.queries, col_inverse.slots, col_inverse.count, kernel_w, dk, dv)
+    _backward_keys_kernel[grid_1d(dk.size // dk.shape[3])](q, dout, attn, dlogits, scale, row_inverse, col_inverse,
+                                                           kernel_w, dk, dv)
 
 
 @cuda.jit
-def _backward_bias_kernel(dlogits, heads, row_count, row_bias, col_count, col_bias, kernel_w, drpb):
+def _backward_bias_kernel(dlogits, heads, rows, cols, kernel_w, drpb):
     maps, height, width, slots = dlogits.shape
     _, bias_rows, bias_cols = drpb.shape
     index = cuda.grid(1)
@@ -154,12 +147,12 @@ def _backward_bias_kernel(dlogits, heads, row_count, row_bias, col_count, col_bi
     c = index % bias_cols
     acc = 0.0
     for x in range(height):
-        u = r - row_bias[x]
-        if u < 0 or u >= row_count[x]:
+        u = r - rows.first_bias[x]
+        if u < 0 or u >= rows.key_count[x]:
             continue
         for y in range(width):
-            w = c - col_bias[y]
-            if w < 0 or w >= col_count[y]:
+            w = c - cols.first_bias[y]
+            if w < 0 or w >= cols.key_count[y]:
                 continue
             for m in range(head, maps, heads):
                 acc += dlogits[m, x, y, u * kernel_w + w]
@@ -167,8 +160,7 @@ def _backward_bias_kernel(dlogits, heads, row_count, row_bias, col_count, col_bi
 
 
 def _launch_backward_bias(dlogits, heads, rows, cols, kernel_w, drpb):
-    _backward_bias_kernel[grid_1d(drpb.size)](dlogits, heads, rows.key_count, rows.first_bias,
-                                              cols.key_count, cols.first_bias, kernel_w, drpb)
+    _backward_bias_kernel[grid_1d(drpb.size)](dlogits, heads, rows, cols, kernel_w, drpb)
 
 
 def _tables(height, width, options):
