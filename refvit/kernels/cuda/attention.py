@@ -34,6 +34,19 @@ def _logit(q, k, bias, has_bias, scale, b, h, i, j):
 
 
 @cuda.jit(device=True)
+def _probability(q, k, bias, has_bias, scale, b, h, i, j, logsumexp):
+    """``P_ij = exp(S_ij - lse_i)``, recomputed from the saved log-sum-exp of row ``i``."""
+    return math.exp(_logit(q, k, bias, has_bias, scale, b, h, i, j) - logsumexp)
+
+
+@cuda.jit(device=True)
+def _row(index, a):
+    """Flat thread index -> ``(b, head, n)`` of a row of ``a (B, heads, N, d)`` (``b == B`` past the end)."""
+    heads, rows = a.shape[1], a.shape[2]
+    return index // (heads * rows), (index // rows) % heads, index % rows
+
+
+@cuda.jit(device=True)
 def _bias_index(bias, b, h, i, j):
     return (b if bias.shape[0] > 1 else 0, h if bias.shape[1] > 1 else 0,
             i if bias.shape[2] > 1 else 0, j if bias.shape[3] > 1 else 0)
@@ -49,13 +62,9 @@ def _dot_rows(a, b, h, i, other, j):
 
 @cuda.jit
 def _forward_kernel(q, k, v, bias, has_bias, scale, out, logsumexp):
-    row = cuda.grid(1)
-    batch, heads, n_queries, _ = q.shape
-    if row >= batch * heads * n_queries:
+    b, h, i = _row(cuda.grid(1), q)
+    if b >= q.shape[0]:
         return
-    b = row // (heads * n_queries)
-    h = (row // n_queries) % heads
-    i = row % n_queries
     n_keys, value_dim = v.shape[2], v.shape[3]
     row_max = -math.inf
     for j in range(n_keys):
@@ -88,25 +97,20 @@ def forward(q, k, v, bias, scale):
 
 @cuda.jit
 def _backward_query_kernel(dout, q, k, v, bias, has_bias, scale, logsumexp, dq, delta, dbias):
-    row = cuda.grid(1)
-    batch, heads, n_queries, head_dim = q.shape
-    if row >= batch * heads * n_queries:
+    b, h, i = _row(cuda.grid(1), q)
+    if b >= q.shape[0]:
         return
-    b = row // (heads * n_queries)
-    h = (row // n_queries) % heads
-    i = row % n_queries
-    n_keys = k.shape[2]
+    head_dim, n_keys = q.shape[3], k.shape[2]
     lse = logsumexp[b, h, i]
     row_delta = 0.0
     for j in range(n_keys):
-        p = math.exp(_logit(q, k, bias, has_bias, scale, b, h, i, j) - lse)
-        row_delta += p * _dot_rows(dout, b, h, i, v, j)
+        row_delta += _probability(q, k, bias, has_bias, scale, b, h, i, j, lse) * _dot_rows(dout, b, h, i, v, j)
     delta[b, h, i] = row_delta
     for c in range(head_dim):
         dq[b, h, i, c] = 0.0
     for j in range(n_keys):
-        p = math.exp(_logit(q, k, bias, has_bias, scale, b, h, i, j) - lse)
-        dlogit = p * (_dot_rows(dout, b, h, i, v, j) - row_delta)
+        dlogit = _probability(q, k, bias, has_bias, scale, b, h, i, j, lse) * (
+            _dot_rows(dout, b, h, i, v, j) - row_delta)
         for c in range(head_dim):
             dq[b, h, i, c] += scale * dlogit * k[b, h, j, c]
         if has_bias:
@@ -115,20 +119,16 @@ def _backward_query_kernel(dout, q, k, v, bias, has_bias, scale, logsumexp, dq, 
 
 @cuda.jit
 def _backward_key_kernel(dout, q, k, v, bias, has_bias, scale, logsumexp, delta, dk, dv):
-    row = cuda.grid(1)
-    batch, heads, n_keys, head_dim = k.shape
-    if row >= batch * heads * n_keys:
+    b, h, j = _row(cuda.grid(1), k)
+    if b >= k.shape[0]:
         return
-    b = row // (heads * n_keys)
-    h = (row // n_keys) % heads
-    j = row % n_keys
-    n_queries, value_dim = q.shape[2], v.shape[3]
+    n_queries, head_dim, value_dim = q.shape[2], k.shape[3], v.shape[3]
     for c in range(head_dim):
         dk[b, h, j, c] = 0.0
     for c in range(value_dim):
         dv[b, h, j, c] = 0.0
     for i in range(n_queries):
-        p = math.exp(_logit(q, k, bias, has_bias, scale, b, h, i, j) - logsumexp[b, h, i])
+        p = _probability(q, k, bias, has_bias, scale, b, h, i, j, logsumexp[b, h, i])
         dlogit = p * (_dot_rows(dout, b, h, i, v, j) - delta[b, h, i])
         for c in range(value_dim):
             dv[b, h, j, c] += p * dout[b, h, i, c]
