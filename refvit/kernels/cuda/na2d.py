@@ -188,7 +188,8 @@ def forward(q, k, v, rpb, options):
     attn = empty((batch * heads, height, width, kernel_h * kernel_w), dtype)
     _launch_forward(_flat(q), _flat(k), _flat(v), bias, heads, dtype.type(options.scale), rows, cols,
                     options.dilation, kernel_w, out, attn)
-    return to_host_unless(on_device, out.reshape(q.shape)), attn.reshape((batch, heads, height, width, kernel_h * kernel_w))
+    attn = attn.reshape((batch, heads, height, width, kernel_h * kernel_w))
+    return to_host_unless(on_device, out.reshape(q.shape)), attn
 
 
 def backward(dout, q, k, v, rpb, out, attn, options):
