@@ -56,10 +56,9 @@ def _backward_x(dout, x, mean, rstd, weight, dx):
 @njit(cache=True, parallel=True)
 def _backward_params(dout, x, mean, rstd, dweight, dbias):
     rows, channels = x.shape
-    blocks = (rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    partial_w = np.zeros((blocks, channels))
-    partial_b = np.zeros((blocks, channels))
-    for block in prange(blocks):
+    partials = np.zeros((2, (rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK, channels))
+    partial_w, partial_b = partials[0], partials[1]  # the dweight and dbias sums of each block of rows
+    for block in prange(partials.shape[1]):
         for row in range(block * ROWS_PER_BLOCK, min(rows, (block + 1) * ROWS_PER_BLOCK)):
             mu = mean[row]
             r = rstd[row]
@@ -69,7 +68,7 @@ def _backward_params(dout, x, mean, rstd, dweight, dbias):
     for c in prange(channels):
         total_w = 0.0
         total_b = 0.0
-        for block in range(blocks):
+        for block in range(partials.shape[1]):
             total_w += partial_w[block, c]
             total_b += partial_b[block, c]
         dweight[c] = total_w

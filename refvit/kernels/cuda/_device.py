@@ -11,6 +11,8 @@ device arrays in, device arrays out; NumPy in, NumPy out. Kernel modules use::
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import cuda
 from numba import config as _numba_config
@@ -72,6 +74,20 @@ def elementwise(kernel, inputs, *options):
     flat = [a.reshape(a.size) for a in arrays]
     kernel[grid_1d(out.size)](*flat, out.reshape(out.size), *options)
     return to_host_unless(on_device, out)
+
+
+def as_rows(a):
+    """``a (..., C)`` seen as ``(rows, C)`` (a reshape of a contiguous device array)."""
+    shape = tuple(a.shape)
+    return a.reshape(math.prod(shape[:-1]), shape[-1])
+
+
+def param_or_constant(param, channels, dtype, value):
+    """An affine parameter on the device, or ``(channels,)`` copies of ``value`` when it is None."""
+    if param is None:
+        return cuda.to_device(np.full(channels, value, dtype=dtype))
+    (param,) = to_device(param)
+    return param
 
 
 def grid_1d(n: int):

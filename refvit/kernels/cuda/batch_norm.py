@@ -12,18 +12,8 @@ import numpy as np
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
-
-
-def _rows(a):
-    shape = tuple(a.shape)
-    return a.reshape(a.size // shape[-1], shape[-1])
-
-
-def _or_constant(param, channels, dtype, value):
-    if param is None:
-        return cuda.to_device(np.full(channels, value, dtype=dtype))
-    (param,) = to_device(param)
-    return param
+from refvit.kernels.cuda._device import as_rows as _rows, param_or_constant as _or_constant
+from refvit.kernels.cuda._norm import gradient_sums, mean_var
 
 
 @cuda.jit
@@ -32,15 +22,7 @@ def _statistics_kernel(x, training, has_running, running_mean, running_var, mome
     c = cuda.grid(1)
     if c < channels:
         if training:
-            total = 0.0
-            for row in range(rows):
-                total += x[row, c]
-            mu = total / rows
-            squares = 0.0
-            for row in range(rows):
-                d = x[row, c] - mu
-                squares += d * d
-            var = squares / rows
+            mu, var = mean_var(x.T, c)
             if has_running:
                 running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mu
                 running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var * rows / (rows - 1.0)
@@ -86,16 +68,9 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
 
 @cuda.jit
 def _gradient_sums_kernel(dout, x, mean, rstd, sum_g, sum_g_xhat):
-    rows, channels = x.shape
     c = cuda.grid(1)
-    if c < channels:
-        total_g = 0.0
-        total_g_xhat = 0.0
-        for row in range(rows):
-            total_g += dout[row, c]
-            total_g_xhat += dout[row, c] * (x[row, c] - mean[c]) * rstd[c]
-        sum_g[c] = total_g
-        sum_g_xhat[c] = total_g_xhat
+    if c < x.shape[1]:
+        sum_g[c], sum_g_xhat[c] = gradient_sums(dout, x, c, mean, rstd, False)
 
 
 @cuda.jit

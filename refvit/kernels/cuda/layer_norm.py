@@ -10,17 +10,8 @@ import numpy as np
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
-
-
-def _rows(a):
-    return a.reshape(a.size // tuple(a.shape)[-1], tuple(a.shape)[-1])
-
-
-def _affine_or_default(param, channels, dtype, value):
-    if param is None:
-        return cuda.to_device(np.full(channels, value, dtype=dtype))
-    (param,) = to_device(param)
-    return param
+from refvit.kernels.cuda._device import as_rows as _rows, param_or_constant as _affine_or_default
+from refvit.kernels.cuda._norm import gradient_sums, mean_var
 
 
 @cuda.jit
@@ -28,15 +19,8 @@ def _forward_kernel(x, weight, bias, eps, y, mean, rstd):
     rows, channels = x.shape
     row = cuda.grid(1)
     if row < rows:
-        total = 0.0
-        for c in range(channels):
-            total += x[row, c]
-        mu = total / channels
-        squares = 0.0
-        for c in range(channels):
-            d = x[row, c] - mu
-            squares += d * d
-        r = 1.0 / math.sqrt(squares / channels + eps)
+        mu, var = mean_var(x, row)
+        r = 1.0 / math.sqrt(var + eps)
         for c in range(channels):
             y[row, c] = (x[row, c] - mu) * r * weight[c] + bias[c]
         mean[row] = mu
@@ -80,16 +64,9 @@ def _backward_x_kernel(dout, x, mean, rstd, weight, dx):
 
 @cuda.jit
 def _backward_params_kernel(dout, x, mean, rstd, dweight, dbias):
-    rows, channels = x.shape
     c = cuda.grid(1)
-    if c < channels:
-        total_w = 0.0
-        total_b = 0.0
-        for row in range(rows):
-            total_w += dout[row, c] * (x[row, c] - mean[row]) * rstd[row]
-            total_b += dout[row, c]
-        dweight[c] = total_w
-        dbias[c] = total_b
+    if c < x.shape[1]:
+        dbias[c], dweight[c] = gradient_sums(dout, x, c, mean, rstd, True)
 
 
 def backward(dout, x, mean, rstd, weight):
