@@ -45,8 +45,13 @@ place): LLVM vectorises a loop only after a run-time check that its arrays do no
 back to scalar code when they do, hence "must not overlap" below. The block helpers are compiled
 with ``error_model="numpy"``: a float division by zero gives inf instead of raising, which would need
 a branch per element.
+
+Numba's on-disk cache of a kernel is keyed on its own file only: after editing this module, delete
+the cache files of the kernels that call it (``__pycache__/{attention,stripe_attention,softmax,gelu,
+sigmoid,silu}.*.nb*`` and ``na2d/__pycache__/*.nb*``), or they keep the compiled old version.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -98,76 +103,28 @@ def fit_erfcx_polynomial(degree=ERFCX_DEGREE, nodes=2000):
     return in_t
 
 
-@njit(cache=True)
-def _reduced_f64(y):
-    """``(e^r, k + 1023 + 2^52)`` of :math:`e^y = 2^k e^r` (``-1022 <= k <= 1023``), with the end rules
-    applied to ``e^r``."""
-    clamped = y if y > EXP_LOWEST else EXP_LOWEST  # also NaN -> EXP_LOWEST: k stays a small integer
-    clamped = clamped if clamped < EXP_HIGHEST else EXP_HIGHEST
-    k = np.floor(clamped * LOG2_E + 0.5)
-    r = (clamped - k * LN2_HIGH) - k * LN2_LOW
-    series = 0.0
-    for coefficient in EXP_TAYLOR:
-        series = series * r + coefficient
-    series = series if y < EXP_HIGHEST else np.inf
-    series = series if y >= EXP_LOWEST else (0.0 if y < EXP_LOWEST else y)  # NaN stays NaN
-    return series, (k + 1023.0) + TWO_52
+class _ExpConstants(NamedTuple):
+    """The constants of :func:`exp_shifted` for one dtype: its ends, the range reduction, the Taylor
+    coefficients (highest power first), and how :math:`2^k` is built (exponent bias, the float
+    ``2**m``, ``m`` and the integer type of the dtype's width)."""
+    lowest: float
+    highest: float
+    log2_e: float
+    ln2_high: float
+    ln2_low: float
+    taylor: tuple
+    exponent_bias: float
+    two_m: float
+    mantissa_bits: int
+    bits_type: type
 
 
-@njit(cache=True)
-def _reduced_f32(y):
-    """:func:`_reduced_f64` in float32."""
-    clamped = y if y > EXP_LOWEST_F32 else EXP_LOWEST_F32
-    clamped = clamped if clamped < EXP_HIGHEST_F32 else EXP_HIGHEST_F32
-    k = np.floor(clamped * LOG2_E_F32 + np.float32(0.5))
-    r = (clamped - k * LN2_HIGH_F32) - k * LN2_LOW_F32
-    series = np.float32(0.0)
-    for coefficient in EXP_TAYLOR_F32:
-        series = series * r + coefficient
-    series = series if y < EXP_HIGHEST_F32 else np.float32(np.inf)
-    series = series if y >= EXP_LOWEST_F32 else (np.float32(0.0) if y < EXP_LOWEST_F32 else y)
-    return series, (k + np.float32(127.0)) + TWO_23_F32
-
-
-@njit(cache=True)
-def _exp_f64_scalar_shift(x, shift, powers):
-    bits = powers.view(np.int64)
-    for j in range(x.shape[0]):
-        x[j], powers[j] = _reduced_f64(x[j] - shift)
-    for j in range(x.shape[0]):
-        bits[j] <<= 52
-        x[j] *= powers[j]
-
-
-@njit(cache=True)
-def _exp_f64_row_shift(x, shift, powers):
-    bits = powers.view(np.int64)
-    for j in range(x.shape[0]):
-        x[j], powers[j] = _reduced_f64(x[j] - shift[j])
-    for j in range(x.shape[0]):
-        bits[j] <<= 52
-        x[j] *= powers[j]
-
-
-@njit(cache=True)
-def _exp_f32_scalar_shift(x, shift, powers):
-    bits = powers.view(np.int32)
-    shift = np.float32(shift)
-    for j in range(x.shape[0]):
-        x[j], powers[j] = _reduced_f32(x[j] - shift)
-    for j in range(x.shape[0]):
-        bits[j] <<= 23
-        x[j] *= powers[j]
-
-
-@njit(cache=True)
-def _exp_f32_row_shift(x, shift, powers):
-    bits = powers.view(np.int32)
-    for j in range(x.shape[0]):
-        x[j], powers[j] = _reduced_f32(x[j] - np.float32(shift[j]))
-    for j in range(x.shape[0]):
-        bits[j] <<= 23
-        x[j] *= powers[j]
+_EXP = {
+    "float64": _ExpConstants(EXP_LOWEST, EXP_HIGHEST, LOG2_E, LN2_HIGH, LN2_LOW, EXP_TAYLOR, 1023.0, TWO_52, 52,
+                             np.int64),
+    "float32": _ExpConstants(EXP_LOWEST_F32, EXP_HIGHEST_F32, LOG2_E_F32, LN2_HIGH_F32, LN2_LOW_F32, EXP_TAYLOR_F32,
+                             127.0, float(TWO_23_F32), 23, np.int32),
+}
 
 
 def exp_shifted(x, shift, powers):
@@ -186,15 +143,33 @@ def exp_shifted(x, shift, powers):
 
 @overload(exp_shifted, jit_options={"cache": True})
 def _exp_shifted_for_types(x, shift, powers):
+    c = _EXP[str(x.dtype)]
+    dtype = np.float32 if x.dtype == types.float32 else np.float64
+    lowest, highest, log2_e, ln2_high, ln2_low = (dtype(value) for value in c[:5])
+    taylor = c.taylor
+    exponent_bias, two_m, mantissa_bits, bits_type = dtype(c.exponent_bias), dtype(c.two_m), c.mantissa_bits, c.bits_type
+    zero, half, infinity = dtype(0.0), dtype(0.5), dtype(np.inf)
     row_shift = isinstance(shift, types.Array)
-    if x.dtype == types.float32:
-        kernel = _exp_f32_row_shift if row_shift else _exp_f32_scalar_shift
-    else:
-        kernel = _exp_f64_row_shift if row_shift else _exp_f64_scalar_shift
 
-    def exp_for_types(x, shift, powers):
-        kernel(x, shift, powers)
-    return exp_for_types
+    def exp_in_place(x, shift, powers):
+        bits = powers.view(bits_type)
+        scalar_shift = dtype(0.0) if row_shift else dtype(shift)
+        for j in range(x.shape[0]):
+            y = x[j] - (dtype(shift[j]) if row_shift else scalar_shift)
+            clamped = y if y > lowest else lowest  # also NaN -> lowest: k stays a small integer
+            clamped = clamped if clamped < highest else highest
+            k = np.floor(clamped * log2_e + half)
+            r = (clamped - k * ln2_high) - k * ln2_low
+            series = zero
+            for coefficient in taylor:
+                series = series * r + coefficient
+            series = series if y < highest else infinity
+            x[j] = series if y >= lowest else (zero if y < lowest else y)  # NaN stays NaN
+            powers[j] = (k + exponent_bias) + two_m
+        for j in range(x.shape[0]):
+            bits[j] <<= mantissa_bits
+            x[j] *= powers[j]
+    return exp_in_place
 
 
 @njit(cache=True)

@@ -104,11 +104,11 @@ def test_normal_cdf_and_gaussian_in_both_tails(dtype):
     x = np.concatenate([np.linspace(-38.0, 38.0, 7601), [np.inf, -np.inf]]).astype(dtype)
     cdf, gaussian = np.empty(x.size), np.empty(x.size)
     vm.normal_cdf_and_gaussian(x, cdf, gaussian, np.empty((2, x.size)))
-    wide = x.astype(np.float64)
+    exact = x.astype(np.float64)
     tiny = np.finfo(np.float64).tiny  # exp flushes results below the smallest normal to 0
-    np.testing.assert_allclose(cdf, ndtr(wide), rtol=2e-9, atol=tiny)
+    np.testing.assert_allclose(cdf, ndtr(exact), rtol=2e-9, atol=tiny)
     # the argument -(|x|/sqrt 2)^2 is rounded: up to 722 * 3 ulps of relative error in the result
-    np.testing.assert_allclose(gaussian, np.exp(-0.5 * wide * wide), rtol=1e-12, atol=tiny)
+    np.testing.assert_allclose(gaussian, np.exp(-0.5 * exact * exact), rtol=1e-12, atol=tiny)
 
 
 def test_sigmoid_and_slope_in_both_tails():

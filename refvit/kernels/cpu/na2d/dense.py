@@ -105,11 +105,11 @@ def _forward(q, k, v, rpb, heads, scale, tables, out, attn):
 def _backward(dout, q, k, v, out, attn, scale, tables, grads, bias_partials):
     """Gradients ``grads = (dq, dk, dv)`` of one map per ``prange`` iteration; ``bias_partials (maps, span)``
     float64 (``span`` 0: none)."""
-    keys, valid, bias = tables
-    dq, dk, dv = grads
     maps, tokens, head_dim = q.shape
-    slots = keys.shape[1]
     has_rpb = bias_partials.shape[1] > 0
+    keys, valid, bias = tables
+    slots = keys.shape[1]
+    dq, dk, dv = grads
     for m in prange(maps):
         dprobs = np.dot(dout[m], v[m].T)
         dk[m] = 0.0

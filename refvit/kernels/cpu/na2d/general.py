@@ -58,19 +58,12 @@ def _dots(query, rows, first, step, count, products):
         k1 = rows[first + step * (t + 1)]
         k2 = rows[first + step * (t + 2)]
         k3 = rows[first + step * (t + 3)]
-        s0 = query[0] * k0[0]
-        s1 = query[0] * k1[0]
-        s2 = query[0] * k2[0]
-        s3 = query[0] * k3[0]
+        first_channel = query[0]
+        s0, s1, s2, s3 = first_channel * k0[0], first_channel * k1[0], first_channel * k2[0], first_channel * k3[0]
         for c in range(1, query.shape[0]):
-            s0 += query[c] * k0[c]
-            s1 += query[c] * k1[c]
-            s2 += query[c] * k2[c]
-            s3 += query[c] * k3[c]
-        products[t] = s0
-        products[t + 1] = s1
-        products[t + 2] = s2
-        products[t + 3] = s3
+            channel = query[c]
+            s0, s1, s2, s3 = s0 + channel * k0[c], s1 + channel * k1[c], s2 + channel * k2[c], s3 + channel * k3[c]
+        products[t], products[t + 1], products[t + 2], products[t + 3] = s0, s1, s2, s3
         t += 4
     if count - t >= 2:
         k0 = rows[first + step * t]
@@ -95,13 +88,11 @@ def _weighted_sum(weights, rows, first, step, count, result):
     """``result += sum_t weights[t] * rows[first + step*t]`` for ``t < count``, four rows per pass."""
     t = 0
     while t + 4 <= count:
-        k0 = rows[first + step * t]
-        k1 = rows[first + step * (t + 1)]
-        k2 = rows[first + step * (t + 2)]
-        k3 = rows[first + step * (t + 3)]
+        row = first + step * t
         w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
         for c in range(result.shape[0]):
-            result[c] += w0 * k0[c] + w1 * k1[c] + w2 * k2[c] + w3 * k3[c]
+            result[c] += (w0 * rows[row, c] + w1 * rows[row + step, c] + w2 * rows[row + 2 * step, c]
+                          + w3 * rows[row + 3 * step, c])
         t += 4
     while t < count:
         _axpy(weights[t], rows[first + step * t], result)

@@ -24,7 +24,7 @@ where the lanes are independent queries:
   dependence between lanes and vectorises, each lane still summing over ``c`` in a fixed order.
 * **border columns.** The ``h`` border columns on each side of every map have clamped column
   windows, but along the *height* their interior rows have shifted windows too. The same kernel,
-  :func:`forward_rows`, runs a second time on the transposed problem: the border columns (queries)
+  :func:`forward_rows`, runs a second time with rows and columns swapped: the border columns (queries)
   and the columns their windows hold (keys, values) are copied to *tall columns* ``(columns, d,
   h_h + B*heads*H_g + h_h)`` and the lanes run along the height. Each pass writes only its interior
   lanes; the border lanes are computed along with the wrong (shifted) windows and dropped. That
@@ -443,7 +443,7 @@ def forward(q, k, v, rpb, options):
                      Slots(kernel_h, kernel_w, kernel_w, 1), pixel_out, pixel_attn)
         if g.border.size == 0:
             continue
-        # Border columns: the same kernel on the transposed problem, lanes along the height.
+        # Border columns: the same kernel with rows and columns swapped, lanes along the height.
         forward_rows(*g.tall((q, k, v), (g.border, g.key_cols, g.key_cols), factors), bias_by_column, heads,
                      g.column_windows, g.column_lanes, Slots(kernel_w, kernel_h, 1, kernel_w), pixel_out, pixel_attn)
         if g.row_margin > 0:
