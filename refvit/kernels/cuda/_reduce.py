@@ -4,7 +4,9 @@
 * :func:`sum_to_shape` ``(x, shape)``: the adjoint of broadcasting an array of ``shape`` to ``x.shape``
   (sums the leading axes and the broadcast size-1 axes), the backward of every broadcasting op;
 * :func:`flat_offset`: a device function, the element offset of the ``index``-th point of a grid read
-  through given strides (0 along broadcast axes).
+  through given strides (0 along broadcast axes);
+* :func:`broadcast_binary` ``(a, b, out_shape, multiply)``: ``a * b`` or ``a + b`` broadcast to
+  ``out_shape``, one thread per output element reading each input through its broadcast strides.
 
 Gather form: one thread per output element, each summing its own inputs in a float64
 accumulator, so there are no atomics and the result does not depend on scheduling. Size-1 axes
@@ -21,7 +23,7 @@ from numba import cuda
 from refvit.kernels._shapes import broadcast_axes, broadcast_strides, reduced_shape, reduction_plan
 from refvit.kernels.cuda._device import empty, fill, grid_1d, to_device
 
-__all__ = ["broadcast_strides", "flat_offset", "int_array", "sum_over_axes", "sum_to_shape"]
+__all__ = ["broadcast_binary", "broadcast_strides", "flat_offset", "int_array", "sum_over_axes", "sum_to_shape"]
 
 
 @cuda.jit(device=True)
@@ -73,3 +75,25 @@ def sum_over_axes(x, axes, keepdims=False, scale=1.0):
 def sum_to_shape(x, shape):
     """Sum ``x`` over the axes along which an array of ``shape`` was broadcast to ``x.shape``; a device array."""
     return sum_over_axes(x, broadcast_axes(tuple(x.shape), shape), keepdims=True).reshape(shape)
+
+
+@cuda.jit
+def _broadcast_binary_kernel(a, b, out, out_shape, a_strides, b_strides, multiply):
+    o = cuda.grid(1)
+    if o < out.size:
+        left = a[flat_offset(o, out_shape, a_strides)]
+        right = b[flat_offset(o, out_shape, b_strides)]
+        out[o] = left * right if multiply else left + right
+
+
+def broadcast_binary(a, b, out_shape, multiply):
+    """``a * b`` (``multiply``) or ``a + b`` broadcast to ``out_shape``, as a new device array of ``a``'s dtype."""
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    a, b = to_device(a, b)
+    out = empty(out_shape, a.dtype)
+    if out.size:
+        grid = tuple(out_shape) or (1,)
+        _broadcast_binary_kernel[grid_1d(out.size)](
+            a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), int_array(grid),
+            int_array(broadcast_strides(a_shape, grid)), int_array(broadcast_strides(b_shape, grid)), multiply)
+    return out
