@@ -17,15 +17,19 @@ from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, t
 from refvit.kernels.cuda._window import nhwc_position
 
 
+@cuda.jit(device=True)
+def _head_tap(i, side):
+    """Flat index into a head's kernel ``(C_h, 1, side, side)`` -> ``(channel j, row s, column t)``."""
+    return i // (side * side), (i // side) % side, i % side
+
+
 @cuda.jit
 def _pack_kernel(w, first_channel, offset, flip, packed):
     """packed[offset+s, offset+t, first+j] = w[j, 0, s, t] (s, t mirrored when ``flip``)."""
     i = cuda.grid(1)
-    per_head, _, side, _ = w.shape
-    if i < per_head * side * side:
-        j = i // (side * side)
-        s = (i // side) % side
-        t = i % side
+    side = w.shape[2]
+    if i < w.size:
+        j, s, t = _head_tap(i, side)
         if flip:
             packed[offset + side - 1 - s, offset + side - 1 - t, first_channel + j] = w[j, 0, s, t]
         else:
@@ -47,11 +51,8 @@ def _pack(weights, dtype, flip):
 def _unpack_kernel(packed, first_channel, offset, w):
     """w[j, 0, s, t] = packed[offset+s, offset+t, first+j]."""
     i = cuda.grid(1)
-    per_head, _, side, _ = w.shape
-    if i < per_head * side * side:
-        j = i // (side * side)
-        s = (i // side) % side
-        t = i % side
+    if i < w.size:
+        j, s, t = _head_tap(i, w.shape[2])
         w[j, 0, s, t] = packed[offset + s, offset + t, first_channel + j]
 
 

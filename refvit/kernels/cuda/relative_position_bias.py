@@ -13,11 +13,9 @@ from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, t
 def _gather_kernel(table, window_height, window_width, bias):
     """bias[h, a, b] = table[(dh + Wh - 1) * (2Ww - 1) + (dw + Ww - 1), h]."""
     i = cuda.grid(1)
-    heads, tokens, _ = bias.shape
-    if i < heads * tokens * tokens:
-        b = i % tokens
-        a = (i // tokens) % tokens
-        h = i // (tokens * tokens)
+    if i < bias.size:
+        tokens = bias.shape[1]
+        h, a, b = i // (tokens * tokens), (i // tokens) % tokens, i % tokens
         dh = a // window_width - b // window_width
         dw = a % window_width - b % window_width
         bias[h, a, b] = table[(dh + window_height - 1) * (2 * window_width - 1) + (dw + window_width - 1), h]
