@@ -8,6 +8,9 @@ device arrays in, device arrays out; NumPy in, NumPy out. Kernel modules use::
     out = empty(shape, x.dtype)
     kernel[grid_1d(out.size)](x, w, out)
     return to_host_unless(on_device, out)
+
+Elementwise ops write only their math, as device functions, and run them through
+:func:`map_kernel` / :func:`map2_kernel` and :func:`elementwise`.
 """
 from __future__ import annotations
 
@@ -88,6 +91,27 @@ def param_or_constant(param, channels, dtype, value):
         return cuda.to_device(np.full(channels, value, dtype=dtype))
     (param,) = to_device(param)
     return param
+
+
+def map_kernel(function):
+    """A kernel ``(x, out)`` with one thread per element: ``out[i] = function(x[i])`` (``function`` a
+    device function; the kernel is made once, at import of the op's module)."""
+    @cuda.jit
+    def kernel(x, out):
+        i = cuda.grid(1)
+        if i < x.size:
+            out[i] = function(x[i])
+    return kernel
+
+
+def map2_kernel(function):
+    """A kernel ``(a, b, out)`` with one thread per element: ``out[i] = function(a[i], b[i])``."""
+    @cuda.jit
+    def kernel(a, b, out):
+        i = cuda.grid(1)
+        if i < a.size:
+            out[i] = function(a[i], b[i])
+    return kernel
 
 
 def grid_1d(n: int):

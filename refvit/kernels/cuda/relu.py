@@ -1,26 +1,25 @@
 """ReLU on the GPU: one thread per element, forward and backward."""
 from numba import cuda
 
-from refvit.kernels.cuda._device import elementwise
+from refvit.kernels.cuda._device import elementwise, map2_kernel, map_kernel
 
 
-@cuda.jit
-def _forward_kernel(x, out):
-    i = cuda.grid(1)
-    if i < x.size:
-        v = x[i]
-        out[i] = 0.0 if v < 0.0 else v  # NaN compares False and passes through
+@cuda.jit(device=True)
+def _relu(v):
+    return 0.0 if v < 0.0 else v  # NaN compares False and passes through
+
+
+@cuda.jit(device=True)
+def _relu_grad(g, v):
+    return 0.0 if v <= 0.0 else g
+
+
+_forward_kernel = map_kernel(_relu)
+_backward_kernel = map2_kernel(_relu_grad)  # (dout, x) -> dx
 
 
 def forward(x):
     return elementwise(_forward_kernel, (x,))
-
-
-@cuda.jit
-def _backward_kernel(dout, x, dx):
-    i = cuda.grid(1)
-    if i < x.size:
-        dx[i] = 0.0 if x[i] <= 0.0 else dout[i]
 
 
 def backward(dout, x):

@@ -6,7 +6,7 @@ import math
 
 from numba import cuda
 
-from refvit.kernels.cuda._device import elementwise
+from refvit.kernels.cuda._device import elementwise, map2_kernel, map_kernel
 
 
 @cuda.jit(device=True)
@@ -18,23 +18,17 @@ def stable_sigmoid(v):
     return e / (1.0 + e)
 
 
-@cuda.jit
-def _forward_kernel(x, out):
-    i = cuda.grid(1)
-    if i < x.size:
-        out[i] = stable_sigmoid(x[i])
+@cuda.jit(device=True)
+def _sigmoid_grad(g, y):
+    return g * y * (1.0 - y)
+
+
+_forward_kernel = map_kernel(stable_sigmoid)
+_backward_kernel = map2_kernel(_sigmoid_grad)  # (dout, out) -> dx
 
 
 def forward(x):
     return elementwise(_forward_kernel, (x,))
-
-
-@cuda.jit
-def _backward_kernel(dout, out, dx):
-    i = cuda.grid(1)
-    if i < out.size:
-        y = out[i]
-        dx[i] = dout[i] * y * (1.0 - y)
 
 
 def backward(dout, out):

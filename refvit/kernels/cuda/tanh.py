@@ -3,26 +3,25 @@ import math
 
 from numba import cuda
 
-from refvit.kernels.cuda._device import elementwise
+from refvit.kernels.cuda._device import elementwise, map2_kernel, map_kernel
 
 
-@cuda.jit
-def _forward_kernel(x, out):
-    i = cuda.grid(1)
-    if i < x.size:
-        out[i] = math.tanh(x[i])
+@cuda.jit(device=True)
+def _tanh(v):
+    return math.tanh(v)
+
+
+@cuda.jit(device=True)
+def _tanh_grad(g, y):
+    return g * (1.0 - y * y)
+
+
+_forward_kernel = map_kernel(_tanh)
+_backward_kernel = map2_kernel(_tanh_grad)  # (dout, out) -> dx
 
 
 def forward(x):
     return elementwise(_forward_kernel, (x,))
-
-
-@cuda.jit
-def _backward_kernel(dout, out, dx):
-    i = cuda.grid(1)
-    if i < out.size:
-        y = out[i]
-        dx[i] = dout[i] * (1.0 - y * y)
 
 
 def backward(dout, out):
