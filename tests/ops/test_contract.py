@@ -5,11 +5,13 @@ gets all of them by being registered:
 
 * ``cpu`` and ``cuda`` give the ``numpy`` reference's output, every gradient and every buffer the op
   updates in place, on the op's ``example`` inputs, in float32 and float64, and with the array inputs
-  (and ``dout``) in every memory layout of :data:`refvit.testing.strategies.LAYOUTS`;
+  (and ``dout``) in every memory layout of :data:`refvit.testing.strategies.LAYOUTS` (``numpy`` too,
+  against itself in C order);
 * ``gradcheck`` and ``check_vjp`` on the example (float64, ``numpy`` and ``cpu``);
 * zero-size inputs: every input in ``spec.batched`` sliced to ``[:0]``;
 * the bad inputs every op rejects alike: an integer array, mixed float dtypes, an unknown backend,
-  a ``dout`` of the wrong shape or dtype, a wrong rank for an op of fixed rank.
+  a ``dout`` of the wrong shape or dtype, a wrong rank for an op of fixed rank (one whose ``numpy``
+  backend refuses the first array input with an extra leading axis).
 
 Inputs that suit an op better (away from a kink, distinct values for a maximum) belong in its
 ``example``, not here. The op's own properties and edge cases stay in ``tests/ops/test_<op>.py``.
@@ -215,7 +217,11 @@ def test_integer_array_is_a_type_error(spec, backend):
         spec.module.forward(**arguments)
 
 
-@pytest.mark.parametrize("spec, backend", _cases(where=lambda spec: len(_float_arrays(_arguments(spec, "numpy"))) > 1))
+def _several_float_arrays(spec):
+    return len(_float_arrays(_arguments(spec, "numpy"))) > 1
+
+
+@pytest.mark.parametrize("spec, backend", _cases(where=_several_float_arrays))
 def test_mixed_float_dtypes_are_a_type_error(spec, backend):
     arguments = _arguments(spec, backend)
     first = _float_arrays(arguments)[0]

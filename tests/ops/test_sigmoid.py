@@ -1,3 +1,5 @@
+"""sigmoid: the op's own properties, edge cases and bad inputs. Backends on the example in every dtype
+and layout, gradcheck, check_vjp, empty batches and the bad inputs every op shares: test_contract.py."""
 import warnings
 
 import numpy as np
