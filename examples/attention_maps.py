@@ -146,7 +146,9 @@ def neighborhood_weights(module, x, out, query):
     key_rows = axis_windows(height + pad_h, module.kernel_size, module.dilation).keys[row]
     key_cols = axis_windows(width + pad_w, module.kernel_size, module.dilation).keys[col]
     weights = np.zeros((batch, heads, height + pad_h, width + pad_w), attended.dtype)
-    weights[:, :, key_rows[:, None], key_cols[None, :]] = cache.attn[:, :, row, col]  # (B, heads, k, k)
+    kernel = module.kernel_size
+    slots = cache.attn[:, :, row, col].reshape(batch, heads, kernel, kernel)  # slot u*k + w: key row u, column w
+    weights[:, :, key_rows[:, None], key_cols[None, :]] = slots
     return weights[:, :, :height, :width]  # weights on padded tokens fall outside the image
 
 
