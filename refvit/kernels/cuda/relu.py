@@ -14,8 +14,8 @@ def _relu_grad(g, v):
     return 0.0 if v <= 0.0 else g
 
 
-_forward_kernel = map_kernel(_relu)
-_backward_kernel = map2_kernel(_relu_grad)  # (dout, x) -> dx
+# one thread per element: forward x -> out, backward (dout, x) -> dx
+_forward_kernel, _backward_kernel = map_kernel(_relu), map2_kernel(_relu_grad)
 
 
 def forward(x):

@@ -23,8 +23,8 @@ def _sigmoid_grad(g, y):
     return g * y * (1.0 - y)
 
 
-_forward_kernel = map_kernel(stable_sigmoid)
-_backward_kernel = map2_kernel(_sigmoid_grad)  # (dout, out) -> dx
+# one thread per element: forward x -> out, backward (dout, out) -> dx
+_forward_kernel, _backward_kernel = map_kernel(stable_sigmoid), map2_kernel(_sigmoid_grad)
 
 
 def forward(x):

@@ -16,8 +16,8 @@ def _silu_grad(g, v):
     return g * s * (1.0 + v * (1.0 - s))
 
 
-_forward_kernel = map_kernel(_silu)
-_backward_kernel = map2_kernel(_silu_grad)  # (dout, x) -> dx
+# one thread per element: forward x -> out, backward (dout, x) -> dx
+_forward_kernel, _backward_kernel = map_kernel(_silu), map2_kernel(_silu_grad)
 
 
 def forward(x):

@@ -16,8 +16,8 @@ def _tanh_grad(g, y):
     return g * (1.0 - y * y)
 
 
-_forward_kernel = map_kernel(_tanh)
-_backward_kernel = map2_kernel(_tanh_grad)  # (dout, out) -> dx
+# one thread per element: forward x -> out, backward (dout, out) -> dx
+_forward_kernel, _backward_kernel = map_kernel(_tanh), map2_kernel(_tanh_grad)
 
 
 def forward(x):
