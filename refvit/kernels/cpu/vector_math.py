@@ -60,7 +60,7 @@ from numba.extending import overload
 
 # float64: the logarithms of the smallest normal and of the largest finite number
 EXP_LOWEST = math.log(np.finfo(np.float64).tiny)        # -708.396..., whose exp is the smallest normal
-EXP_HIGHEST = 1023.5 * math.log(2.0)                    # 709.436...: 2**1023.5, a factor sqrt(2) below the largest float
+EXP_HIGHEST = 1023.5 * math.log(2.0)                    # 709.436...: 2**1023.5, sqrt(2) below the largest float
 LOG2_E = 1.4426950408889634
 LN2_HIGH = 6.93147180369123816490e-01  # ln 2 to 32 significant bits: k * LN2_HIGH is exact for |k| < 2**20
 LN2_LOW = 1.90821492927058770002e-10   # ln 2 - LN2_HIGH
@@ -147,7 +147,8 @@ def _exp_shifted_for_types(x, shift, powers):
     dtype = np.float32 if x.dtype == types.float32 else np.float64
     lowest, highest, log2_e, ln2_high, ln2_low = (dtype(value) for value in c[:5])
     taylor = c.taylor
-    exponent_bias, two_m, mantissa_bits, bits_type = dtype(c.exponent_bias), dtype(c.two_m), c.mantissa_bits, c.bits_type
+    exponent_bias, two_m = dtype(c.exponent_bias), dtype(c.two_m)
+    mantissa_bits, bits_type = c.mantissa_bits, c.bits_type
     zero, half, infinity = dtype(0.0), dtype(0.5), dtype(np.inf)
     row_shift = isinstance(shift, types.Array)
 

@@ -70,7 +70,8 @@ def test_exp_ends(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_in_python_states_the_compiled_rule(dtype):
     low, high = LIMITS[dtype]
-    x = np.concatenate([_every_binade(dtype, low, high, per_binade=20), [low - 1, -np.inf, np.inf, np.nan]]).astype(dtype)
+    ends = [low - 1, -np.inf, np.inf, np.nan]
+    x = np.concatenate([_every_binade(dtype, low, high, per_binade=20), ends]).astype(dtype)
     stated = x.copy()
     vm.exp_shifted(stated, 0.0, np.empty_like(stated))
     compiled = _exp(x)

@@ -10,8 +10,8 @@ and keep only the window's:
   ``gemm``); for query ``i`` and slot ``t`` with key :math:`j_{it}` (the window tables of
   :mod:`refvit.ops._neighborhood`): :math:`a_{it} = \text{scale}\, S_{i j_{it}} + \text{rpb}[b_{it}]`,
   the softmax over the valid slots (the exponentials of a whole map in one pass of
-  :func:`refvit.kernels.cpu.vector_math.exp_shifted`, in float64), and :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along
-  the head dimension);
+  :func:`refvit.kernels.cpu.vector_math.exp_shifted`, in float64), and
+  :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along the head dimension);
 * backward, per map: :math:`D = \partial O\, V^\top` (``gemm``) gives
   :math:`\partial p_{it} = D_{i j_{it}}`; then
   :math:`\bar a_{it} = p_{it}(\partial p_{it} - \partial o_i \cdot o_i)`,

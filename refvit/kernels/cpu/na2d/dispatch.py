@@ -21,31 +21,73 @@ The rule (:func:`choose_path`):
    least ``WIDE_MIN_GROUP_COLS`` columns wide (``W // dilation_w``): ``wide``;
 3. otherwise ``general``.
 
-Measured on the shared 2-core machine (float32, ``d = 32``, rpb, each path forced through
-:func:`refvit.kernels.cpu.na2d.forward` / ``backward``, back to back in one process, medians over 15
-rounds; the machine was busy and every figure moved by about +-20% between rounds), in ms:
+Measured in ms on a shared 2-core machine that other jobs kept busy (load 4 to 12: one figure moved
+by up to 2x between runs, so the tables give the minimum and the median): float32, ``d = 32``, rpb,
+BLAS on one thread; each path forced through :func:`refvit.kernels.cpu.na2d.forward` / ``backward``
+by replacing :func:`choose_path` (as ``tests/kernels/cpu/na2d/test_paths.py`` does), the paths
+alternating in one process.
 
-PATH_FIGURES
+* ``wide`` against ``general``, forward, (1, 4, 56, 56, 32), k 7, 61 rounds, min / median:
+
+  ========================  ==========================  ==========================
+  groups (dilation)         one thread                  two threads
+  ========================  ==========================  ==========================
+  56 columns (1)            6.4 / 7.6 vs 12.6 / 16.8    4.3 / 9.2 vs 7.5 / 13.3
+  28 columns (2)            7.5 / 9.3 vs 12.6 / 17.1    18.4 / 20.0 vs 12.4 / 13.7
+  18 columns (3)            10.3 / 12.0 vs 12.8 / 13.6  23.1 / 46.7 vs 9.6 / 17.0
+  ========================  ==========================  ==========================
+
+  One thread measures the work: the wide path does it in half the time down to 28-column groups.
+  On two busy cores each dilation group's five parallel regions wait for descheduled workers, which
+  costs the wide path more the more groups there are; :data:`WIDE_MIN_GROUP_COLS` = 24 keeps the wide
+  path where the bench measured it on a quiet machine (``na2d 7x7`` forward 3.3 ms at dilation 1,
+  3.6 ms at dilation 2) and sends the narrower groups to ``general``. At 7-column groups (dilation 8,
+  DiNAT level 1, (1, 2, 56, 56, 32)) forward + backward took 70 ms with the wide forward against 22 ms
+  (minima over 15 rounds, two threads).
+* ``wide`` backward (removed) against ``general``, (1, 4, 56, 56, 32), k 7, two threads, 40 rounds,
+  min / median: dilation 1: 17.2 / 35.1 vs 15.0 / 31.8; dilation 2: 25.5 / 67.9 vs 18.8 / 33.6. Not
+  faster, so every backward that is not dense runs ``general``.
+* ``dense`` against ``general``, forward / forward + backward medians, two threads, 15 rounds:
+
+  ==============================  ===================  ===================
+  layer                           dense                general
+  ==============================  ===================  ===================
+  28x28 k 7 (Mini level 2)        7.9 / 16.3           8.5 / 18.9
+  28x28 k 7 d 4 (DiNAT level 2)   1.7 / 9.9            9.9 / 20.0
+  14x14 k 7 d 2 (DiNAT level 3)   0.49 / 1.24          0.99 / 10.2
+  7x7 k 7 (level 4, 16 heads)     0.19 / 0.54          0.45 / 1.12
+  8x8 k 3 (nano level 1, B 64)    0.36 / 0.89          0.66 / 1.65
+  8x8 k 3 d 2 (dinat_nano)        0.35 / 0.95          0.71 / 1.68
+  4x4 k 3 (nano level 2)          0.18 / 0.43          0.35 / 0.85
+  3x3 k 3 (nano level 3)          0.24 / 0.57 (min)    0.39 / 0.94 (min)
+  ==============================  ===================  ===================
+
+  (28x28 k 7: the first of two runs; the second gave 6.8 / 11.8 against 6.0 / 16.1.) Above
+  :data:`DENSE_MAX_TOKENS_PER_SLOT` tokens per slot the ``(HW)^2`` products outgrow the
+  window's: on 56x56 maps with k 7 (64 per slot) ``general`` and ``wide`` are the only candidates.
 
 Every layer of every shipped model and the bench cases, and the path each takes
 (:data:`SHIPPED_LAYERS`; ``tests/kernels/cpu/na2d/test_dispatch.py`` checks it against the models):
 
-    =====  ======  ========  =======  ========  ============================================
+    =====  ======  ========  =======  ========  ====================================================
     map    kernel  dilation  forward  backward  where
-    =====  ======  ========  =======  ========  ============================================
-    56x56    7        1      wide     general   dinat_mini, dinat_tiny, nat_mini, nat_tiny, bench na2d 7x7 (1,4,56,56,32) rpb
-    56x56    7        2      general  general   bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
-    56x56    7        8      general  general   dinat_mini, dinat_tiny, bench NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8
+    =====  ======  ========  =======  ========  ====================================================
+    56x56    7        1      wide     general   dinat_mini, dinat_tiny, nat_mini, nat_tiny
+                                                bench na2d 7x7 (1,4,56,56,32) rpb
+    56x56    7        2      wide     general   bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
+    56x56    7        8      general  general   dinat_mini, dinat_tiny
+                                                bench NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8
     28x28    7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
     28x28    7        4      dense    dense     dinat_mini, dinat_tiny
     14x14    7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
-    14x14    7        2      dense    dense     dinat_mini, dinat_tiny, bench NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2
+    14x14    7        2      dense    dense     dinat_mini, dinat_tiny
+                                                bench NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2
      7x7     7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
      8x8     3        1      dense    dense     dinat_nano, nat_nano
      8x8     3        2      dense    dense     dinat_nano
      4x4     3        1      dense    dense     dinat_nano, nat_nano
      3x3     3        1      dense    dense     dinat_nano, nat_nano
-    =====  ======  ========  =======  ========  ============================================
+    =====  ======  ========  =======  ========  ====================================================
 """
 from typing import NamedTuple
 
@@ -61,9 +103,9 @@ DENSE_MAX_TOKENS = 1024
 
 # The narrowest dilation group (in columns) on which the forward takes the wide path. A wide row
 # holds B*heads*W_g lanes of which 2*(kw//2) per map are border columns that need the tall-column
-# pass and the corners; on narrow groups those passes and the copies cost more than the shifted
-# products save.
-WIDE_MIN_GROUP_COLS = 48
+# pass and the corners, and every dilation group is five parallel regions of its own: on narrow
+# groups those cost more than the shifted products save (figures in the module docstring).
+WIDE_MIN_GROUP_COLS = 24
 
 # The last path taken per direction, for tests and for reading a profile.
 last_path = {"forward": None, "backward": None}
@@ -118,7 +160,7 @@ _NANO = ("dinat_nano", "nat_nano")
 # :func:`choose_path` by the tests; rendered into the module docstring by :func:`layer_table`.
 SHIPPED_LAYERS = (
     Layer(56, 7, 1, "wide", "general", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
-    Layer(56, 7, 2, "general", "general", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
+    Layer(56, 7, 2, "wide", "general", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
     Layer(56, 7, 8, "general", "general", _DINAT, ("NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8",)),
     Layer(28, 7, 1, "dense", "dense", _MINI_TINY, ()),
     Layer(28, 7, 4, "dense", "dense", _DINAT, ()),
@@ -133,13 +175,14 @@ SHIPPED_LAYERS = (
 
 
 def layer_table():
-    """:data:`SHIPPED_LAYERS` as the text table of the module docstring."""
-    lines = ["    =====  ======  ========  =======  ========  ============================================",
-             "    map    kernel  dilation  forward  backward  where",
-             "    =====  ======  ========  =======  ========  ============================================"]
+    """:data:`SHIPPED_LAYERS` as the text table of the module docstring: the models on the first line
+    of a row, each bench case on a line of its own."""
+    rule = "    =====  ======  ========  =======  ========  " + "=" * 52
+    lines = [rule, "    map    kernel  dilation  forward  backward  where", rule]
     for layer in SHIPPED_LAYERS:
-        where = ", ".join(layer.models + tuple(f"bench {case}" for case in layer.cases))
-        lines.append(f"    {layer.side:>2}x{layer.side:<2}  {layer.kernel:^6}  {layer.dilation:^8}  {layer.forward:<7}  "
-                     f"{layer.backward:<8}  {where}".rstrip())
-    lines.append(lines[0])
+        where = ([", ".join(layer.models)] if layer.models else []) + [f"bench {case}" for case in layer.cases]
+        lead = (f"    {layer.side:>2}x{layer.side:<2}  {layer.kernel:^6}  {layer.dilation:^8}  {layer.forward:<7}  "
+                f"{layer.backward:<8}  ")
+        lines += [lead + where[0]] + [" " * len(lead) + entry for entry in where[1:]]
+    lines.append(rule)
     return "\n".join(lines)

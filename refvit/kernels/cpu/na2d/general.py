@@ -14,8 +14,8 @@ The window of an axis is given per query by :class:`SteppedBounds`: ``first`` (f
   ``dlogits`` into per-(map, query row) bias tables, summed over batch and rows afterwards.
 * backward, keys: ``prange`` over (batch*head, key row); each key gathers its ``dk`` and ``dv``
   from the queries whose window holds it, listed by the inverse tables of
-  :func:`refvit.ops._neighborhood.inverse_windows` (:class:`refvit.ops._neighborhood.InverseWindows`, per axis; 2-D is their
-  product). No key is written by two threads, so there are no races and no atomics.
+  :func:`refvit.ops._neighborhood.inverse_windows` (:class:`refvit.ops._neighborhood.InverseWindows`, per
+  axis; 2-D is their product). No key is written by two threads, so there are no races and no atomics.
 
 Inner loops run over the head dimension with the array's own dtype, so float32 stays float32.
 """
@@ -264,7 +264,8 @@ def backward(dout, q, k, v, rpb, out, attn, options):
                       bias_partials)
     dk = np.empty_like(k)
     dv = np.empty_like(v)
-    _backward_keys(q, dout, attn, dlogits, scale, *(inverse_windows(axis_windows(*axis)) for axis in axes), kernel_w, dk, dv)
+    inverse = (inverse_windows(axis_windows(*axis)) for axis in axes)
+    _backward_keys(q, dout, attn, dlogits, scale, *inverse, kernel_w, dk, dv)
     drpb = None
     if rpb is not None:
         by_head = bias_partials.reshape((batch, heads, height) + tuple(rpb.shape[1:]))

@@ -290,7 +290,8 @@ def forward_rows(q, k, v, rpb, heads, windows, lanes, slots, out, attn):
                 probs = attn[pixel]
                 for u in range(row_kernel):
                     for w in range(lane_kernel):
-                        probs[u * slots.row_step + w * slots.lane_step] = weights[u * lane_kernel + w, t] * inverse_total
+                        slot = u * slots.row_step + w * slots.lane_step
+                        probs[slot] = weights[u * lane_kernel + w, t] * inverse_total
 
 
 @njit(cache=True, parallel=True)

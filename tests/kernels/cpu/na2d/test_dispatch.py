@@ -35,7 +35,8 @@ def test_table_lists_every_layer_of_every_shipped_model():
     assert {key: names for key, names in table.items() if names} == shipped_layers()
 
 
-@pytest.mark.parametrize("layer", dispatch.SHIPPED_LAYERS, ids=lambda layer: f"{layer.side}-k{layer.kernel}-d{layer.dilation}")
+@pytest.mark.parametrize("layer", dispatch.SHIPPED_LAYERS,
+                         ids=lambda layer: f"{layer.side}-k{layer.kernel}-d{layer.dilation}")
 def test_each_layer_takes_the_path_of_the_table(rng, layer):
     q, k, v, dout = (rng.standard_normal((1, 1, layer.side, layer.side, 2)).astype(np.float32) for _ in range(4))
     rpb = rng.standard_normal((1, 2 * layer.kernel - 1, 2 * layer.kernel - 1)).astype(np.float32)
@@ -64,8 +65,8 @@ def test_dense_by_tokens_per_slot():
 
 
 @pytest.mark.parametrize("options, width, expected", [
-    (dict(), 56, "wide"), (dict(), 47, "general"), (dict(dilation=(1, 2)), 96, "wide"),
-    (dict(dilation=(1, 2)), 56, "general"), (dict(stride=2), 56, "general"),
+    (dict(), 56, "wide"), (dict(), 23, "general"), (dict(dilation=(1, 2)), 56, "wide"),
+    (dict(dilation=(1, 3)), 56, "general"), (dict(stride=2), 56, "general"),
     (dict(is_causal=(False, True)), 56, "general"),
 ])
 def test_wide_by_options_and_group_width(options, width, expected):
