@@ -30,7 +30,7 @@ def pool_configs(draw):
 
 
 def torch_avg_pool(x, kernel_size, stride, padding):
-    torch = pytest.importorskip("torch")
+    import torch
     out = torch.nn.functional.avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), kernel_size, stride, padding)
     return out.permute(0, 2, 3, 1).numpy()
 

@@ -114,7 +114,7 @@ def test_each_head_sees_only_its_own_channels(rng):
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_matches_torch_grouped_conv2d(backend, rng):
-    torch = pytest.importorskip("torch")
+    import torch
     heads, per_head = 4, 2
     x, weights, biases = make_inputs(rng, 2, 6, 5, heads, per_head)
     out, cache = op.forward(x, weights, biases, heads, backend=backend)

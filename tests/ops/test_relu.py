@@ -39,7 +39,7 @@ def test_special_values_follow_pytorch(backend):
 
 
 def test_matches_torch_with_special_values():
-    torch = pytest.importorskip("torch")
+    import torch
     x = np.array(SPECIAL_VALUES + [1.5, -3.0])
     dout = np.arange(1.0, x.size + 1.0)
     xt = torch.tensor(x, requires_grad=True)

@@ -73,7 +73,7 @@ def test_huge_and_infinite_logits(backend, dtype_):
 
 
 def test_matches_torch(rng):
-    torch = pytest.importorskip("torch")
+    import torch
     x = rng.standard_normal((3, 4, 5)) * 4
     g = rng.standard_normal(x.shape)
     for axis in range(3):

@@ -30,7 +30,7 @@ def test_special_values_follow_pytorch(backend):
 
 
 def test_matches_torch_with_special_values():
-    torch = pytest.importorskip("torch")
+    import torch
     x = np.array(SPECIAL_VALUES + [-2.5, 0.3, 7.0])
     dout = np.linspace(-2.0, 2.0, x.size)
     xt = torch.tensor(x, requires_grad=True)

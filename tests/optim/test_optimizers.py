@@ -149,7 +149,7 @@ def test_load_state_dict_checks_group_sizes():
     ("AdamW", dict(lr=3e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)),
 ])
 def test_matches_torch_optim(kind, kwargs):
-    torch = pytest.importorskip("torch")
+    import torch
     rng = np.random.default_rng(0)
     start = rng.standard_normal((3, 4))
     ours = Parameter(start.copy())

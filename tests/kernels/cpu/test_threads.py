@@ -66,7 +66,7 @@ def test_one_thread_and_all_threads_agree_exactly(monkeypatch, name, example, rn
 def _spy_on_entries(monkeypatch, name, seen):
     """Wrap the cpu kernel entries of op ``name``: record Numba's and every loaded BLAS library's
     thread count at the moment the entry runs (threadpoolctl reads the libraries afresh)."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     module = kernels.load("cpu", ops.spec(name).kernels["cpu"])
     for step in ("forward", "backward"):
         original = getattr(module, step)
@@ -85,7 +85,7 @@ def test_blas_runs_on_one_thread_inside_every_cpu_kernel(monkeypatch, name, exam
     """Every cpu kernel entry runs with each BLAS library in the process (NumPy's, and SciPy's, which
     the ``np.dot`` of compiled kernels calls inside ``prange`` loops) on one thread, although outside
     the call BLAS may use two."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     seen = []
     _spy_on_entries(monkeypatch, name, seen)
     args, kwargs = example(rng)
@@ -101,7 +101,7 @@ def test_na2d_dense_path_calls_blas_on_one_thread(monkeypatch, rng):
     """A real na2d call on a map the dense path takes (a 14x14 NAT-Mini layer, kernel 7), whose kernels
     call ``np.dot`` inside ``prange``: SciPy's BLAS, which serves that ``np.dot``, is loaded and held to
     one thread for the whole call, and the results equal the reference."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     seen = []
     _spy_on_entries(monkeypatch, "na2d", seen)
     q, k, v = (rng.standard_normal((2, 2, 14, 14, 16)).astype(np.float32) for _ in range(3))
@@ -178,7 +178,7 @@ def test_spin_briefly_leaves_the_environment_as_it_was():
 def test_the_blas_numba_calls_is_controlled_too():
     """Numba's compiled ``np.dot`` calls SciPy's BLAS, a library apart from NumPy's: it must be among
     the libraries held to one thread, or it starts its own threads inside ``prange`` loops."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     from refvit.kernels.cpu import linear
 
     linear.forward(np.ones((4, 3)), np.ones((2, 3)), None)  # np.dot inside a compiled kernel
