@@ -5,7 +5,7 @@ softmax along any axis runs without a transpose. Each row makes three passes: it
 shifted exponentials (stored in the output, summed in float64), then the scaling by the sum.
 
 float32 along the last axis (contiguous rows, the attention case) takes :func:`_forward_rows`
-instead: the row goes to a float64 buffer and :func:`refvit.kernels.cpu.vector_math.exp_shifted`
+instead: the row goes to a float64 buffer and :func:`refvit.kernels.cpu.vector_math.exp_shifted_for_float32`
 exponentiates it, shifted by its maximum, in one loop that vectorises (a ``math.exp`` call per
 element does not); the result is rounded to float32 once. float64 keeps libm's ``exp``.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu._threads import kernel_entry
-from refvit.kernels.cpu.vector_math import exp_shifted
+from refvit.kernels.cpu.vector_math import exp_shifted_for_float32
 
 ROWS_PER_TASK = 64
 
@@ -53,7 +53,7 @@ def _forward_rows(x, y):
                 row_max = max(row_max, source[k])
             for k in range(length):
                 exps[k] = source[k]
-            exp_shifted(exps, row_max, powers)
+            exp_shifted_for_float32(exps, row_max, powers)
             total = 0.0
             for k in range(length):
                 total += exps[k]

@@ -9,8 +9,8 @@ and keep only the window's:
 * forward, per map (a ``prange`` iteration): :math:`S = Q K^\top` (``(n, n)``, one single-threaded
   ``gemm``); for query ``i`` and slot ``t`` with key :math:`j_{it}` (the window tables of
   :mod:`refvit.ops._neighborhood`): :math:`a_{it} = \text{scale}\, S_{i j_{it}} + \text{rpb}[b_{it}]`,
-  the softmax over the valid slots (the exponentials of a whole map in one pass of
-  :func:`refvit.kernels.cpu.vector_math.exp_shifted`, in float64), and
+  the softmax over the valid slots (the exponentials of a whole map in one float64 pass of
+  :func:`refvit.kernels.cpu.vector_math.exp_shifted`, or ``exp_shifted_for_float32`` for float32), and
   :math:`o_i = \sum_t p_{it} v_{j_{it}}` (vector updates along the head dimension);
 * backward, per map: :math:`D = \partial O\, V^\top` (``gemm``) gives
   :math:`\partial p_{it} = D_{i j_{it}}`; then
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu.vector_math import exp_shifted
+from refvit.kernels.cpu.vector_math import exp_shifted, exp_shifted_for_float32
 from refvit.ops._neighborhood import windows_2d
 
 
@@ -81,7 +81,10 @@ def _forward(q, k, v, rpb, heads, scale, tables, out, attn):
                     largest = max(largest, row[t])
             for t in range(slots):
                 row[t] -= largest
-        exp_shifted(shifted, 0.0, np.empty(tokens * slots))
+        if out.itemsize == 4:  # float32 results: the cheaper polynomial is exact enough
+            exp_shifted_for_float32(shifted, 0.0, np.empty(tokens * slots))
+        else:
+            exp_shifted(shifted, 0.0, np.empty(tokens * slots))
         weights = shifted
         for i in range(tokens):
             row = weights[i * slots:(i + 1) * slots]
