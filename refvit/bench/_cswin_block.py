@@ -33,7 +33,7 @@ class Cache(NamedTuple):
 def block_for(dim, num_heads, split_size, last_stage, dtype):
     """The (cached) block for this configuration and dtype, with seeded parameters."""
     key = (dim, num_heads, split_size, bool(last_stage), np.dtype(dtype))
-    return built_once(_BLOCKS, key, lambda: CSWinBlock(dim, num_heads, split_size, qkv_bias=True,
+    return built_once(_BLOCKS, key, lambda: CSWinBlock(dim, num_heads, split_size=split_size, qkv_bias=True,
                                                        last_stage=last_stage, dtype=dtype).eval())
 
 

@@ -34,7 +34,7 @@ class Cache(NamedTuple):
 def layer_for(dim, num_heads, kernel_size, dilation, dtype):
     """The (cached) layer for this configuration and dtype, with seeded parameters."""
     key = (dim, num_heads, kernel_size, dilation, np.dtype(dtype))
-    return built_once(_LAYERS, key, lambda: NATLayer(dim, num_heads, kernel_size, dilation=dilation,
+    return built_once(_LAYERS, key, lambda: NATLayer(dim, num_heads, kernel_size=kernel_size, dilation=dilation,
                                                      mlp_ratio=MLP_RATIO, dtype=dtype).eval())
 
 

@@ -36,7 +36,7 @@ class CSWinTransformer(Module):
     divide (the official segmentation backbone's behaviour) instead of raising.
     """
 
-    def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dim=64, depth=(1, 2, 21, 1),
+    def __init__(self, *, img_size=224, in_chans=3, num_classes=1000, embed_dim=64, depth=(1, 2, 21, 1),
                  split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16), mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
                  drop_rate=0.0, drop_path_rate=0.0, pad_to_stripes=False, dtype=None):
         super().__init__()
@@ -51,8 +51,9 @@ class CSWinTransformer(Module):
             if stage > 0:
                 setattr(self, f"merge{stage}", MergeBlock(dim, 2 * dim, dtype))
                 dim *= 2
-            blocks = [CSWinBlock(dim, num_heads[stage], split_size[stage], mlp_ratio, qkv_bias, qk_scale, drop_rate,
-                                 drop_path[first + i], last_stage=stage == 3, reso=img_size // 4 // 2 ** stage,
+            blocks = [CSWinBlock(dim, num_heads[stage], split_size=split_size[stage], mlp_ratio=mlp_ratio,
+                                 qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate, drop_path=drop_path[first + i],
+                                 last_stage=stage == 3, reso=img_size // 4 // 2 ** stage,
                                  pad_to_stripes=pad_to_stripes, dtype=dtype)
                       for i in range(depth[stage])]
             setattr(self, f"stage{stage + 1}", ModuleList(blocks))

@@ -42,7 +42,7 @@ class NAT(Module):
     ``img_size`` is recorded for the registry; any input size works.
     """
 
-    def __init__(self, embed_dim, mlp_ratio, depths, num_heads, drop_path_rate=0.0, in_chans=3, kernel_size=7,
+    def __init__(self, embed_dim, mlp_ratio, depths, num_heads, *, drop_path_rate=0.0, in_chans=3, kernel_size=7,
                  dilations=None, num_classes=1000, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
                  norm_layer=LayerNorm, layer_scale=None, img_size=224, dtype=None):
         super().__init__()

@@ -54,9 +54,10 @@ class DualViT(Module):
     the block and stage norms' eps. ``drop_path_rate`` grows linearly from 0 over all blocks.
     """
 
-    def __init__(self, img_size=224, in_chans=3, num_classes=1000, stem_hidden_dim=32, embed_dims=(64, 128, 320, 448),
-                 num_heads=(2, 4, 10, 14), mlp_ratios=(8, 8, 4, 3, 2), depths=(3, 4, 6, 3), drop_path_rate=0.0,
-                 norm_eps=1e-6, token_label=True, num_semantic_tokens=64, semantic_pool=7, dtype=None):
+    def __init__(self, *, img_size=224, in_chans=3, num_classes=1000, stem_hidden_dim=32,
+                 embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14), mlp_ratios=(8, 8, 4, 3, 2),
+                 depths=(3, 4, 6, 3), drop_path_rate=0.0, norm_eps=1e-6, token_label=True, num_semantic_tokens=64,
+                 semantic_pool=7, dtype=None):
         super().__init__()
         if not (len(embed_dims) == len(num_heads) == len(depths) == 4 and len(mlp_ratios) in (4, 5)):
             raise ValueError(f"DualViT: 'embed_dims', 'num_heads', 'depths' need 4 entries and 'mlp_ratios' 4 or 5; "

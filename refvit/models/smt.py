@@ -46,7 +46,7 @@ class SMT(Module):
     when ``num_classes=0``). Arguments and defaults follow the official ``SMT`` class; ``norm_eps``
     is the eps of the block and stage norms (``1e-6``)."""
 
-    def __init__(self, img_size=224, in_chans=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
+    def __init__(self, *, img_size=224, in_chans=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  ca_num_heads=(4, 4, 4, -1), sa_num_heads=(-1, -1, 8, 16), mlp_ratios=(8, 6, 4, 2), qkv_bias=False,
                  qk_scale=None, use_layerscale=False, layerscale_value=1e-4, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.0, norm_eps=1e-6, depths=(2, 2, 8, 1), ca_attentions=(1, 1, 1, 0), num_stages=4,

@@ -143,7 +143,7 @@ def _json_ready(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def fit(model, train_loader, test_loader, optimizer, schedule=None, epochs=1, out_dir="runs/run", backend=None,
+def fit(model, train_loader, test_loader, optimizer, schedule=None, *, epochs=1, out_dir="runs/run", backend=None,
         resume=False, limit_batches=None, clip_grad_norm=None, label_smoothing=0.0, model_name=None, info=None,
         progress=True, stream=None):
     """Train ``model`` for ``epochs`` epochs; return the ``metrics.json`` dict.
@@ -187,7 +187,8 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, epochs=1, ou
             kept = (f"the checkpoint after epoch {epoch} is kept in {path}" if os.path.isfile(path)
                     else "no checkpoint was written yet")
             train_loss, train_accuracy, train_images, train_seconds = _train_epoch(
-                model, train_loader, optimizer, schedule, train_batches, clip_grad_norm, label_smoothing, bar, (epoch + 1, kept))
+                model, train_loader, optimizer, schedule, train_batches, clip_grad_norm, label_smoothing, bar,
+                (epoch + 1, kept))
             test_loss, test_accuracy, _ = evaluate(model, test_loader, limit_batches=limit_batches)
             history.append({
                 "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,

@@ -84,7 +84,7 @@ def torch_block_case(dim, heads, split, branches, height, width, pad=False, seed
 
     torch.manual_seed(seed)
     theirs = cswin_torch.randomise(cswin_torch.Block(dim, heads, split, branches, pad=pad), seed)
-    ours = CSWinBlock(dim, heads, split, last_stage=branches == 1, qkv_bias=True, pad_to_stripes=pad,
+    ours = CSWinBlock(dim, heads, split_size=split, last_stage=branches == 1, qkv_bias=True, pad_to_stripes=pad,
                       dtype=np.float64)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(cswin_torch.state_numpy(theirs))

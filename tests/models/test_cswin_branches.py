@@ -37,7 +37,7 @@ def test_block_output_sees_the_cross_through_its_token(problem):
     """d out[y, x] / d input is nonzero exactly on the vertical stripe and the horizontal stripe of (y, x)."""
     split, height, width, seed = problem
     rng = np.random.default_rng(seed)
-    block = CSWinBlock(8, 2, split, qkv_bias=True, dtype=np.float64)
+    block = CSWinBlock(8, 2, split_size=split, qkv_bias=True, dtype=np.float64)
     x = Tensor(rng.standard_normal((1, height, width, 8)), requires_grad=True)
     out = block(x)
     y0, x0 = int(rng.integers(height)), int(rng.integers(width))
@@ -52,8 +52,8 @@ def test_block_output_sees_the_cross_through_its_token(problem):
 
 
 def test_padding_is_a_no_op_on_divisible_maps(rng):
-    plain = CSWinBlock(8, 2, 2, qkv_bias=True, dtype=np.float64)
-    padded = CSWinBlock(8, 2, 2, qkv_bias=True, pad_to_stripes=True, dtype=np.float64)
+    plain = CSWinBlock(8, 2, split_size=2, qkv_bias=True, dtype=np.float64)
+    padded = CSWinBlock(8, 2, split_size=2, qkv_bias=True, pad_to_stripes=True, dtype=np.float64)
     padded.load_state_dict(plain.state_dict())
     x = rng.standard_normal((2, 4, 6, 8))
     assert_close(padded(x).data, plain(x).data)
@@ -73,7 +73,7 @@ def test_padded_branch_is_pad_attend_crop(rng):
 
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_block_backends_agree(rng, dtype, backend):
-    block = CSWinBlock(8, 2, 2, qkv_bias=True, dtype=dtype)
+    block = CSWinBlock(8, 2, split_size=2, qkv_bias=True, dtype=dtype)
     x = rng.standard_normal((1, 2, 4, 8)).astype(dtype)
     upstream = rng.standard_normal(x.shape).astype(dtype)
     results = []
@@ -100,24 +100,24 @@ def test_stem_and_merge_shapes(rng):
 
 
 def test_single_branch_rule():
-    assert CSWinBlock(8, 2, 7, reso=7).branch_num == 1  # resolution equals split size (official rule)
-    assert CSWinBlock(8, 2, 7, reso=14).branch_num == 2
-    assert CSWinBlock(9, 3, 7, last_stage=True).branch_num == 1  # odd heads are fine with one branch
-    block = CSWinBlock(8, 2, 2)
+    assert CSWinBlock(8, 2, split_size=7, reso=7).branch_num == 1  # resolution equals split size (official rule)
+    assert CSWinBlock(8, 2, split_size=7, reso=14).branch_num == 2
+    assert CSWinBlock(9, 3, split_size=7, last_stage=True).branch_num == 1  # odd heads are fine with one branch
+    block = CSWinBlock(8, 2, split_size=2)
     assert [b.orientation for b in block.attns] == ["vertical", "horizontal"]
     assert [b.num_heads for b in block.attns] == [1, 1] and [b.dim for b in block.attns] == [4, 4]
 
 
 def test_bad_input_raises(rng):
-    block = CSWinBlock(8, 2, 3, dtype=np.float64)
+    block = CSWinBlock(8, 2, split_size=3, dtype=np.float64)
     with pytest.raises(ValueError, match=r"LePEAttention: 'q' must be a map whose stripes \(4, 3\) divide it"):
         block(rng.standard_normal((1, 4, 4, 8)))
     with pytest.raises(ValueError, match=r"CSWinBlock: 'x' must be a \(B, H, W, 8\) map; got shape \(1, 3, 3, 6\)"):
         block(rng.standard_normal((1, 3, 3, 6)))
     with pytest.raises(ValueError, match="CSWinBlock: 'num_heads' must be even"):
-        CSWinBlock(12, 3, 2)
+        CSWinBlock(12, 3, split_size=2)
     with pytest.raises(ValueError, match="CSWinBlock: 'num_heads' must be positive and divide dim"):
-        CSWinBlock(8, 3, 2)
+        CSWinBlock(8, 3, split_size=2)
     with pytest.raises(ValueError, match="LePEAttention: 'orientation' must be one of"):
         LePEAttention(8, 2, "diagonal")
     with pytest.raises(ValueError, match="LePEAttention: 'split_size' must be a positive integer"):

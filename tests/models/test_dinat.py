@@ -230,7 +230,7 @@ def test_bad_forward_input():
         NeighborhoodAttention2D(8, 2, 3)(np.zeros((1, 4, 4, 6), np.float32))
     # float64 input to float32 parameters: the first op (LN1) rejects the mixed dtypes
     with pytest.raises(TypeError, match="layer_norm: 'x, weight, bias' must be of one dtype"):
-        NATLayer(8, 2, 3)(np.zeros((1, 4, 4, 8)))
+        NATLayer(8, 2, kernel_size=3)(np.zeros((1, 4, 4, 8)))
 
 
 def test_tokenizer_and_downsampler_shapes():

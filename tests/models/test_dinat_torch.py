@@ -55,7 +55,7 @@ def test_attention_matches_torch(rng, height, width, kernel_size, dilation, head
 @pytest.mark.parametrize("layer_scale", [None, 0.5])
 def test_layer_matches_torch(rng, layer_scale):
     theirs = dinat_torch.randomise(dinat_torch.NATLayer(8, 2, 3, 2, mlp_ratio=3.0, layer_scale=layer_scale), seed=4)
-    ours = NATLayer(8, 2, 3, dilation=2, mlp_ratio=3.0, layer_scale=layer_scale, dtype=np.float64)
+    ours = NATLayer(8, 2, kernel_size=3, dilation=2, mlp_ratio=3.0, layer_scale=layer_scale, dtype=np.float64)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(dinat_torch.state_numpy(theirs))
     x = rng.standard_normal((2, 6, 7, 8))

@@ -44,7 +44,7 @@ class MbConvBlock(Module):
     ``conv2_kxk``, ``norm2``, ``se``, ``conv3_1x1``, ``drop_path``.
     """
 
-    def __init__(self, in_chs, out_chs, stride=1, expand_ratio=4.0, kernel_size=3, attn_ratio=0.25,
+    def __init__(self, in_chs, out_chs, *, stride=1, expand_ratio=4.0, kernel_size=3, attn_ratio=0.25,
                  pool_type="avg2", act_layer=GELU, se_act_layer=SiLU, norm_eps=1e-5, drop_path=0.0, dtype=None):
         super().__init__()
         if stride not in (1, 2):

@@ -33,7 +33,7 @@ class TransformerBlock2d(Module):
     ``window_size`` is the map size the attention sees (after the stride), for the bias table.
     """
 
-    def __init__(self, dim, dim_out, window_size, stride=1, dim_head=32, expand_ratio=4.0, pool_type="avg2",
+    def __init__(self, dim, dim_out, window_size, *, stride=1, dim_head=32, expand_ratio=4.0, pool_type="avg2",
                  norm_eps=1e-6, act_layer=GELU, proj_drop=0.0, drop_path=0.0, dtype=None):
         super().__init__()
         if stride not in (1, 2):

@@ -39,7 +39,7 @@ class CSWinBlock(Module):
     ``qkv_bias`` defaults to ``False`` as the official block; the CSWin models pass ``True``.
     """
 
-    def __init__(self, dim, num_heads, split_size=7, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
+    def __init__(self, dim, num_heads, *, split_size=7, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
                  drop_path=0.0, last_stage=False, reso=None, pad_to_stripes=False, act_layer=GELU, dtype=None):
         super().__init__()
         if num_heads < 1 or dim % num_heads:

@@ -35,7 +35,7 @@ from refvit.nn.parameter import Parameter, resolve_dtype
 class NATLayer(Module):
     """``x (B, H, W, dim)`` -> ``(B, H, W, dim)``; see the module docstring."""
 
-    def __init__(self, dim, num_heads, kernel_size=7, dilation=None, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
+    def __init__(self, dim, num_heads, *, kernel_size=7, dilation=None, mlp_ratio=4.0, qkv_bias=True, qk_scale=None,
                  drop=0.0, attn_drop=0.0, drop_path=0.0, act_layer=GELU, norm_layer=LayerNorm, layer_scale=None,
                  dtype=None):
         super().__init__()

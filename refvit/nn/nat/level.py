@@ -21,7 +21,7 @@ class NATBlock(Module):
     (all 1) or one dilation per layer.
     """
 
-    def __init__(self, dim, depth, num_heads, kernel_size, dilations=None, downsample=True, mlp_ratio=4.0,
+    def __init__(self, dim, depth, num_heads, kernel_size, *, dilations=None, downsample=True, mlp_ratio=4.0,
                  qkv_bias=True, qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, norm_layer=LayerNorm,
                  layer_scale=None, dtype=None):
         super().__init__()
@@ -32,7 +32,7 @@ class NATBlock(Module):
             raise ValueError(f"NATBlock: 'drop_path' must be one rate or one per layer ({depth}); got {rates}")
         self.dim, self.depth = int(dim), int(depth)
         self.blocks = ModuleList([
-            NATLayer(dim, num_heads, kernel_size, dilation=None if dilations is None else dilations[i],
+            NATLayer(dim, num_heads, kernel_size=kernel_size, dilation=None if dilations is None else dilations[i],
                      mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
                      drop_path=rates[i], norm_layer=norm_layer, layer_scale=layer_scale, dtype=dtype)
             for i in range(depth)])

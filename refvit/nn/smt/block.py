@@ -28,7 +28,7 @@ class SMTBlock(Module):
     """``x (B, H, W, dim)`` -> ``(B, H, W, dim)``; submodules ``norm1``, ``attn``, ``drop_path``,
     ``norm2``, ``mlp`` (and parameters ``gamma_1``, ``gamma_2`` with ``use_layerscale``)."""
 
-    def __init__(self, dim, ca_num_heads, sa_num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None,
+    def __init__(self, dim, ca_num_heads, sa_num_heads, *, mlp_ratio=4.0, qkv_bias=False, qk_scale=None,
                  use_layerscale=False, layerscale_value=1e-4, drop=0.0, attn_drop=0.0, drop_path=0.0,
                  act_layer=GELU, norm_eps=1e-6, ca_attention=1, expand_ratio=2, dtype=None):
         super().__init__()
