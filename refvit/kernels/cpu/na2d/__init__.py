@@ -7,7 +7,7 @@ first.
 from refvit.kernels.cpu.na2d import dense, dispatch, general, wide
 
 _FORWARD = {"dense": dense.forward, "wide": wide.forward, "general": general.forward}
-_BACKWARD = {"dense": dense.backward, "general": general.backward}
+_BACKWARD = {"dense": dense.backward, "wide": wide.backward, "general": general.backward}
 
 
 def forward(q, k, v, rpb, options):
@@ -23,6 +23,9 @@ def forward(q, k, v, rpb, options):
 
 def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; ``attn`` from any path."""
-    path = dispatch.choose_path(q.shape[2], q.shape[3], options, "backward")
+    height, width = q.shape[2:4]
+    path = dispatch.choose_path(height, width, options, "backward")
+    if path == "wide" and not dispatch.all_finite(dout, q, k, v, rpb):
+        path = dispatch.choose_path(height, width, options, "backward", finite=False)
     dispatch.last_path["backward"] = path
     return _BACKWARD[path](dout, q, k, v, rpb, out, attn, options)

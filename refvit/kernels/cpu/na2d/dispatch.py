@@ -7,18 +7,19 @@ same arrays and store the softmax weights alike, ``attn (B, heads, H, W, kh*kw)`
 * ``dense`` (:mod:`.dense`): small maps. The logits of a whole map by one ``gemm``
   (:math:`QK^\top`, ``(HW, HW)``) and the window's entries picked out of it; backward likewise with
   :math:`\partial O\,V^\top`. Any options.
-* ``wide`` (:mod:`.wide`, forward only): stride 1, no causal window, wide maps. The maps of all batch
-  elements and heads side by side in *wide rows*, every inner loop along the width so that it
-  vectorises. Needs finite inputs (a NaN in one map would reach its neighbours through zero
-  weights).
-* ``general`` (:mod:`.general`): everything else (any stride, dilation, causal window, size, and
-  every backward that is not dense). One query per inner loop, dot products over the head dimension.
+* ``wide`` (:mod:`.wide`, loops in :mod:`.wide_layout`): stride 1, no causal window, wide maps. The
+  maps of all batch elements and heads side by side in *wide rows*, every inner loop along the width
+  so that it vectorises. Needs finite inputs (a NaN in one map would reach its neighbours through
+  zero weights).
+* ``general`` (:mod:`.general`): everything else (any stride, dilation, causal window, size). One
+  query per inner loop, dot products over the head dimension.
 
 The rule (:func:`choose_path`):
 
 1. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * kh kw)``: ``dense``, both directions;
-2. forward, stride 1, no causal window, every input finite, and the narrowest dilation group at
-   least ``WIDE_MIN_GROUP_COLS`` columns wide (``W // dilation_w``): ``wide``;
+2. stride 1, no causal window, every input finite, and the narrowest dilation group at least
+   ``WIDE_MIN_GROUP_COLS[direction]`` columns wide (``W // dilation_w``; 24 forward, 48 backward):
+   ``wide``;
 3. otherwise ``general``.
 
 Measured in ms on a shared 2-core machine that other jobs kept busy (load 4 to 12: one figure moved
@@ -39,14 +40,17 @@ alternating in one process.
 
   One thread measures the work: the wide path does it in half the time down to 28-column groups.
   On two busy cores each dilation group's five parallel regions wait for descheduled workers, which
-  costs the wide path more the more groups there are; :data:`WIDE_MIN_GROUP_COLS` = 24 keeps the wide
+  costs the wide path more the more groups there are; ``WIDE_MIN_GROUP_COLS["forward"]`` = 24 keeps the wide
   path where the bench measured it on a quiet machine (``na2d 7x7`` forward 3.3 ms at dilation 1,
   3.6 ms at dilation 2) and sends the narrower groups to ``general``. At 7-column groups (dilation 8,
   DiNAT level 1, (1, 2, 56, 56, 32)) forward + backward took 70 ms with the wide forward against 22 ms
   (minima over 15 rounds, two threads).
-* ``wide`` backward (removed) against ``general``, (1, 4, 56, 56, 32), k 7, two threads, 40 rounds,
-  min / median: dilation 1: 17.2 / 35.1 vs 15.0 / 31.8; dilation 2: 25.5 / 67.9 vs 18.8 / 33.6. Not
-  faster, so every backward that is not dense runs ``general``.
+* ``wide`` against ``general``, backward, (1, 4, 56, 56, 32), k 7, two threads, min / median of 40
+  rounds. Quiet machine (load below 1), dilation 1: 7.1 / 7.4 vs 7.5 / 7.7 and 7.3 / 7.5 vs 7.6 / 7.9
+  (two runs); through ``ops.na2d.backward`` 6.5-6.8 vs 7.2. Busy machine: dilation 1 17.2 / 35.1 vs
+  15.0 / 31.8, dilation 2 (28-column groups) 25.5 / 67.9 vs 18.8 / 33.6. The wide backward saves
+  5 to 10% on the 56x56 layers of the shipped models, and loses on narrower groups:
+  ``WIDE_MIN_GROUP_COLS["backward"]`` = 48.
 * ``dense`` against ``general``, forward / forward + backward medians, two threads, 15 rounds:
 
   ==============================  ===================  ===================
@@ -72,7 +76,7 @@ Every layer of every shipped model and the bench cases, and the path each takes
     =====  ======  ========  =======  ========  ====================================================
     map    kernel  dilation  forward  backward  where
     =====  ======  ========  =======  ========  ====================================================
-    56x56    7        1      wide     general   dinat_mini, dinat_tiny, nat_mini, nat_tiny
+    56x56    7        1      wide     wide      dinat_mini, dinat_tiny, nat_mini, nat_tiny
                                                 bench na2d 7x7 (1,4,56,56,32) rpb
     56x56    7        2      wide     general   bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
     56x56    7        8      general  general   dinat_mini, dinat_tiny
@@ -105,7 +109,7 @@ DENSE_MAX_TOKENS = 1024
 # holds B*heads*W_g lanes of which 2*(kw//2) per map are border columns that need the tall-column
 # pass and the corners, and every dilation group is five parallel regions of its own: on narrow
 # groups those cost more than the shifted products save (figures in the module docstring).
-WIDE_MIN_GROUP_COLS = 24
+WIDE_MIN_GROUP_COLS = {"forward": 24, "backward": 48}
 
 # The last path taken per direction, for tests and for reading a profile.
 last_path = {"forward": None, "backward": None}
@@ -117,11 +121,11 @@ def dense_applies(height, width, options):
     return height * width <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * slots)
 
 
-def wide_applies(width, options):
-    """Whether the wide path computes a forward with these options on a map ``width`` columns wide
-    (finite inputs assumed): stride 1, no causal window, dilation groups wide enough."""
+def wide_applies(width, options, direction):
+    """Whether the wide path computes a ``direction`` call with these options on a map ``width`` columns
+    wide (finite inputs assumed): stride 1, no causal window, dilation groups wide enough."""
     return (all(s == 1 for s in options.stride) and not any(options.is_causal)
-            and width // options.dilation[1] >= WIDE_MIN_GROUP_COLS)
+            and width // options.dilation[1] >= WIDE_MIN_GROUP_COLS[direction])
 
 
 def choose_path(height, width, options, direction, finite=True):
@@ -129,7 +133,7 @@ def choose_path(height, width, options, direction, finite=True):
     ``height x width`` map with these ``Options``; ``finite``: whether every input is finite."""
     if dense_applies(height, width, options):
         return "dense"
-    if direction == "forward" and finite and wide_applies(width, options):
+    if finite and wide_applies(width, options, direction):
         return "wide"
     return "general"
 
@@ -159,7 +163,7 @@ _NANO = ("dinat_nano", "nat_nano")
 # to ``kernel * dilation``) and every na2d bench case. Checked against the models and against
 # :func:`choose_path` by the tests; rendered into the module docstring by :func:`layer_table`.
 SHIPPED_LAYERS = (
-    Layer(56, 7, 1, "wide", "general", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
+    Layer(56, 7, 1, "wide", "wide", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
     Layer(56, 7, 2, "wide", "general", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
     Layer(56, 7, 8, "general", "general", _DINAT, ("NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8",)),
     Layer(28, 7, 1, "dense", "dense", _MINI_TINY, ()),

@@ -69,8 +69,17 @@ def test_dense_by_tokens_per_slot():
     (dict(dilation=(1, 3)), 56, "general"), (dict(stride=2), 56, "general"),
     (dict(is_causal=(False, True)), 56, "general"),
 ])
-def test_wide_by_options_and_group_width(options, width, expected):
+def test_wide_forward_by_options_and_group_width(options, width, expected):
     opts = _options(7, **options)
     assert dispatch.choose_path(56, width, opts, "forward") == expected
     assert dispatch.choose_path(56, width, opts, "forward", finite=False) == "general"
-    assert dispatch.choose_path(56, width, opts, "backward") == "general"
+
+
+@pytest.mark.parametrize("options, width, expected", [
+    (dict(), 56, "wide"), (dict(), 47, "general"), (dict(dilation=(1, 2)), 96, "wide"),
+    (dict(dilation=(1, 2)), 56, "general"), (dict(stride=2), 56, "general"),
+])
+def test_wide_backward_by_options_and_group_width(options, width, expected):
+    opts = _options(7, **options)
+    assert dispatch.choose_path(56, width, opts, "backward") == expected
+    assert dispatch.choose_path(56, width, opts, "backward", finite=False) == "general"

@@ -29,8 +29,8 @@ SHAPES = [
 ]
 IDS = ["odd-head-dim", "many-maps", "kernel-covers-map", "dilation-unequal-groups", "dilation-no-rpb", "one-row",
        "tall-kernel", "wide-kernel", "kernel-1-rows", "kernel-1-cols"]
-# the backward path run after each forced forward path (the wide path has no backward)
-BACKWARD = {"dense": "dense", "wide": "general", "general": "general"}
+# the backward path run after each forced forward path
+BACKWARD = {"dense": "dense", "wide": "wide", "general": "general"}
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_every_backward_reads_every_forward_cache(rng, monkeypatch):
     q, k, v, dout, rpb = _inputs(rng, 1, 2, (8, 9), 4, 3, True)
     results = {}
     for forward_path in dispatch.PATHS:
-        for backward_path in ("dense", "general"):
+        for backward_path in dispatch.PATHS:
             chosen = {"forward": forward_path, "backward": backward_path}
             monkeypatch.setattr(dispatch, "choose_path", lambda h, w, o, direction, finite=True: chosen[direction])
             out, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, backend="cpu")
@@ -120,21 +120,25 @@ def test_wide_rows_split_across_tasks(rng, force_path, monkeypatch, row_length):
     """More maps than one task takes: the wide rows and tall columns are cut between maps, and every
     cut gives the same values as one task over the whole row."""
     force_path("wide")
-    q, k, v, _, rpb = _inputs(rng, 3, 2, (9, 10), 4, 3, True)
+    q, k, v, dout, rpb = _inputs(rng, 3, 2, (9, 10), 4, 3, True)
     whole = ops.na2d.forward(q, k, v, 3, dilation=(1, 2), rpb=rpb, backend="cpu")
+    whole_grads = ops.na2d.backward(dout, whole[1])
     monkeypatch.setattr(wide, "TARGET_ROW_LENGTH", row_length)
     split = ops.na2d.forward(q, k, v, 3, dilation=(1, 2), rpb=rpb, backend="cpu")
-    assert dispatch.last_path["forward"] == "wide"
+    split_grads = ops.na2d.backward(dout, split[1])
+    assert dispatch.last_path == {"forward": "wide", "backward": "wide"}
     np.testing.assert_array_equal(whole[0], split[0])
     np.testing.assert_array_equal(np.asarray(whole[1].attn), np.asarray(split[1].attn))
+    for a, b in zip(whole_grads, split_grads):
+        np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("path", ["dense", "general", "rule"])
+@pytest.mark.parametrize("path", ["dense", "general", "rule"])  # wide mixes maps: the rule keeps NaN away
 def test_non_finite_values_stay_in_their_own_map(force_path, monkeypatch, path):
     """A NaN in one batch element's map must not reach another element's outputs or gradients. By the
-    rule, a forward that would take the wide path takes the general one when an input is not finite."""
+    rule, a call that would take the wide path takes the general one when an input is not finite."""
     if path == "rule":
-        monkeypatch.setattr(dispatch, "WIDE_MIN_GROUP_COLS", 1)  # the wide path for any width
+        monkeypatch.setattr(dispatch, "WIDE_MIN_GROUP_COLS", {"forward": 1, "backward": 1})  # any width
         monkeypatch.setattr(dispatch, "DENSE_MAX_TOKENS", 0)
     else:
         force_path(path)
@@ -145,7 +149,8 @@ def test_non_finite_values_stay_in_their_own_map(force_path, monkeypatch, path):
     dout = rng.standard_normal(out.shape)
     dout[0, 0, 5, 6, 0] = np.inf
     dq, dk, dv, _ = ops.na2d.backward(dout, cache)
-    assert dispatch.last_path["forward"] == ("general" if path == "rule" else path)
+    expected = "general" if path == "rule" else path
+    assert dispatch.last_path == {"forward": expected, "backward": expected}
     for grad in (out, dq, dk, dv):
         assert np.isfinite(grad[1]).all()
     with np.errstate(invalid="ignore"):
@@ -163,7 +168,7 @@ def test_na1d_runs_on_the_na2d_paths(rng):
     out, cache = ops.na1d.forward(q, k, v, 7, dilation=2, rpb=rpb, backend="cpu")
     grads = ops.na1d.backward(dout, cache)
     # a 1 x 300 map with 7 slots: above the dense limit, dilation groups 150 columns wide
-    assert dispatch.last_path == {"forward": "wide", "backward": "general"}
+    assert dispatch.last_path == {"forward": "wide", "backward": "wide"}
     assert_close(out, expected, **tolerance(np.float64))
     for got, want in zip(grads, ops.na1d.backward(dout, ref_cache)):
         assert_close(got, want, **tolerance(np.float64))

@@ -1,7 +1,8 @@
-"""The layouts of the ``wide`` path: wide rows, tall columns, shifted dot products."""
+"""The layouts of the ``wide`` path (:mod:`refvit.kernels.cpu.na2d.wide_layout`): wide rows, tall columns,
+border blocks, shifted products."""
 import numpy as np
 
-from refvit.kernels.cpu.na2d import wide
+from refvit.kernels.cpu.na2d import wide_layout as wide
 from refvit.testing import assert_close
 
 
