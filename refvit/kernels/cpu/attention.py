@@ -27,6 +27,7 @@ per element would cost as much as the products: the exponentials are
 and row maxima and sums keep four independent partial results.
 """
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -39,6 +40,29 @@ from refvit.kernels.cpu.vector_math import exp_shifted
 # Larger products wake BLAS threads that compete with the prange threads for the same cores, which
 # measured up to 20 times slower on a busy machine.
 SERIAL_PRODUCT_SIZE = 2 * 262144 - 1
+
+
+class Inputs(NamedTuple):
+    """What the backward reads: ``dout (B, h, Nq, dv)``, ``q (B, h, Nq, d)``, ``k (B, h, Nk, d)``,
+    ``v (B, h, Nk, dv)`` (C-contiguous, input dtype), ``bias`` (4-D, see :func:`_bias_4d`) with
+    ``has_bias``, ``scale`` and the forward's ``logsumexp (B, h, Nq)`` (float64)."""
+    dout: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    bias: np.ndarray
+    has_bias: bool
+    scale: float
+    logsumexp: np.ndarray
+
+
+class Gradients(NamedTuple):
+    """What the backward writes: ``dq``, ``dk``, ``dv`` (shapes of ``q``, ``k``, ``v``) and
+    ``dbias_buffers`` (float64, ``(buffers,) + bias.shape``)."""
+    dq: np.ndarray
+    dk: np.ndarray
+    dv: np.ndarray
+    dbias_buffers: np.ndarray
 
 
 @njit(cache=True)
@@ -119,10 +143,10 @@ def _forward_tiles(q, k, v_and_ones, bias, has_bias, scale, tile_rows, out, logs
 
 
 @njit(cache=True)
-def _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first, probs, dlogits, powers,
-                    dbias_slots):
+def _tile_gradients(inputs, b, h, first, probs, dlogits, powers, dbias_slots):
     """For the tile's rows: ``probs = P_t`` and ``dlogits = scale * dS_t`` (input dtype); with a bias,
     adds ``dS_t`` (float64) at its bias indices into ``dbias_slots`` (the bias shape, 4-D)."""
+    dout, q, k, v, bias, has_bias, scale, logsumexp = inputs
     rows, n_keys = probs.shape
     np.dot(q[b, h, first:first + rows], k[b, h].T, probs)
     np.dot(dout[b, h, first:first + rows], v[b, h].T, dlogits)
@@ -152,10 +176,11 @@ def _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first
 
 
 @njit(cache=True, parallel=True)
-def _backward_heads(dout, q, k, v, bias, has_bias, scale, logsumexp, tile_rows, n_runs, dq, dk, dv,
-                    dbias_buffers):
+def _backward_heads(inputs, tile_rows, n_runs, grads):
     """``prange`` over ``n_runs`` runs of consecutive ``(b, head)``; run ``c`` adds its bias gradient
-    into ``dbias_buffers[c]`` when there is a buffer per run, else into ``dbias_buffers[0]``."""
+    into ``grads.dbias_buffers[c]`` when there is a buffer per run, else into ``grads.dbias_buffers[0]``."""
+    dout, q, k, v = inputs.dout, inputs.q, inputs.k, inputs.v
+    dq, dk, dv, dbias_buffers = grads
     batch, heads, n_queries, head_dim = q.shape
     n_keys, value_dim = v.shape[2], v.shape[3]
     n_heads = batch * heads
@@ -171,8 +196,7 @@ def _backward_heads(dout, q, k, v, bias, has_bias, scale, logsumexp, tile_rows, 
             for first in range(0, n_queries, tile_rows):
                 rows = min(tile_rows, n_queries - first)
                 probs_t, dlogits_t = probs[:rows], dlogits[:rows]
-                _tile_gradients(q, k, v, dout, bias, has_bias, scale, logsumexp, b, h, first,
-                                probs_t, dlogits_t, powers, dbias_slots)
+                _tile_gradients(inputs, b, h, first, probs_t, dlogits_t, powers, dbias_slots)
                 np.dot(dlogits_t, k[b, h], dq[b, h, first:first + rows])
                 if first == 0:  # the first tile writes dk, dv; later ones add to them
                     np.dot(dlogits_t.T, q[b, h, :rows], dk[b, h])
@@ -230,8 +254,8 @@ def backward(dout, q, k, v, bias, scale, logsumexp):
     dbias_buffers = np.zeros((1 if owned else n_runs,) + bias4.shape)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     tile_rows = _tile_rows(q.shape[2], k.shape[2], max(q.shape[3], v.shape[3]))
-    _backward_heads(dout, q, k, v, bias4, bias is not None, float(scale), logsumexp, tile_rows, n_runs,
-                    dq, dk, dv, dbias_buffers)
+    _backward_heads(Inputs(dout, q, k, v, bias4, bias is not None, float(scale), logsumexp), tile_rows, n_runs,
+                    Gradients(dq, dk, dv, dbias_buffers))
     if bias is None:
         return dq, dk, dv, None
     dbias = dbias_buffers[0] if dbias_buffers.shape[0] == 1 else dbias_buffers.sum(axis=0)

@@ -23,15 +23,47 @@ threads. Queries are taken in tiles of at most ``tile_rows`` rows (:func:`_tile_
 Memory kept for backward beyond the inputs: the log-sum-exp (float64, ``(B, heads, H, W)``), never the
 ``(n, n)`` probabilities of a window. Scratch per thread: ``O(n d + tile_rows n)``.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.attention import _row_dot, _row_max
 from refvit.kernels.cpu.vector_math import exp_shifted
 
 # Scratch elements of one ``(rows, n)`` tile of logits: larger windows are split into query tiles.
 TILE_ELEMENTS = 1 << 16
+
+
+class Stripes(NamedTuple):
+    """The window geometry: ``stripe_h x stripe_w`` tokens a window, queries in tiles of ``tile_rows``."""
+    stripe_h: int
+    stripe_w: int
+    tile_rows: int
+
+
+class Inputs(NamedTuple):
+    """What the backward reads: ``dout``, ``q``, ``k``, ``v`` ``(B, heads, H, W, d)`` (C-contiguous),
+    the forward's ``logsumexp (B, heads, H, W)`` (float64), the LePE ``taps (heads, 3, 3, d)`` with
+    ``has_lepe``, and ``scale``."""
+    dout: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    logsumexp: np.ndarray
+    taps: np.ndarray
+    has_lepe: bool
+    scale: float
+
+
+class Gradients(NamedTuple):
+    """What the backward writes: ``dq``, ``dk``, ``dv`` (shape of ``q``) and the per-window LePE partials
+    ``dtaps_windows (windows, 3, 3, d)``, ``dbias_windows (windows, d)`` (float64)."""
+    dq: np.ndarray
+    dk: np.ndarray
+    dv: np.ndarray
+    dtaps_windows: np.ndarray
+    dbias_windows: np.ndarray
 
 
 @njit(cache=True)
@@ -111,7 +143,8 @@ def _lepe_partials(grads, values, dtaps, dbias):
 
 
 @njit(cache=True, parallel=True)
-def _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, scale, tile_rows, out, logsumexp):
+def _forward_windows(q, k, v, taps, bias, has_lepe, stripes, scale, out, logsumexp):
+    stripe_h, stripe_w, tile_rows = stripes
     batch, heads, height, width, head_dim = q.shape
     window_rows, window_cols = height // stripe_h, width // stripe_w
     n = stripe_h * stripe_w
@@ -157,8 +190,10 @@ def _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, scale, t
 
 
 @njit(cache=True, parallel=True)
-def _backward_windows(dout, q, k, v, logsumexp, taps, has_lepe, stripe_h, stripe_w, scale, tile_rows,
-                      dq, dk, dv, dtaps_windows, dbias_windows):
+def _backward_windows(inputs, stripes, grads):
+    dout, q, k, v, logsumexp, taps, has_lepe, scale = inputs
+    stripe_h, stripe_w, tile_rows = stripes
+    dq, dk, dv, dtaps_windows, dbias_windows = grads
     batch, heads, height, width, head_dim = q.shape
     window_rows, window_cols = height // stripe_h, width // stripe_w
     n = stripe_h * stripe_w
@@ -221,6 +256,12 @@ def _tile_rows(n_tokens):
     return -(-n_tokens // n_tiles)
 
 
+def _stripes(stripe_size):
+    """``stripe_size (sh, sw)`` -> :class:`Stripes`, with the query tile of :func:`_tile_rows`."""
+    stripe_h, stripe_w = stripe_size
+    return Stripes(stripe_h, stripe_w, _tile_rows(stripe_h * stripe_w))
+
+
 def _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, dtype):
     """LePE parameters as taps ``(heads, 3, 3, d)`` and bias ``(heads, d)``; zeros (unused) when absent."""
     if lepe_weight is None:
@@ -236,33 +277,28 @@ def _window_count(shape, stripe_size):
     return batch * heads * (height // stripe_size[0]) * (width // stripe_size[1])
 
 
-@kernel_entry
 def forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
     """``-> (out, saved)``; ``saved`` is what :func:`backward` needs."""
     q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
     heads, head_dim = q.shape[1], q.shape[4]
     taps, bias, has_lepe = _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, q.dtype)
-    stripe_h, stripe_w = stripe_size
     out = np.empty_like(q)
     logsumexp = np.empty(q.shape[:4])
-    _forward_windows(q, k, v, taps, bias, has_lepe, stripe_h, stripe_w, float(scale),
-                     _tile_rows(stripe_h * stripe_w), out, logsumexp)
+    _forward_windows(q, k, v, taps, bias, has_lepe, _stripes(stripe_size), float(scale), out, logsumexp)
     return out, (q, k, v, taps, has_lepe, logsumexp)
 
 
-@kernel_entry
 def backward(dout, saved, has_bias, stripe_size, scale):
     """``-> (dq, dk, dv, dlepe_weight, dlepe_bias)``."""
     q, k, v, taps, has_lepe, logsumexp = saved
     dout = np.ascontiguousarray(dout)
-    stripe_h, stripe_w = stripe_size
     batch, heads, head_dim = q.shape[0], q.shape[1], q.shape[4]
     n_windows = _window_count(q.shape, stripe_size) if has_lepe else 1
     dtaps_windows = np.zeros((n_windows, 3, 3, head_dim))
     dbias_windows = np.zeros((n_windows, head_dim))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    _backward_windows(dout, q, k, v, logsumexp, taps, has_lepe, stripe_h, stripe_w, float(scale),
-                      _tile_rows(stripe_h * stripe_w), dq, dk, dv, dtaps_windows, dbias_windows)
+    _backward_windows(Inputs(dout, q, k, v, logsumexp, taps, has_lepe, float(scale)), _stripes(stripe_size),
+                      Gradients(dq, dk, dv, dtaps_windows, dbias_windows))
     if not has_lepe:
         return dq, dk, dv, None, None
     # windows are ordered (batch, head, window): sum each head's windows over the batch
