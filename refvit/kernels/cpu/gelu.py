@@ -26,7 +26,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.vector_math import normal_cdf_and_gaussian, sigmoid_and_slope_of
 
 BLOCK = 1024  # float64 scratch rows of 8 KiB: larger blocks spread the per-block call costs
@@ -100,7 +99,6 @@ def _blocks(x, dout, result, tanh_approx, gradient):
                     target[i] = upstream[i] * (first[i] + v * second[i] * _INV_SQRT_2PI)
 
 
-@kernel_entry
 def forward(x, tanh_approx):
     x = np.asarray(x, order="C")
     out = np.empty_like(x)
@@ -111,7 +109,6 @@ def forward(x, tanh_approx):
     return out
 
 
-@kernel_entry
 def backward(dout, x, tanh_approx):
     x = np.asarray(x, order="C")
     dx = np.empty_like(x)

@@ -3,10 +3,9 @@
 The forward uses the two-branch form with ``e = exp(-|x|)``, which never overflows
 (:func:`refvit.kernels.cpu.vector_math.stable_sigmoid`).
 """
-import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu._flat import map_flat
 from refvit.kernels.cpu.vector_math import stable_sigmoid
 
 
@@ -23,17 +22,9 @@ def _backward(dout, out, dx):
         dx[i] = dout[i] * y * (1.0 - y)
 
 
-@kernel_entry
 def forward(x):
-    x = np.asarray(x, order="C")
-    out = np.empty_like(x)
-    _forward(x.reshape(-1), out.reshape(-1))
-    return out
+    return map_flat(_forward, x)
 
 
-@kernel_entry
 def backward(dout, out):
-    out = np.asarray(out, order="C")
-    dx = np.empty_like(out)
-    _backward(np.asarray(dout, order="C").reshape(-1), out.reshape(-1), dx.reshape(-1))
-    return dx
+    return map_flat(_backward, dout, out)

@@ -1,8 +1,7 @@
 """SiLU on the CPU: one parallel pass over the flattened array, forward and backward."""
-import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
+from refvit.kernels.cpu._flat import map_flat
 from refvit.kernels.cpu.vector_math import stable_sigmoid
 
 
@@ -21,17 +20,9 @@ def _backward(dout, x, dx):
         dx[i] = dout[i] * s * (1.0 + v * (1.0 - s))
 
 
-@kernel_entry
 def forward(x):
-    x = np.asarray(x, order="C")
-    out = np.empty_like(x)
-    _forward(x.reshape(-1), out.reshape(-1))
-    return out
+    return map_flat(_forward, x)
 
 
-@kernel_entry
 def backward(dout, x):
-    x = np.asarray(x, order="C")
-    dx = np.empty_like(x)
-    _backward(np.asarray(dout, order="C").reshape(-1), x.reshape(-1), dx.reshape(-1))
-    return dx
+    return map_flat(_backward, dout, x)

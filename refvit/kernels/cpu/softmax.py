@@ -14,7 +14,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu._threads import kernel_entry
 from refvit.kernels.cpu.vector_math import exp_shifted_for_float32
 
 ROWS_PER_TASK = 64
@@ -76,7 +75,6 @@ def _backward(dout, y, dx):
             dx[o, k, i] = y[o, k, i] * (dout[o, k, i] - dot)
 
 
-@kernel_entry
 def forward(x, outer, length, inner):
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
@@ -87,7 +85,6 @@ def forward(x, outer, length, inner):
     return y
 
 
-@kernel_entry
 def backward(dout, y, outer, length, inner):
     y = np.ascontiguousarray(y)
     dx = np.empty_like(y)
