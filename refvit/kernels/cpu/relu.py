@@ -1,7 +1,7 @@
 """ReLU on the CPU: one parallel pass over the flattened array, forward and backward."""
-import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._flat import map_flat
 
 
 @njit(cache=True, parallel=True)
@@ -20,14 +20,8 @@ def _backward(dout, x, dx):
 
 
 def forward(x):
-    x = np.asarray(x, order="C")
-    out = np.empty_like(x)
-    _forward(x.reshape(-1), out.reshape(-1))
-    return out
+    return map_flat(_forward, x)
 
 
 def backward(dout, x):
-    x = np.asarray(x, order="C")
-    dx = np.empty_like(x)
-    _backward(np.asarray(dout, order="C").reshape(-1), x.reshape(-1), dx.reshape(-1))
-    return dx
+    return map_flat(_backward, dout, x)

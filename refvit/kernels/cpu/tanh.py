@@ -7,6 +7,7 @@ fused parallel pass over the flattened arrays.
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu._flat import map_flat
 
 
 @njit(cache=True, parallel=True)
@@ -21,7 +22,4 @@ def forward(x):
 
 
 def backward(dout, out):
-    out = np.asarray(out, order="C")
-    dx = np.empty_like(out)
-    _backward(np.asarray(dout, order="C").reshape(-1), out.reshape(-1), dx.reshape(-1))
-    return dx
+    return map_flat(_backward, dout, out)
