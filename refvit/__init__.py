@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 
 from refvit.backend import BACKENDS, cuda_available, get_backend, set_backend, use_backend
+from refvit.errors import UserError, UserTypeError
 
 __version__ = "0.1.0"
 
 _SUBMODULES = ("ops", "kernels", "autograd", "functional", "nn", "models", "optim", "data", "train", "testing")
 
-__all__ = ["BACKENDS", "Tensor", "cuda_available", "get_backend", "set_backend", "use_backend", *_SUBMODULES]
+__all__ = ["BACKENDS", "Tensor", "UserError", "UserTypeError", "cuda_available", "get_backend", "set_backend", "use_backend", *_SUBMODULES]
 
 
 def __getattr__(name):

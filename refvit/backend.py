@@ -16,7 +16,9 @@ import os
 
 BACKENDS = ("numpy", "cpu", "cuda")
 
-_default = contextvars.ContextVar("refvit_backend", default=os.environ.get("REFVIT_BACKEND", "cpu"))
+ENVIRONMENT_VARIABLE = "REFVIT_BACKEND"
+_ENVIRONMENT_VALUE = os.environ.get(ENVIRONMENT_VARIABLE)  # read once, when refvit is imported
+_default = contextvars.ContextVar("refvit_backend", default=_ENVIRONMENT_VALUE or "cpu")
 
 
 def _check_name(name, op="refvit"):
@@ -29,7 +31,14 @@ def _check_name(name, op="refvit"):
 
 def get_backend() -> str:
     """The backend an op uses when called with ``backend=None``."""
-    return _check_name(_default.get())
+    name = _default.get()
+    if name not in BACKENDS and _ENVIRONMENT_VALUE is not None and name == _ENVIRONMENT_VALUE:
+        from refvit.errors import UserError
+
+        raise UserError(f"the environment variable {ENVIRONMENT_VARIABLE}={name!r} is not a backend; use "
+                        f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]} (it sets the default backend and is "
+                        f"read when refvit is imported)")
+    return _check_name(name)
 
 
 def set_backend(name: str) -> None:

@@ -1,14 +1,27 @@
 """The ``refvit`` command (also ``python -m refvit``).
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
-``run_from_args(args) -> exit code``. Errors a user can fix (unknown names, bad
-values, missing files) print one line and exit with status 2, never a traceback.
+``run_from_args(args) -> exit code``.
+
+Exit status and messages:
+
+* ``0``: done.
+* ``2``: a mistake the user can fix (a bad flag, a damaged or missing file, a wrong
+  folder, a full disk): one line ``refvit COMMAND: error: MESSAGE`` on stderr, never a
+  traceback. These are :class:`refvit.errors.UserError`, the operating system's errors
+  about a named file (:func:`refvit.errors.user_message`), and argparse's own errors.
+* ``1``: anything else, which is a bug in refvit: the traceback, then a line saying how
+  to report it.
+* ``130``: interrupted with Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
+
+from refvit.errors import user_message
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -19,11 +32,19 @@ COMMANDS = {
     "models": ("refvit.train.commands.models", "the registered models: parameters and input size"),
 }
 
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError)
+BUG_REPORT = ("this is a bug in refvit; please report it with the command line and the traceback above "
+              "(refvit {version}, Python {python})")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line: ``refvit train: error: MESSAGE (see refvit train --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="refvit", description="refvit: reference vision-transformer ops")
+    parser = _Parser(prog="refvit", description="refvit: reference vision-transformer ops")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -31,24 +52,72 @@ def build_parser():
     return parser
 
 
+# Modules whose own argument checks still raise plain ValueError/TypeError with a known
+# prefix, for user input they are handed directly (flags, --dataset, --out). Such an error
+# is the user's only when a line of that module raised it (its last traceback frame), so
+# an error from deeper code (NumPy, an op, a model) stays a bug. Each entry goes once the
+# module raises refvit.errors.UserError.
+CHECKED_BOUNDARIES = {
+    "refvit.check": ("check: ",),
+    "refvit.bench.runner": ("bench: ",),
+    "refvit.train.commands.train": ("train: ",),
+    "refvit.train.commands.evaluate": ("eval: ",),
+    "refvit.train.loop": ("fit: 'resume'", "fit: "),
+    "refvit.data.datasets": ("load_dataset: ",),
+    "refvit.data.npz_folder": ("load_npz_folder: ",),
+}
+
+
+def _boundary_check(error):
+    """True when ``error`` is a plain argument check of a module in :data:`CHECKED_BOUNDARIES`."""
+    if type(error) not in (ValueError, TypeError, FileNotFoundError, NotADirectoryError):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    for module_name, prefixes in CHECKED_BOUNDARIES.items():
+        module = sys.modules.get(module_name)
+        if module is not None and frames[-1].filename == getattr(module, "__file__", None):
+            return str(error).startswith(prefixes)
+    return False
+
+
+def report(command, error):
+    """Print ``error`` the way the command line shows it; return the exit status (2 or 1)."""
+    message = user_message(error)
+    if message is None and _boundary_check(error):
+        message = str(error)
+    if message is not None:
+        prefix = f"{command}: "
+        message = message[len(prefix):] if message.startswith(prefix) else message
+        message = " ".join(message.split())  # one line
+        print(f"refvit {command}: error: {message}", file=sys.stderr)
+        return 2
+    from refvit import __version__
+
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    python = ".".join(map(str, sys.version_info[:3]))
+    print(f"refvit {command}: {BUG_REPORT.format(version=__version__, python=python)}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or argparse's one-line error (2): a status, also in-process
+        return stop.code
     if args.command is None:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return module.run_from_args(args)
-    except USER_ERRORS as error:
-        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
-        prefix = f"{args.command}: "
-        message = message[len(prefix):] if message.startswith(prefix) else message
-        print(f"refvit {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"refvit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - every error is either the user's (2) or a bug (1)
+        return report(args.command, error)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
+
+from refvit.errors import UserError, os_error_reason
 
 FORMAT = "refvit-checkpoint-1"
 META_KEY = "__meta__"
@@ -44,41 +49,99 @@ def _encode(value, arrays):
                     f"got {type(value).__name__}")
 
 
-def _decode(value, archive):
+def _decode(value, archive, path):
     if isinstance(value, list):
-        return [_decode(item, archive) for item in value]
+        return [_decode(item, archive, path) for item in value]
     if isinstance(value, dict):
         if "__array__" in value:
-            return archive[value["__array__"]]
+            name = value["__array__"]
+            if not isinstance(name, str) or name not in archive:
+                raise _damaged(path, f"the array {name!r} its metadata names is missing")
+            return archive[name]
         if "__tuple__" in value:
-            return tuple(_decode(item, archive) for item in value["__tuple__"])
+            return tuple(_decode(item, archive, path) for item in value["__tuple__"])
         if "__items__" in value:
-            return {_decode(key, archive): _decode(item, archive) for key, item in value["__items__"]}
-        return {key: _decode(item, archive) for key, item in value.items()}
+            try:
+                return {_decode(key, archive, path): _decode(item, archive, path) for key, item in value["__items__"]}
+            except (TypeError, ValueError) as error:
+                if isinstance(error, UserError):
+                    raise
+                raise _damaged(path, "its metadata has a malformed mapping") from None
+        return {key: _decode(item, archive, path) for key, item in value.items()}
     return value
+
+
+def _damaged(path, detail):
+    return UserError(f"checkpoint {path} is damaged ({detail}); it cannot be read: use another copy or train again")
 
 
 def _write_npz(handle, arrays):
     np.savez(handle, **arrays)
 
 
+TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp: .NAME.XXXXXXXX.tmp
+
+
 def atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then move it onto ``path``."""
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then move it onto ``path``.
+
+    The temporary file is ``.NAME.XXXXXXXX.tmp`` in the same folder; it is removed when the
+    write fails. A full disk, a read-only file system, a missing folder or a denied
+    permission raise :class:`~refvit.errors.UserError` naming ``path``; ``path`` keeps its
+    old contents.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    temporary = None
     try:
+        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
+                                                 suffix=TEMP_SUFFIX)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual permissions
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
+    except BaseException as error:
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, UserError) and error.errno is not None:
+            raise UserError(f"cannot write {path}: {_write_reason(error)}; the file keeps its previous "
+                            f"contents") from None
         raise
     _fsync_folder(folder)
+
+
+def _write_reason(error):
+    reason = os_error_reason(error)
+    return reason[len("cannot be written: "):] if reason.startswith("cannot be written: ") else \
+        f"{os.fsdecode(error.filename) if error.filename else 'it'} {reason}"
+
+
+def stale_temp_files(folder):
+    """The temporary files that killed writes left in ``folder`` (``.NAME.XXXXXXXX.tmp``), sorted."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if _TEMP_NAME.match(name) and os.path.isfile(os.path.join(folder, name)))
+
+
+def remove_stale_temp_files(folder):
+    """Remove what :func:`stale_temp_files` finds in ``folder``; return the removed paths.
+
+    Call it only while no other process writes into ``folder`` (while holding the output
+    folder's lock): a write in progress has a temporary file of the same form.
+    """
+    removed = []
+    for temporary in stale_temp_files(folder):
+        try:
+            os.remove(temporary)
+        except FileNotFoundError:
+            continue
+        removed.append(temporary)
+    return removed
 
 
 def _umask():
@@ -114,24 +177,96 @@ def save_checkpoint(path, state):
     atomic_write(path, lambda handle: _write_npz(handle, arrays))
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def load_checkpoint(path):
-    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy arrays."""
+    """Read a checkpoint written by :func:`save_checkpoint`; arrays come back as NumPy arrays.
+
+    A missing, empty, truncated or corrupted file (bad CRC, cut short), a file that is not
+    an ``.npz`` archive, and one whose metadata or arrays are missing raise
+    :class:`~refvit.errors.UserError` naming the file and what is wrong.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a folder; expected a checkpoint file (checkpoint.npz)")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_checkpoint: 'path' must be a checkpoint file; {path} does not exist")
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(ZIP_MAGIC))
+    except OSError as error:
+        raise UserError(f"checkpoint {path} cannot be read: {os_error_reason(error)}") from None
+    if not magic:
+        raise _damaged(path, "the file is empty")
+    if magic != ZIP_MAGIC:
+        raise UserError(f"{path} is not a readable checkpoint: it is not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if META_KEY not in archive.files:
-                raise ValueError(f"load_checkpoint: {path} is an .npz file but not a refvit checkpoint")
+                raise UserError(f"{path} is an .npz file but not a refvit checkpoint (it has no {META_KEY!r})")
             skeleton = json.loads(archive[META_KEY].tobytes().decode("utf-8"))
             arrays = {name: archive[name] for name in archive.files if name != META_KEY}
-    except (OSError, EOFError, json.JSONDecodeError) as error:
-        raise ValueError(f"load_checkpoint: {path} is not a readable checkpoint ({error})") from None
-    except ValueError as error:
-        if str(error).startswith("load_checkpoint"):
-            raise
-        raise ValueError(f"load_checkpoint: {path} is not a readable checkpoint ({error})") from None
-    state = _decode(skeleton, arrays)
+    except UserError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, UnicodeDecodeError) as error:
+        raise _damaged(path, _read_problem(error)) from None
+    if not isinstance(skeleton, dict):
+        raise _damaged(path, f"its metadata is a {type(skeleton).__name__}, not a mapping")
+    state = _decode(skeleton, arrays, path)
     if state.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path} has format {state.get('format')!r}; expected {FORMAT!r}")
+        raise UserError(f"checkpoint {path} has format {state.get('format')!r}; this refvit reads {FORMAT!r}")
+    return state
+
+
+def _read_problem(error):
+    """What went wrong reading an archive, in a few words: ``bad CRC-32 in 'array3'``, ``truncated``."""
+    text = str(error)
+    crc = re.search(r"Bad CRC-32 for file '([^']*?)(?:\.npy)?'", text)
+    if crc:
+        return f"bad CRC-32 in {crc.group(1)!r}"
+    if isinstance(error, zipfile.BadZipFile) and "not a zip file" in text:
+        return "truncated: the archive's directory at its end is missing"
+    if isinstance(error, EOFError) or "truncat" in text.lower() or "cannot reshape" in text:
+        return f"truncated: {text}" if text else "truncated"
+    if isinstance(error, json.JSONDecodeError) or isinstance(error, UnicodeDecodeError):
+        return "its metadata is not valid JSON text"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _missing(state, keys):
+    """The first dotted key of ``keys`` that ``state`` lacks (``"run.model"``), or ``None``."""
+    for dotted in keys:
+        value = state
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return dotted
+            value = value[part]
+    return None
+
+
+EVAL_KEYS = ("epoch", "run.model", "info.model_kwargs", "info.mean", "info.std", "info.dataset", "model")
+RESUME_KEYS = ("epoch", "run", "model", "optimizer", "schedule", "random.nn", "random.train_loader", "history")
+
+
+def load_training_checkpoint(path, resume=False):
+    """:func:`load_checkpoint`, then check it holds what ``refvit train`` writes.
+
+    ``resume=False`` checks what evaluating needs (:data:`EVAL_KEYS`), ``resume=True``
+    what continuing the run needs (:data:`RESUME_KEYS`). A missing entry, or weights that
+    are not a mapping of names to arrays, raise :class:`~refvit.errors.UserError` naming
+    the file and the entry.
+    """
+    state = load_checkpoint(path)
+    missing = _missing(state, RESUME_KEYS if resume else EVAL_KEYS)
+    if missing is not None:
+        raise UserError(f"checkpoint {os.fspath(path)} was not written by refvit train: it has no {missing!r}")
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(key, str) and isinstance(value, np.ndarray)
+                                                for key, value in weights.items()):
+        raise UserError(f"checkpoint {os.fspath(path)} was not written by refvit train: its 'model' is not a "
+                        f"mapping of parameter names to arrays")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise UserError(f"checkpoint {os.fspath(path)} was not written by refvit train: its 'epoch' is {epoch!r}")
     return state

@@ -36,11 +36,12 @@ def format_table(table):
 
 
 def run_from_args(args):
+    from refvit.errors import UserError
     from refvit.models import list_models
 
     if args.family and not list_models(args.family):
         families = sorted({name for name in _families()})
-        raise ValueError(f"{COMMAND}: unknown family {args.family!r}; families: {', '.join(families) or 'none'}")
+        raise UserError(f"{COMMAND}: unknown family {args.family!r}; families: {', '.join(families) or 'none'}")
     table = rows(args.family, args.nano)
     if not table:
         print("no models are registered" + (" (*_nano)" if args.nano else ""))
