@@ -74,6 +74,7 @@ def world(tmp_path, tiny_registered, capsys):
     np.savez(bad / "plain.npz", x=np.zeros(3))
     (bad / "a_file").write_text("not a folder\n")
     (bad / "empty_folder").mkdir()
+    (tmp_path / "empty_out").mkdir()
     capsys.readouterr()
     return {"root": tmp_path, "data": data, "run": run, "bad": bad}
 
@@ -104,7 +105,8 @@ def _eval_argv(checkpoint, **flags):
 def _draw_case(rng, world):
     """One ``(label, argv)`` with exactly one bad flag, file or folder."""
     data, run, bad = world["data"], world["run"], world["bad"]
-    fresh = world["root"] / "fresh_out"
+    fresh = world["root"] / "fresh_out"  # flag errors come before --out is created
+    taken = world["root"] / "empty_out"  # errors found after --out is taken (a missing one would be created)
     kind = rng.choice(["train_int", "train_real", "train_name", "train_file", "train_file", "eval_int", "eval_name",
                        "eval_file", "eval_file"])
     if kind == "train_int":
@@ -118,14 +120,16 @@ def _draw_case(rng, world):
         value = rng.choice(BAD_BACKENDS if option == "--backend" else BAD_MODELS)
         return f"train {option}={value!r}", _train_argv(data, fresh, **{option[2:]: value})
     if kind == "train_file":
-        choice = rng.choice(["dataset_file", "dataset_missing", "dataset_empty", "out_is_file", "out_has_run",
-                             "resume_damaged", "resume_missing"])
+        choice = rng.choice(["dataset_file", "dataset_missing", "dataset_empty", "dataset_garbage", "out_is_file",
+                             "out_has_run", "resume_damaged", "resume_missing"])
         if choice == "dataset_file":
-            return "train --dataset a file", _train_argv(bad / "a_file", fresh)
+            return "train --dataset a file", _train_argv(bad / "a_file", taken)
         if choice == "dataset_missing":
-            return "train --dataset missing", _train_argv(bad / "no_such_folder", fresh)
+            return "train --dataset missing", _train_argv(bad / "no_such_folder", taken)
         if choice == "dataset_empty":
-            return "train --dataset empty folder", _train_argv(bad / "empty_folder", fresh)
+            return "train --dataset empty folder", _train_argv(bad / "empty_folder", taken)
+        if choice == "dataset_garbage":
+            return "train --dataset a folder of damaged .npz files", _train_argv(bad, taken)
         if choice == "out_is_file":
             return "train --out a file", _train_argv(data, bad / "a_file")
         if choice == "out_has_run":
@@ -134,8 +138,7 @@ def _draw_case(rng, world):
             name = rng.choice(["truncated.npz", "empty.npz", "garbage.npz", "flipped.npz", "plain.npz"])
             folder = world["root"] / f"resume_{name[:-4]}"
             return f"train --resume over {name}", _train_argv(data, folder) + ["--resume"]
-        # an existing empty folder: fit creates a missing --out before it looks for the checkpoint
-        return "train --resume without a checkpoint", _train_argv(data, bad / "empty_folder") + ["--resume"]
+        return "train --resume without a checkpoint", _train_argv(data, taken) + ["--resume"]
     if kind == "eval_int":
         option, value = rng.choice(EVAL_INTEGER_FLAGS), rng.choice(BAD_INTEGERS)
         return f"eval {option}={value!r}", _eval_argv(run / "checkpoint.npz", **{option[2:]: value})
