@@ -147,3 +147,78 @@ def check_grad(op, dout, like, name="dout"):
     if np.dtype(dout.dtype) != np.dtype(like.dtype):
         fail(op, name, f"of the output's dtype {np.dtype(like.dtype)}", f"dtype {dout.dtype}", TypeError)
     return dout
+
+
+# ---------------------------------------------------------------- modules and models
+# Constructor arguments of ``refvit.nn`` modules and ``refvit.models`` models are checked with the
+# helpers above and below, so a wrong value is refused when the module is built, naming the module
+# and the argument, rather than truncated (``int(2.5)``) or reported later by NumPy or an op.
+
+MAX_NUM_CLASSES = 100_000
+"""The largest classifier head a model builds (and the largest label count a data folder gives)."""
+
+
+def check_probability(owner, arg, value, below_one=False):
+    """A real number in ``[0, 1]`` (``[0, 1)`` with ``below_one``) -> ``float``; bools are refused."""
+    interval = "[0, 1)" if below_one else "[0, 1]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        fail(owner, arg, f"a probability in {interval}", describe(value), TypeError)
+    value = float(value)
+    if not (0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0):
+        fail(owner, arg, f"a probability in {interval}", repr(value))
+    return value
+
+
+def check_heads(owner, arg, heads, dim):
+    """A positive integer number of heads that divides ``dim``."""
+    heads = check_int(owner, arg, heads, minimum=1)
+    if dim % heads:
+        fail(owner, arg, f"a positive divisor of dim = {dim}", heads)
+    return heads
+
+
+def check_num_classes(owner, value, arg="num_classes"):
+    """``0`` (no head: features) to :data:`MAX_NUM_CLASSES` classes."""
+    value = check_int(owner, arg, value, minimum=0)
+    if value > MAX_NUM_CLASSES:
+        fail(owner, arg, f"an integer >= 0 and <= {MAX_NUM_CLASSES} (the largest head refvit builds)", value)
+    return value
+
+
+def check_img_size(owner, value, arg="img_size"):
+    """An image side ``s`` or a pair ``(H, W)`` of positive integers -> ``(H, W)``."""
+    return as_tuple(owner, arg, value, 2, minimum=1)
+
+
+def check_images(owner, x, in_chans, size=None, built_for=None, size_ok=None):
+    """Check a model's input: channels-last images ``(B, H, W, in_chans)``, float32 or float64.
+
+    ``size`` ``(H, W)``: the spatial size the model takes (``None``: any); ``size_ok`` overrides
+    the test ``(H, W) == size`` for a model that also takes sizes giving the same feature maps.
+    ``built_for`` ``(H, W)`` is named in the message of a model that takes any size. The message
+    says what the input looks like when it is NCHW, a single image, or integer pixels.
+    """
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+    if size is not None:
+        want = f"(B, {size[0]}, {size[1]}, {in_chans})"
+    else:
+        want = f"(B, H, W, {in_chans})" + (f" (any H, W; built for {built_for[0]}x{built_for[1]})"
+                                           if built_for is not None else "")
+    hints = []
+    if len(shape) == 4 and shape[1] == in_chans and shape[3] != in_chans:
+        hints.append("this looks like NCHW: use x.transpose(0, 2, 3, 1)")
+    elif len(shape) == 3 and shape[-1] == in_chans:
+        hints.append("a single image? add the batch axis: x[None]")
+    elif len(shape) == 4 and shape[3] != in_chans:
+        hints.append(f"the model was built with in_chans={in_chans}")
+    if dtype not in FLOAT_DTYPES:
+        hints.append("convert the images to float, e.g. x.astype(np.float32) / 255 for 8-bit pixels")
+    if size_ok is None:
+        size_ok = size is None or tuple(shape[1:3]) == tuple(size)
+    bad_shape = len(shape) != 4 or shape[3] != in_chans or not size_ok
+    if bad_shape or dtype not in FLOAT_DTYPES:
+        message = (f"{owner}: expected images of shape {want}, channels-last, float32 or float64; got {shape} "
+                   f"{dtype}" + (f" ({'; '.join(hints)})" if hints else ""))
+        raise (ValueError if bad_shape else TypeError)(message)
+    return x

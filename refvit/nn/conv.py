@@ -6,17 +6,18 @@ import numbers
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import as_tuple, check_int
 from refvit.nn import init
 from refvit.nn.module import Module
 from refvit.nn.parameter import Parameter, resolve_dtype
 
 
-def _pair(name, value):
-    if isinstance(value, numbers.Integral):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Integral) for v in value):
-        return tuple(int(v) for v in value)
-    raise TypeError(f"Conv2d: '{name}' must be an integer or a pair of integers; got {value!r}")
+def _pair(name, value, minimum):
+    ok = isinstance(value, numbers.Integral) or (
+        isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Integral) for v in value))
+    if not ok:
+        raise TypeError(f"Conv2d: '{name}' must be an integer or a pair of integers; got {value!r}")
+    return as_tuple("Conv2d", name, value, 2, minimum=minimum)
 
 
 class Conv2d(Module):
@@ -30,14 +31,17 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, dtype=None):
         super().__init__()
+        in_channels = check_int("Conv2d", "in_channels", in_channels, minimum=1)
+        out_channels = check_int("Conv2d", "out_channels", out_channels, minimum=1)
+        groups = check_int("Conv2d", "groups", groups)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: 'groups' must divide in_channels ({in_channels}) and out_channels "
                              f"({out_channels}); got {groups}")
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.stride = _pair("stride", stride)
-        self.padding = _pair("padding", padding)
-        self.dilation = _pair("dilation", dilation)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair("kernel_size", kernel_size, 1)
+        self.stride = _pair("stride", stride, 1)
+        self.padding = _pair("padding", padding, 0)
+        self.dilation = _pair("dilation", dilation, 1)
         dtype = resolve_dtype(dtype)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(np.empty(shape, dtype))

@@ -8,19 +8,16 @@ times ``dout``. Masks come from :mod:`refvit.nn.random` (seeded, resumable).
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import check_probability
 from refvit.nn import random
 from refvit.nn.module import Module
 
 
 def _check_probability(where, name, p):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"{where}: '{name}' must be a probability in [0, 1]; got {p!r}")
-    return float(p)
+    return check_probability(where, name, p)
 
 
 def _keep_mask(shape, keep, dtype, scale):

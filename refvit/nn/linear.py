@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import check_int
 from refvit.nn import init
 from refvit.nn.module import Module
 from refvit.nn.parameter import Parameter, resolve_dtype
@@ -28,7 +29,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = check_int("Linear", "in_features", in_features, minimum=0)
+        self.out_features = check_int("Linear", "out_features", out_features, minimum=0)
         dtype = resolve_dtype(dtype)
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype))
         if bias:

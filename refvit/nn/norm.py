@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import check_int, describe, fail
 from refvit.nn.module import Module
 from refvit.nn.parameter import Parameter, resolve_dtype
 
@@ -19,12 +20,13 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (int(normalized_shape),)
-        normalized_shape = tuple(normalized_shape)
-        if len(normalized_shape) != 1:
-            raise ValueError(f"LayerNorm: 'normalized_shape' must be one size (the last axis); "
-                             f"got {normalized_shape}")
+        if isinstance(normalized_shape, (tuple, list)):
+            if len(normalized_shape) != 1:
+                raise ValueError(f"LayerNorm: 'normalized_shape' must be one size (the last axis); "
+                                 f"got {tuple(normalized_shape)}")
+            normalized_shape = normalized_shape[0]
+        normalized_shape = (check_int("LayerNorm", "normalized_shape", normalized_shape, minimum=1),)
+        eps = _check_eps("LayerNorm", eps)
         self.normalized_shape, self.eps, self.elementwise_affine = normalized_shape, float(eps), elementwise_affine
         dtype = resolve_dtype(dtype)
         if elementwise_affine:
@@ -58,7 +60,12 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None):
         super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.num_features = check_int("BatchNorm2d", "num_features", num_features, minimum=1)
+        self.eps = _check_eps("BatchNorm2d", eps)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+                                     or not 0.0 <= momentum <= 1.0):
+            fail("BatchNorm2d", "momentum", "a number in [0, 1] or None", describe(momentum))
+        self.momentum = momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = resolve_dtype(dtype)
         if affine:
@@ -104,6 +111,14 @@ class BatchNorm2d(Module):
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
+
+
+def _check_eps(owner, eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        fail(owner, "eps", "a finite number >= 0", describe(eps), TypeError)
+    if not 0.0 <= eps < float("inf"):
+        fail(owner, "eps", "a finite number >= 0", repr(eps))
+    return float(eps)
 
 
 def _dtype_of(x):

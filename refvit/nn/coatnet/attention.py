@@ -14,6 +14,7 @@ The map must have the size the bias table was built for.
 from __future__ import annotations
 
 from refvit import functional as F
+from refvit._validate import check_int
 from refvit.nn.coatnet.rel_pos import RelPosBias
 from refvit.nn.coatnet.pointwise import PointwiseConv2d
 from refvit.nn.dropout import Dropout
@@ -31,7 +32,9 @@ class Attention2d(Module):
     def __init__(self, dim, dim_out=None, dim_head=32, window_size=None, bias=True, attn_drop=0.0, proj_drop=0.0,
                  dtype=None):
         super().__init__()
-        dim_out = dim_out or dim
+        dim = check_int("Attention2d", "dim", dim, minimum=1)
+        dim_out = check_int("Attention2d", "dim_out", dim_out or dim, minimum=1)
+        dim_head = check_int("Attention2d", "dim_head", dim_head, minimum=1)
         if dim_out % dim_head:
             raise ValueError(f"Attention2d: 'dim_out' must be a multiple of dim_head ({dim_head}); got {dim_out}")
         if attn_drop:

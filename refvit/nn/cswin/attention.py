@@ -34,6 +34,7 @@ Without it a non-divisible map is a ``ValueError``, as in the classification cod
 from __future__ import annotations
 
 from refvit import functional as F
+from refvit._validate import check_int
 from refvit.nn.conv import Conv2d
 from refvit.nn.module import Module
 
@@ -54,6 +55,9 @@ class LePEAttention(Module):
         if orientation not in ORIENTATIONS:
             raise ValueError(f"LePEAttention: 'orientation' must be one of {', '.join(map(repr, ORIENTATIONS))}; "
                              f"got {orientation!r}")
+        dim = check_int("LePEAttention", "dim", dim, minimum=1)
+        num_heads = check_int("LePEAttention", "num_heads", num_heads)
+        split_size = check_int("LePEAttention", "split_size", split_size)
         if num_heads < 1 or dim % num_heads:
             raise ValueError(f"LePEAttention: 'num_heads' must be positive and divide dim ({dim}); got {num_heads}")
         if split_size < 1:

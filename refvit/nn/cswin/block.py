@@ -21,6 +21,7 @@ Children in the official order (so ``state_dict`` keys and their order match):
 from __future__ import annotations
 
 from refvit import functional as F
+from refvit._validate import check_int
 from refvit.nn.activation import GELU
 from refvit.nn.container import ModuleList
 from refvit.nn.cswin.attention import LePEAttention
@@ -42,6 +43,8 @@ class CSWinBlock(Module):
     def __init__(self, dim, num_heads, *, split_size=7, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
                  drop_path=0.0, last_stage=False, reso=None, pad_to_stripes=False, act_layer=GELU, dtype=None):
         super().__init__()
+        dim = check_int("CSWinBlock", "dim", dim, minimum=1)
+        num_heads = check_int("CSWinBlock", "num_heads", num_heads)
         if num_heads < 1 or dim % num_heads:
             raise ValueError(f"CSWinBlock: 'num_heads' must be positive and divide dim ({dim}); got {num_heads}")
         self.dim, self.num_heads, self.split_size = int(dim), int(num_heads), int(split_size)

@@ -13,6 +13,7 @@ sequence, keys and values from another (cross-attention) or the same one (self-a
 from __future__ import annotations
 
 from refvit import functional as F
+from refvit._validate import check_heads as _check_heads
 
 
 def split_heads(tokens, heads):
@@ -57,5 +58,4 @@ def map_to_tokens(feature_map):
 
 
 def check_heads(where, dim, heads):
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
-        raise ValueError(f"{where}: 'num_heads' must be a positive divisor of dim = {dim}; got {heads!r}")
+    return _check_heads(where, "num_heads", heads, dim)

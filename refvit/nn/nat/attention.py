@@ -27,11 +27,10 @@ Parameters (official NATTEN names): ``qkv.weight (3C, C)``, ``qkv.bias (3C,)``,
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import check_int
 from refvit.nn import init
 from refvit.nn.dropout import Dropout
 from refvit.nn.linear import Linear
@@ -40,9 +39,7 @@ from refvit.nn.parameter import Parameter, resolve_dtype
 
 
 def _positive_int(where, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{where}: '{name}' must be a positive integer; got {value!r}")
-    return int(value)
+    return check_int(where, name, value, minimum=1)
 
 
 class NeighborhoodAttention2D(Module):

@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 
 from refvit import functional as F
+from refvit._validate import check_heads, check_int
 from refvit.nn.activation import GELU
 from refvit.nn.dropout import DropPath
 from refvit.nn.linear import Identity
@@ -40,7 +41,9 @@ class NATLayer(Module):
                  dtype=None):
         super().__init__()
         dtype = resolve_dtype(dtype)
-        self.dim, self.num_heads, self.mlp_ratio = int(dim), int(num_heads), mlp_ratio
+        self.dim = check_int("NATLayer", "dim", dim, minimum=1)
+        self.num_heads = check_heads("NATLayer", "num_heads", num_heads, self.dim)
+        self.mlp_ratio = mlp_ratio
         self.layer_scale = layer_scale is not None and isinstance(layer_scale, numbers.Real) \
             and not isinstance(layer_scale, bool)
         if self.layer_scale:  # registered first, as in the official layer (own parameters before children)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numbers
 
 from refvit import functional as F
+from refvit._validate import check_heads
 from refvit.nn.activation import GELU
 from refvit.nn.conv import Conv2d
 from refvit.nn.dropout import Dropout
@@ -50,8 +51,7 @@ def ungroup_heads(x, heads):
 
 
 def _check_heads(where, dim, heads, name):
-    if isinstance(heads, bool) or not isinstance(heads, numbers.Integral) or heads < 1 or dim % heads:
-        raise ValueError(f"{where}: '{name}' must be a positive divisor of dim = {dim}; got {heads!r}")
+    return check_heads(where, name, heads, dim)
 
 
 class ScaleAwareModulation(Module):
