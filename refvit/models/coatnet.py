@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refvit.models._registry import register_model
+from refvit.models._registry import check_image_input, check_model_arguments, register_model
 from refvit.nn.coatnet import (
     CoAtNetStage, CoAtNetStem, MbConvBlock, NormMlpClassifierHead, RelPosBias, TransformerBlock2d,
     init_conv_weights, init_transformer_weights,
@@ -55,12 +55,14 @@ class CoAtNet(Module):
     def __init__(self, cfg=CoAtNetConfig(), img_size=224, in_chans=3, num_classes=1000, drop_rate=0.0,
                  drop_path_rate=0.0, dtype=None):
         super().__init__()
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = check_model_arguments("CoAtNet", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                                         drop_rate=drop_rate, drop_path_rate=drop_path_rate)["img_size"]
         stage_sizes = stage_feature_sizes(img_size, len(cfg.embed_dim))
         if any(min(size) < 1 for size in stage_sizes):
             raise ValueError(f"CoAtNet: 'img_size' must leave at least one pixel after {len(stage_sizes) + 1} "
                              f"halvings; got {img_size}")
         self.img_size, self.num_classes, self.cfg = img_size, num_classes, cfg
+        self.model_name, self.in_chans, self.stage_sizes = "CoAtNet", int(in_chans), stage_sizes
         self.stem = CoAtNetStem(in_chans, cfg.stem_width, dtype=dtype)
         rates = np.linspace(0.0, drop_path_rate, sum(cfg.depths)).tolist()
         stages, in_chs, start = [], self.stem.out_chs, 0
@@ -88,8 +90,27 @@ class CoAtNet(Module):
             elif isinstance(module, RelPosBias):
                 module.init_weights()
 
+    def takes_size(self, size):
+        """Whether ``(H, W)`` images run: the stem gives ``(r - 1) // 2 + 1``, then each stage halves
+        the map (``r // 2``); an MBConv stage needs an even map, a transformer stage's map must be the
+        one its bias tables were built for (that of ``img_size``)."""
+        size = tuple((r - 1) // 2 + 1 for r in size)
+        for block_type, expected in zip(self.cfg.block_types, self.stage_sizes):
+            if block_type == "C" and any(r % 2 for r in size):
+                return False
+            size = tuple(r // 2 for r in size)
+            if block_type == "T" and size != tuple(expected):
+                return False
+        return True
+
     def forward_features(self, x):
-        """``(B, H, W, in_chans)`` -> the last stage's map ``(B, H/32, W/32, embed_dim[-1])``."""
+        """``(B, H, W, in_chans)`` -> the last stage's map ``(B, H/32, W/32, embed_dim[-1])``.
+
+        The relative-position tables fix each stage's map size, so ``H, W`` must give the stage
+        sizes of ``img_size`` (``img_size`` itself, or a size that rounds to the same maps).
+        """
+        shape = tuple(getattr(x, "shape", ()))
+        check_image_input(self, x, size=self.img_size, size_ok=len(shape) == 4 and self.takes_size(shape[1:3]))
         return self.norm(self.stages(self.stem(x)))
 
     def forward_head(self, x, pre_logits=False):

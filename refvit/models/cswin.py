@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from refvit import functional as F
-from refvit.models._registry import register_model
+from refvit._validate import check_int
+from refvit.models._registry import check_image_input, check_model_arguments, register_model
 from refvit.nn import init
 from refvit.nn.container import ModuleList
 from refvit.nn.cswin import CSWinBlock, MergeBlock, conv_embed
@@ -43,7 +44,10 @@ class CSWinTransformer(Module):
         if not (len(depth) == len(split_size) == len(num_heads) == 4):
             raise ValueError(f"CSWinTransformer: 'depth', 'split_size', 'num_heads' must have 4 entries (one per "
                              f"stage); got {len(depth)}, {len(split_size)}, {len(num_heads)}")
-        self.num_classes, self.img_size = int(num_classes), int(img_size)
+        check_model_arguments("CSWinTransformer", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+                              drop_path_rate=drop_path_rate)
+        self.model_name, self.in_chans = "CSWinTransformer", int(in_chans)
+        self.num_classes, self.img_size = int(num_classes), check_int("CSWinTransformer", "img_size", img_size, 1)
         self.stage1_conv_embed = conv_embed(in_chans, embed_dim, dtype)
         drop_path = [float(p) for p in np.linspace(0.0, drop_path_rate, int(sum(depth)))]
         dim, first = embed_dim, 0
@@ -65,6 +69,7 @@ class CSWinTransformer(Module):
 
     def forward_features(self, x):
         """``(B, H, W, in_chans)`` -> pooled features ``(B, num_features)``."""
+        check_image_input(self, x)
         x = self.stage1_conv_embed(x)
         for stage in range(1, 5):
             if stage > 1:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from refvit import functional as F
-from refvit.models._registry import register_model
+from refvit.models._registry import check_image_input, check_model_arguments, register_model
 from refvit.nn import init
 from refvit.nn.container import ModuleList
 from refvit.nn.dropout import Dropout
@@ -49,7 +49,11 @@ class NAT(Module):
         if len(depths) != len(num_heads) or (dilations is not None and len(dilations) != len(depths)):
             raise ValueError(f"NAT: 'depths', 'num_heads' (and 'dilations') must have one entry per level; got "
                              f"{len(depths)}, {len(num_heads)}" + ("" if dilations is None else f", {len(dilations)}"))
-        self.num_classes, self.num_levels, self.img_size = int(num_classes), len(depths), int(img_size)
+        check_model_arguments(type(self).__name__, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                              drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
+        self.model_name, self.in_chans = type(self).__name__, int(in_chans)
+        self.num_classes, self.num_levels = int(num_classes), len(depths)
+        self.img_size = int(img_size) if not isinstance(img_size, (tuple, list)) else tuple(map(int, img_size))
         self.embed_dim, self.mlp_ratio, self.kernel_size = int(embed_dim), mlp_ratio, int(kernel_size)
         self.num_features = int(embed_dim * 2 ** (self.num_levels - 1))
         self.patch_embed = ConvTokenizer(in_chans, embed_dim, norm_layer=norm_layer, dtype=dtype)
@@ -74,7 +78,8 @@ class NAT(Module):
         return {"rpb"}
 
     def forward_features(self, x):
-        """``(B, H, W, in_chans)`` -> pooled features ``(B, num_features)``."""
+        """``(B, H, W, in_chans)`` (any ``H, W``) -> pooled features ``(B, num_features)``."""
+        check_image_input(self, x)
         x = self.pos_drop(self.patch_embed(x))
         for level in self.levels:
             x = level(x)

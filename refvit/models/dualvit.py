@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from refvit import functional as F
-from refvit.models._registry import register_model
+from refvit.models._registry import check_image_input, check_model_arguments, register_model
 from refvit.nn import init
 from refvit.nn.container import ModuleList
 from refvit.nn.conv import Conv2d
@@ -62,7 +62,11 @@ class DualViT(Module):
         if not (len(embed_dims) == len(num_heads) == len(depths) == 4 and len(mlp_ratios) in (4, 5)):
             raise ValueError(f"DualViT: 'embed_dims', 'num_heads', 'depths' need 4 entries and 'mlp_ratios' 4 or 5; "
                              f"got {len(embed_dims)}, {len(num_heads)}, {len(depths)}, {len(mlp_ratios)}")
-        self.num_classes, self.img_size, self.semantic_pool = int(num_classes), int(img_size), int(semantic_pool)
+        check_model_arguments("DualViT", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                              drop_path_rate=drop_path_rate)
+        self.model_name, self.in_chans = "DualViT", int(in_chans)
+        self.img_size = int(img_size) if not isinstance(img_size, (tuple, list)) else tuple(map(int, img_size))
+        self.num_classes, self.semantic_pool = int(num_classes), int(semantic_pool)
         self.token_label = bool(token_label)
         drop_path = [float(p) for p in np.linspace(0.0, drop_path_rate, int(sum(depths)))]
         first = 0
@@ -100,6 +104,7 @@ class DualViT(Module):
 
     def forward_sep(self, images):
         """Stem and stages 1-2: ``-> (pixel map (B, H2, W2, C2), semantic tokens (B, m, C2))``."""
+        check_image_input(self, images)
         x = self.patch_embed1(images)
         semantics = self.semantic_tokens(x)
         for stage in range(1, SEPARATE_STAGES + 1):

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from refvit import functional as F
-from refvit.models._registry import register_model
+from refvit.models._registry import check_image_input, check_model_arguments, register_model
 from refvit.nn import init
 from refvit.nn.container import ModuleList
 from refvit.nn.conv import Conv2d
@@ -57,6 +57,9 @@ class SMT(Module):
                              ("ca_attentions", ca_attentions)):
             if len(values) < num_stages:
                 raise ValueError(f"SMT: '{name}' must give one value per stage ({num_stages}); got {list(values)}")
+        check_model_arguments("SMT", num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                              drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
+        self.model_name, self.in_chans = "SMT", int(in_chans)
         self.img_size, self.num_classes, self.num_stages = img_size, num_classes, num_stages
         self.depths, self.embed_dims = tuple(depths[:num_stages]), tuple(embed_dims[:num_stages])
         drop_path = np.linspace(0.0, drop_path_rate, sum(self.depths)).tolist()
@@ -84,6 +87,7 @@ class SMT(Module):
 
     def forward_features(self, x):
         """``x (B, H, W, in_chans)`` -> the mean of the last stage's normalised tokens ``(B, C)``."""
+        check_image_input(self, x)
         for stage in range(1, self.num_stages + 1):
             x = getattr(self, f"patch_embed{stage}")(x)
             for block in getattr(self, f"block{stage}"):
