@@ -5,7 +5,10 @@ normalised) and the per-channel ``mean``/``std`` of the training split, which th
 and evaluation loaders use to normalise (see :func:`make_loaders`).
 
 A folder with ``train/`` and ``test/`` subfolders uses them as the splits; a folder of
-``.npz`` files alone is split 80/20 by a permutation seeded with ``SPLIT_SEED``.
+``.npz`` files alone is split 80/20 by a permutation seeded with ``SPLIT_SEED``. A folder's
+``num_classes`` is its largest label + 1 (labels are at most ``MAX_NUM_CLASSES - 1``, see
+:mod:`refvit.data.npz_folder`); ``Dataset.in_chans`` is its images' channel count (1 for
+grey images), the ``in_chans`` a model for it is built with.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from refvit.data.digits import load_digits
 from refvit.data.loader import DataLoader
 from refvit.data.npz_folder import load_npz_folder
 from refvit.data.shapes import SHAPE_CLASSES, make_shapes
+from refvit.errors import UserError
 
 NAMED_DATASETS = ("digits", "shapes")
 SHAPES_TRAIN, SHAPES_TEST = 3000, 600
@@ -36,14 +40,23 @@ class Dataset(NamedTuple):
     std: np.ndarray
     flip: bool  # whether mirrored images keep their class
 
+    @property
+    def in_chans(self) -> int:
+        """Channels per image (``C`` of ``(N, H, W, C)``): the ``in_chans`` a model for it needs."""
+        return int(self.train_images.shape[-1])
+
 
 def _folder_splits(path):
     train_dir, test_dir = os.path.join(path, "train"), os.path.join(path, "test")
     if os.path.isdir(train_dir) and os.path.isdir(test_dir):
-        return load_npz_folder(train_dir) + load_npz_folder(test_dir)
+        splits = load_npz_folder(train_dir) + load_npz_folder(test_dir)
+        if splits[0].shape[1:] != splits[2].shape[1:]:
+            raise UserError(f"load_dataset: train/ and test/ must hold images of one (H, W, C); got "
+                            f"{splits[0].shape[1:]} in {train_dir} and {splits[2].shape[1:]} in {test_dir}")
+        return splits
     images, labels = load_npz_folder(path)
     if len(labels) < 2:
-        raise ValueError(f"load_dataset: a folder without train/ and test/ needs at least 2 images; {path} has "
+        raise UserError(f"load_dataset: a folder without train/ and test/ needs at least 2 images; {path} has "
                          f"{len(labels)}")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
     n_test = max(1, len(labels) // 5)
@@ -61,9 +74,12 @@ def load_dataset(name, size=32):
         num_classes, flip = len(SHAPE_CLASSES), True
     elif os.path.sep in str(name) or os.path.exists(name):
         splits = _folder_splits(os.fspath(name))
+        for labels, split in ((splits[1], "training"), (splits[3], "test")):
+            if not len(labels):
+                raise UserError(f"load_dataset: the {split} split of {name} has no images")
         num_classes, flip = int(max(splits[1].max(), splits[3].max())) + 1, True
     else:
-        raise ValueError(f"load_dataset: 'dataset' must be {' or '.join(NAMED_DATASETS)} or a folder of .npz "
+        raise UserError(f"load_dataset: 'dataset' must be {' or '.join(NAMED_DATASETS)} or a folder of .npz "
                          f"files; got {name!r} (no such folder)")
     train_images, train_labels, test_images, test_labels = splits
     mean, std = channel_mean_std(train_images)

@@ -7,6 +7,7 @@ import torch
 from refvit.data import (SHAPE_CLASSES, load_dataset, load_digits, load_npz_folder, make_shapes,
                          resize_bilinear)
 from refvit.data.digits import split_indices
+from refvit.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +109,8 @@ def test_npz_folder_concatenates_in_name_order(tmp_path):
 
 
 @pytest.mark.parametrize("setup, error, match", [
-    (lambda p: p / "missing", FileNotFoundError, "load_npz_folder: 'path' must be an existing folder"),
-    (lambda p: p, FileNotFoundError, "load_npz_folder: 'path' must hold .npz files"),
+    (lambda p: p / "missing", UserError, "load_npz_folder: 'path' must be an existing folder"),
+    (lambda p: p, UserError, "load_npz_folder: 'path' must hold .npz files"),
     (lambda p: np.savez(p / "x.npz", pixels=np.zeros((1, 2, 2, 3)), labels=np.zeros(1, int)) or p,
      ValueError, "load_npz_folder: each file must hold arrays 'images' and 'labels'"),
     (lambda p: write_npz(p / "x.npz", 2, labels=np.zeros(3, int)) or p,
