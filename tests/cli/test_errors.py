@@ -143,3 +143,24 @@ def test_explicit_backend_overrides_a_bad_variable(monkeypatch):
 def test_help_of_every_command_is_one_status(capsys):
     for command in cli.COMMANDS:
         assert cli.main([command, "--help"]) == 0
+
+
+def test_cuda_missing_is_a_user_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("refvit.backend.cuda_available", lambda: False)
+    argv = ["train", "--backend", "cuda", "--epochs", "1", "--limit-batches", "1", "--out", str(tmp_path / "o"),
+            "--quiet"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "backend 'cuda' needs numba-cuda" in err[0]
+
+
+def test_boundary_rule_needs_the_modules_own_frame_and_prefix(monkeypatch, capsys):
+    from refvit import backend
+
+    def deep(args):
+        backend.require_cuda("gelu")  # an op's check deep in a run: the run never asked for cuda, a bug
+
+    monkeypatch.setattr("refvit.backend.cuda_available", lambda: False)
+    monkeypatch.setattr(__import__("refvit.train.commands.models", fromlist=["x"]), "run_from_args", deep)
+    assert cli.main(["models"]) == 1
+    assert "this is a bug in refvit" in capsys.readouterr().err
