@@ -16,8 +16,15 @@ started again with ``resume=True`` continues after the last finished epoch and e
 the same weights as a run that was never stopped (bit-identical on the ``numpy`` backend).
 ``OUT/metrics.json`` and ``OUT/log.csv`` are rewritten after every epoch.
 
-A loss that is not finite stops the run with :class:`NonFiniteLossError`; the checkpoint
-of the last finished epoch is left untouched.
+A run that diverges stops with :class:`NonFiniteLossError` before anything is written:
+the training loss is checked before every update, and after every epoch, before the
+checkpoint is written, every tensor of the model's state, every array of the optimiser's
+state and the evaluation loss are checked too. The checkpoint, ``metrics.json`` and
+``log.csv`` of the last good epoch are left untouched.
+
+``out_dir`` is held by a lock file for the whole run (:mod:`refvit.train.out_dir`): a second
+run into it is refused, and a folder that cannot be written is an error before the first
+epoch.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -32,17 +40,50 @@ import numpy as np
 from refvit import functional as F
 from refvit.autograd import no_grad
 from refvit.backend import use_backend
+from refvit.errors import UserError
 from refvit.nn import random as nn_random
 from refvit.optim import clip_grad_norm_
-from refvit.train.checkpoint import load_checkpoint, save_checkpoint
+from refvit.train.checkpoint import load_training_checkpoint, save_checkpoint
 from refvit.train.metrics import RunningMean, count_correct, summarise, write_log, write_metrics
+from refvit.train.out_dir import hold_output_folder
 from refvit.train.progress import ProgressBar
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became nan or infinite."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training diverged: the training loss, a weight, the optimiser's state or the evaluation
+    loss became nan or infinite. A :class:`~refvit.errors.UserError` (the remedy is the
+    user's: a lower learning rate, clipping), also a ``RuntimeError``."""
+
+
+def _diverged(epoch, what, kept, batch=None):
+    where = f"epoch {epoch}" if batch is None else f"epoch {epoch}, batch {batch}"
+    return NonFiniteLossError(f"training diverged in {where}: {what}; {kept} (try a lower learning rate or "
+                              f"gradient clipping)")
+
+
+def _nonfinite_state(model, optimizer):
+    """What is not finite in the model's state or the optimiser's, in words; ``None`` if all is."""
+    tensors = [(name, _host(value)) for name, value in model.state_dict().items()]
+    bad = [name for name, value in tensors if np.issubdtype(np.asarray(value).dtype, np.inexact)
+           and not np.isfinite(value).all()]
+    if bad:
+        return f"{len(bad)} of {len(tensors)} weight tensors are not finite (first: {bad[0]})"
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    entries, bad = 0, []
+    for key, state in optimizer.state.items():
+        for slot, value in state.items():
+            if isinstance(value, np.ndarray) or np.isscalar(value):
+                array = np.asarray(_host(value))
+                if not np.issubdtype(array.dtype, np.inexact):
+                    continue
+                entries += 1
+                if not np.isfinite(array).all():
+                    bad.append(f"{slot} of {names.get(key, 'a parameter')}")
+    if bad:
+        return f"{len(bad)} of {entries} optimizer state arrays are not finite (first: {bad[0]})"
+    return None
 
 
 def _host(array):
@@ -88,8 +129,7 @@ def _train_epoch(model, loader, optimizer, schedule, count, clip, label_smoothin
         value = float(_host(loss.data))
         if not math.isfinite(value):
             epoch, kept = stop_note
-            raise NonFiniteLossError(f"fit: the training loss is {value} at epoch {epoch}, batch {number + 1}; "
-                                     f"training stopped and {kept} (try a lower learning rate or gradient clipping)")
+            raise _diverged(epoch, f"the training loss is {value}", kept, batch=number + 1)
         loss.backward()
         if clip is not None:
             clip_grad_norm_(parameters, clip)
@@ -118,12 +158,13 @@ def _training_state(model, optimizer, schedule, train_loader, epoch, history, ru
 
 
 def _restore(path, model, optimizer, schedule, train_loader, run):
-    state = load_checkpoint(path)
-    changed = [f"{key}={state['run'].get(key)!r} (now {value!r})" for key, value in run.items()
-               if state["run"].get(key) != value]
+    state = load_training_checkpoint(path, resume=True)
+    saved = state["run"] if isinstance(state["run"], dict) else {}
+    changed = [f"{key}={saved.get(key)!r} (now {value!r})" for key, value in run.items()
+               if key in saved and saved.get(key) != value]  # keys an older checkpoint lacks are not compared
     if changed:
-        raise ValueError(f"fit: 'resume' needs the settings the checkpoint {path} was made with; it has "
-                         f"{', '.join(changed)}")
+        raise UserError(f"fit: 'resume' needs the settings the checkpoint {path} was made with; it has "
+                        f"{', '.join(changed)}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if schedule is not None and state["schedule"] is not None:
@@ -131,6 +172,27 @@ def _restore(path, model, optimizer, schedule, train_loader, run):
     nn_random.set_state(state["random"]["nn"])
     train_loader.load_state_dict(state["random"]["train_loader"])
     return state["epoch"], list(state["history"])
+
+
+def _save(path, out_dir, state, metrics, history, epoch, kept):
+    """Write the checkpoint, ``metrics.json`` and ``log.csv`` of ``epoch``; a failed write (full disk,
+    read-only file system) is a one-line :class:`~refvit.errors.UserError` saying what is kept."""
+    try:
+        save_checkpoint(path, state)
+    except UserError as error:
+        raise UserError(f"epoch {epoch} could not be saved: {_without_kept(error)}; {kept}") from None
+    try:
+        write_metrics(out_dir, metrics)
+        write_log(out_dir, history)
+    except UserError as error:
+        raise UserError(f"epoch {epoch} is saved in {path}, but the run's files could not be updated: "
+                        f"{_without_kept(error)}") from None
+
+
+def _without_kept(error):
+    text = str(error)
+    tail = "; the file keeps its previous contents"
+    return text[:-len(tail)] if text.endswith(tail) else text
 
 
 def _json_ready(value):
@@ -162,11 +224,18 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, *, epochs=1,
     if limit_batches is not None and (isinstance(limit_batches, bool) or not isinstance(limit_batches, int)
                                       or limit_batches < 1):
         raise ValueError(f"fit: 'limit_batches' must be an integer >= 1 or None; got {limit_batches!r}")
-    os.makedirs(out_dir, exist_ok=True)
+    with hold_output_folder(out_dir, option="out_dir"):
+        return _fit(model, train_loader, test_loader, optimizer, schedule, epochs, os.fspath(out_dir), backend,
+                    resume, limit_batches, clip_grad_norm, label_smoothing, model_name, info, progress, stream)
+
+
+def _fit(model, train_loader, test_loader, optimizer, schedule, epochs, out_dir, backend, resume, limit_batches,
+         clip_grad_norm, label_smoothing, model_name, info, progress, stream):
     path = os.path.join(out_dir, CHECKPOINT_NAME)
     train_batches = _batch_count(train_loader, limit_batches)
     run = {"model": model_name or type(model).__name__, "epochs": epochs, "batches_per_epoch": train_batches,
-           "batch_size": train_loader.batch_size}
+           "batch_size": train_loader.batch_size, "label_smoothing": float(label_smoothing),
+           "clip_grad_norm": None if clip_grad_norm is None else float(clip_grad_norm)}
     info = dict(info or {})
     facts = {"model": run["model"], "backend": backend, "batch_size": train_loader.batch_size,
              "parameters": int(sum(p.size for p in model.parameters())), "epochs_planned": epochs,
@@ -174,22 +243,31 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, *, epochs=1,
     start_epoch, history = 0, []
     if resume:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"fit: 'resume' needs a checkpoint; {path} does not exist")
+            raise UserError(f"fit: 'resume' needs a checkpoint; {path} does not exist")
         start_epoch, history = _restore(path, model, optimizer, schedule, train_loader, run)
+        if start_epoch < epochs:
+            output = sys.stderr if stream is None else stream
+            output.write(f"resuming {out_dir} after epoch {start_epoch} of {epochs}\n")
+            output.flush()
     elif os.path.exists(path):
-        raise ValueError(f"fit: {path} exists; resume it (resume=True, --resume) or choose another output folder")
+        raise UserError(f"fit: {path} exists; resume it (resume=True) or choose another output folder")
     with _backend_context(backend):
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
             label = f"epoch {epoch + 1}/{epochs}"
             bar = ProgressBar(train_batches, label, stream=stream, enabled=progress)
             lr = float(optimizer.param_groups[0]["lr"])
-            kept = (f"the checkpoint after epoch {epoch} is kept in {path}" if os.path.isfile(path)
+            kept = (f"the checkpoint of epoch {epoch} is kept in {path}" if os.path.isfile(path)
                     else "no checkpoint was written yet")
             train_loss, train_accuracy, train_images, train_seconds = _train_epoch(
                 model, train_loader, optimizer, schedule, train_batches, clip_grad_norm, label_smoothing, bar,
                 (epoch + 1, kept))
-            test_loss, test_accuracy, _ = evaluate(model, test_loader, limit_batches=limit_batches)
+            problem = _nonfinite_state(model, optimizer)
+            if problem is not None:
+                raise _diverged(epoch + 1, problem, kept)
+            test_loss, test_accuracy, test_images = evaluate(model, test_loader, limit_batches=limit_batches)
+            if test_images and not math.isfinite(test_loss):
+                raise _diverged(epoch + 1, f"the evaluation loss is {test_loss}", kept)
             history.append({
                 "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
                 "test_loss": test_loss, "test_accuracy": test_accuracy,
@@ -197,11 +275,8 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, *, epochs=1,
                 "epoch_seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
                 "train_images": train_images,
             })
-            save_checkpoint(path, _training_state(model, optimizer, schedule, train_loader, epoch + 1, history,
-                                                  run, info))
-            metrics = summarise(history, **facts)
-            write_metrics(out_dir, metrics)
-            write_log(out_dir, history)
+            state = _training_state(model, optimizer, schedule, train_loader, epoch + 1, history, run, info)
+            _save(path, out_dir, state, summarise(history, **facts), history, epoch + 1, kept)
             row = history[-1]
             bar.message(f"{label}: train loss {train_loss:.4f}  acc {100 * train_accuracy:.1f}%  |  test loss "
                         f"{test_loss:.4f}  acc {100 * test_accuracy:.1f}%  |  {row['epoch_seconds']:.1f} s, "

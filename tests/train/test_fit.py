@@ -9,6 +9,7 @@ from refvit import functional as F
 from refvit import nn
 from refvit.backend import use_backend
 from refvit.data import Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip, make_shapes
+from refvit.errors import UserError
 from refvit.optim import AdamW, CosineWarmupSchedule, param_groups_weight_decay
 from refvit.train import NonFiniteLossError, evaluate, fit, load_checkpoint, read_log, save_checkpoint
 from refvit.train import checkpoint as checkpoint_module
@@ -119,12 +120,12 @@ def test_run_files_and_their_contents(shapes, tmp_path):
 
 
 def test_existing_checkpoint_needs_resume_and_resume_needs_a_checkpoint(shapes, tmp_path):
-    with pytest.raises(FileNotFoundError, match="fit: 'resume' needs a checkpoint"):
+    with pytest.raises(UserError, match="fit: 'resume' needs a checkpoint"):
         run_fit(make_run(shapes), tmp_path / "empty", resume=True)
     run_fit(make_run(shapes), tmp_path, limit_batches=1)
-    with pytest.raises(ValueError, match="checkpoint.npz exists; resume it"):
+    with pytest.raises(UserError, match="checkpoint.npz exists; resume it"):
         run_fit(make_run(shapes), tmp_path, limit_batches=1)
-    with pytest.raises(ValueError, match="fit: 'resume' needs the settings the checkpoint"):
+    with pytest.raises(UserError, match="fit: 'resume' needs the settings the checkpoint"):
         run_fit(make_run(shapes), tmp_path, resume=True)  # made with limit_batches=1: other batches per epoch
 
 
@@ -132,8 +133,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_pat
     run = make_run(shapes)
     batches = len(run[1])
     run[0].poison_after = batches + 2  # epoch 1 trains and is evaluated (2 test batches), then nan
-    with pytest.raises(NonFiniteLossError, match=r"fit: the training loss is nan at epoch 2, batch 1; training "
-                                                 r"stopped and the checkpoint after epoch 1 is kept in"):
+    with pytest.raises(NonFiniteLossError, match=r"training diverged in epoch 2, batch 1: the training loss is "
+                                                 r"nan; the checkpoint of epoch 1 is kept in"):
         run_fit(run, tmp_path)
     state = load_checkpoint(tmp_path / "checkpoint.npz")
     assert state["epoch"] == 1 and all(np.isfinite(v).all() for v in state["model"].values())
@@ -192,12 +193,12 @@ def test_checkpoint_round_trips_nested_values(tmp_path):
     np.testing.assert_array_equal(back["list"][1]["k"], np.arange(3))
 
 
-def test_load_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="load_checkpoint: 'path' must be a checkpoint file"):
+def test_load_checkpoint_errors_are_user_errors_naming_the_file(tmp_path):
+    with pytest.raises(UserError, match=r"missing\.npz"):
         load_checkpoint(tmp_path / "missing.npz")
     np.savez(tmp_path / "plain.npz", x=np.zeros(2))
-    with pytest.raises(ValueError, match="is an .npz file but not a refvit checkpoint"):
+    with pytest.raises(UserError, match=r"plain\.npz .*not a refvit checkpoint"):
         load_checkpoint(tmp_path / "plain.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+    with pytest.raises(UserError, match=r"junk\.npz"):
         load_checkpoint(tmp_path / "junk.npz")

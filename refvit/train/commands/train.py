@@ -2,63 +2,209 @@
 
 The defaults train the first available ``*_nano`` model on the digits for a few epochs
 on the ``cpu`` backend; everything lands in ``--out``: ``checkpoint.npz`` (resumable
-with ``--resume``), ``metrics.json`` and ``log.csv``.
+with ``--resume``), ``metrics.json`` and ``log.csv``. ``--out`` is held by a lock file
+while the command runs (:mod:`refvit.train.out_dir`).
+
+**Resume: the checkpoint's settings rule.** With ``--resume`` the settings that shape the
+run (:data:`RUN_SETTINGS`) are read from the checkpoint; a flag given on the command line
+must have the value the run was started with, else the command stops with the list of
+differences. So a resumed run is the same as one never stopped, and ``metrics.json``
+records the values the run really used. ``--backend`` and ``--quiet`` may differ.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from refvit.train.commands.common import DEFAULT_MODEL_ORDER
 
 COMMAND = "train"
 
+# flag -> (attribute, default); the settings a run keeps from its first command to its last.
+RUN_SETTINGS = {
+    "--model": ("model", None),  # None: the first registered of DEFAULT_MODEL_ORDER
+    "--dataset": ("dataset", "digits"),
+    "--epochs": ("epochs", 20),
+    "--batch-size": ("batch_size", 64),
+    "--lr": ("lr", 2e-3),
+    "--weight-decay": ("weight_decay", 0.05),
+    "--warmup-epochs": ("warmup_epochs", 1.0),
+    "--label-smoothing": ("label_smoothing", 0.0),
+    "--clip-grad": ("clip_grad", None),
+    "--limit-batches": ("limit_batches", None),
+    "--seed": ("seed", 0),
+}
+
 
 def add_arguments(parser):
+    # The run's settings default to None here: "not given", so that --resume can take them from the checkpoint.
     parser.add_argument("--model", help=f"model name (default: the first registered of {', '.join(DEFAULT_MODEL_ORDER)})")
-    parser.add_argument("--dataset", default="digits", help="digits, shapes, or a folder of .npz files (default: digits)")
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training split (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.05,
+    parser.add_argument("--dataset", help="digits, shapes, or a folder of .npz files (default: digits)")
+    parser.add_argument("--epochs", type=int, help="passes over the training split (default: 20)")
+    parser.add_argument("--batch-size", type=int, help="images per step (default: 64)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 2e-3)")
+    parser.add_argument("--weight-decay", type=float,
                         help="AdamW decoupled weight decay; norms, biases and position tables get none (default: 0.05)")
-    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay (default: 1)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default: 0)")
-    parser.add_argument("--clip-grad", type=float, default=None, help="clip the gradients' joint norm to this (default: off)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default: 1)")
+    parser.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default: 0)")
+    parser.add_argument("--clip-grad", type=float, help="clip the gradients' joint norm to this (default: off)")
     parser.add_argument("--backend", default="cpu",
                         help="numpy, cpu or cuda (default: cpu, the Numba kernels)")
     parser.add_argument("--out", help="output folder (default: runs/MODEL-DATASET)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--limit-batches", type=int, default=None, help="at most N training and test batches per epoch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and augmentation")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --out, with the settings it was started with")
+    parser.add_argument("--limit-batches", type=int, help="at most N training and test batches per epoch")
+    parser.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the epoch lines")
 
 
-def check_arguments(args):
-    from refvit.backend import BACKENDS
-    from refvit.train.commands.common import check_model_name, check_number, default_model_name
+def given_settings(args):
+    """``{flag: value}`` of the run's settings given on the command line (not ``None``)."""
+    return {flag: getattr(args, attribute, None) for flag, (attribute, _) in RUN_SETTINGS.items()
+            if getattr(args, attribute, None) is not None}
 
-    args.model = check_model_name(COMMAND, args.model) if args.model else default_model_name()
-    check_number(COMMAND, "--epochs", args.epochs, 1, integer=True)
-    check_number(COMMAND, "--batch-size", args.batch_size, 1, integer=True)
-    check_number(COMMAND, "--lr", args.lr, 0.0, strictly=True)
-    check_number(COMMAND, "--weight-decay", args.weight_decay, 0.0)
-    check_number(COMMAND, "--warmup-epochs", args.warmup_epochs, 0.0)
-    check_number(COMMAND, "--label-smoothing", args.label_smoothing, 0.0)
-    if args.label_smoothing > 1:
+
+def _check_values(args):
+    from refvit.backend import BACKENDS
+    from refvit.train.commands.common import check_model_name, check_number
+
+    if args.model is not None:
+        check_model_name(COMMAND, args.model)
+    for flag, minimum, integer, strictly in (("--epochs", 1, True, False), ("--batch-size", 1, True, False),
+                                             ("--lr", 0.0, False, True), ("--weight-decay", 0.0, False, False),
+                                             ("--warmup-epochs", 0.0, False, False),
+                                             ("--label-smoothing", 0.0, False, False),
+                                             ("--clip-grad", 0.0, False, True), ("--limit-batches", 1, True, False),
+                                             ("--seed", 0, True, False)):
+        value = getattr(args, RUN_SETTINGS[flag][0])
+        if value is not None:
+            check_number(COMMAND, flag, value, minimum, integer=integer, strictly=strictly)
+    if args.label_smoothing is not None and args.label_smoothing > 1:
         raise ValueError(f"{COMMAND}: '--label-smoothing' must be in [0, 1]; got {args.label_smoothing}")
-    if args.clip_grad is not None:
-        check_number(COMMAND, "--clip-grad", args.clip_grad, 0.0, strictly=True)
-    if args.limit_batches is not None:
-        check_number(COMMAND, "--limit-batches", args.limit_batches, 1, integer=True)
     if args.backend not in BACKENDS:
         raise ValueError(f"{COMMAND}: '--backend' must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
-    if args.out is None:
-        dataset_name = os.path.basename(os.path.normpath(args.dataset))
-        args.out = os.path.join("runs", f"{args.model}-{dataset_name}")
+
+
+def fill_defaults(args):
+    """Give every run setting that is still ``None`` its default."""
+    from refvit.train.commands.common import default_model_name
+
+    for attribute, default in RUN_SETTINGS.values():
+        if getattr(args, attribute, None) is None:
+            setattr(args, attribute, default_model_name() if attribute == "model" else default)
     return args
 
 
+def check_arguments(args):
+    """Check the flags' values; fill ``--out`` (and, without ``--resume``, every default)."""
+    _check_values(args)
+    if args.out is None:
+        from refvit.train.commands.common import default_model_name
+
+        dataset_name = os.path.basename(os.path.normpath(args.dataset or "digits"))
+        args.out = os.path.join("runs", f"{args.model or default_model_name()}-{dataset_name}")
+    if not args.resume:
+        fill_defaults(args)
+    return args
+
+
+def saved_settings(state):
+    """``{flag: value}`` the run in checkpoint ``state`` was started with.
+
+    Checkpoints record them under ``info["settings"]``; for older ones they are gathered
+    from ``run`` and ``info``, and settings neither holds are missing from the result.
+    """
+    info = state.get("info") if isinstance(state.get("info"), dict) else {}
+    recorded = info.get("settings")
+    if isinstance(recorded, dict):
+        return {flag: recorded.get(attribute) for flag, (attribute, _) in RUN_SETTINGS.items() if attribute in recorded}
+    run = state.get("run") if isinstance(state.get("run"), dict) else {}
+    found = {"--model": run.get("model"), "--epochs": run.get("epochs"), "--batch-size": run.get("batch_size"),
+             "--dataset": info.get("dataset"), "--lr": info.get("lr"), "--weight-decay": info.get("weight_decay"),
+             "--seed": info.get("seed"), "--label-smoothing": info.get("label_smoothing")}
+    return {flag: value for flag, value in found.items() if value is not None}
+
+
+def _show(flag, value):
+    if value is None:
+        return f"{flag} {'off' if flag == '--clip-grad' else 'unset'}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
+def _same(given, saved):
+    if isinstance(given, (int, float)) and isinstance(saved, (int, float)) and not isinstance(saved, bool):
+        return float(given) == float(saved)
+    if isinstance(given, str) and isinstance(saved, str) and os.sep in given + saved:
+        return os.path.normpath(given) == os.path.normpath(saved)
+    return given == saved
+
+
+def _and(parts):
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def apply_saved_settings(args, state, out):
+    """Take the run's settings from the checkpoint; refuse flags given with other values."""
+    from refvit.errors import UserError
+
+    saved = saved_settings(state)
+    given = given_settings(args)
+    differing = [flag for flag, value in given.items() if flag in saved and not _same(value, saved[flag])]
+    if differing:
+        raise UserError(
+            f"--resume: the run in {out} was started with {_and([_show(f, saved[f]) for f in differing])}; this "
+            f"command gives {_and([_show(f, given[f]) for f in differing])}. Drop these flags to resume the run "
+            f"as it was, or choose another --out for a new run")
+    for flag, (attribute, _) in RUN_SETTINGS.items():
+        if flag in saved:
+            setattr(args, attribute, saved[flag])
+    return fill_defaults(args)
+
+
+def resume_command(out):
+    return f"refvit train --out {out} --resume"
+
+
 def run_from_args(args):
+    from refvit.train.out_dir import hold_output_folder
+
+    args = check_arguments(args)
+    with hold_output_folder(args.out):  # --out problems and a concurrent run: one-line errors before anything runs
+        return _run_in_folder(args)
+
+
+def _run_in_folder(args):
+    from refvit.errors import UserError
+    from refvit.train.checkpoint import load_training_checkpoint
+    from refvit.train.loop import CHECKPOINT_NAME
+
+    path = os.path.join(args.out, CHECKPOINT_NAME)
+    if args.resume:
+        if not os.path.isfile(path):
+            raise UserError(f"--resume: {args.out} holds no run to continue ({path} does not exist); start one "
+                            f"there without --resume")
+        state = load_training_checkpoint(path, resume=True)
+        apply_saved_settings(args, state, args.out)
+        _check_values(args)  # values read from the checkpoint obey the flags' rules too
+        if state["epoch"] >= args.epochs:
+            print(f"the run in {args.out} is already complete ({state['epoch']} of {args.epochs} epochs); "
+                  f"nothing to do. Its results are in {os.path.join(args.out, 'metrics.json')}")
+            return 0
+    elif os.path.exists(path):
+        raise UserError(f"--out {args.out} already holds a run ({path}); continue it with --resume, or choose "
+                        f"another --out")
+    try:
+        return _train(args)
+    except KeyboardInterrupt:
+        if os.path.isfile(path):
+            print(f"refvit train: interrupted; the last finished epoch is kept in {path}. Continue with: "
+                  f"{resume_command(args.out)}", file=sys.stderr)
+        else:
+            print("refvit train: interrupted before the first epoch finished; nothing was saved", file=sys.stderr)
+        raise
+
+
+def _train(args):
     from refvit.backend import use_backend
     from refvit.data import load_dataset, make_loaders
     from refvit.models import model_info
@@ -67,7 +213,6 @@ def run_from_args(args):
     from refvit.train.commands.common import build_model
     from refvit.train.loop import fit
 
-    args = check_arguments(args)
     with use_backend(args.backend):  # a clear error now if the backend cannot run here
         pass
     named = args.dataset in ("digits", "shapes")
@@ -82,10 +227,11 @@ def run_from_args(args):
     optimizer = AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
     total_steps = args.epochs * batches
     schedule = CosineWarmupSchedule(optimizer, total_steps, min(total_steps, round(args.warmup_epochs * batches)))
+    settings = {attribute: getattr(args, attribute) for attribute, _ in RUN_SETTINGS.values()}
     info = {"dataset": args.dataset, "model_kwargs": model_kwargs, "mean": dataset.mean, "std": dataset.std,
             "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
             "label_smoothing": args.label_smoothing, "train_images": int(len(dataset.train_labels)),
-            "test_images": int(len(dataset.test_labels))}
+            "test_images": int(len(dataset.test_labels)), "settings": settings}
     metrics = fit(model, train_loader, test_loader, optimizer, schedule, epochs=args.epochs, out_dir=args.out,
                   backend=args.backend, resume=args.resume, limit_batches=args.limit_batches,
                   clip_grad_norm=args.clip_grad, label_smoothing=args.label_smoothing, model_name=args.model,
