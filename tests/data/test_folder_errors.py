@@ -118,3 +118,21 @@ def test_empty_split_is_refused(tmp_path):
     save(tmp_path / "test" / "a.npz", n=0, labels=np.zeros(0, np.int64))
     with pytest.raises(UserError, match="the test split of .* has no images"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_a_model_built_with_in_chans_trains_on_the_folder(tmp_path, channels):
+    from refvit.data import make_loaders
+    from refvit.functional import cross_entropy
+    from refvit.models import create_model
+
+    save(tmp_path / "a.npz", n=10, shape=(32, 32, channels), labels=np.arange(10) % 3)
+    dataset = load_dataset(str(tmp_path))
+    model = create_model("nat_nano", num_classes=dataset.num_classes, in_chans=dataset.in_chans)
+    train, _ = make_loaders(dataset, batch_size=4)
+    images, labels = next(iter(train))
+    assert images.shape == (4, 32, 32, channels)
+    loss = cross_entropy(model(images), labels)
+    loss.backward()
+    assert np.isfinite(model.patch_embed.proj[0].weight.grad).all()
+    assert model.patch_embed.proj[0].weight.shape[1] == channels
