@@ -64,5 +64,58 @@ def build_model(name, **kwargs):
     return create_model(name, **kwargs)
 
 
+def _listed(label, names, limit=3):
+    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+    return f"{len(names)} {label} ({shown})"
+
+
+def weights_mismatch(model, weights):
+    """What keeps ``weights`` from loading into ``model``, in one short phrase, or ``None`` if they fit.
+
+    Counts the missing and unexpected names and the arrays of another shape, naming the
+    first few of each: ``"118 missing (patch_embed.proj.0.weight, ...), 1 unexpected (x)"``.
+    """
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    reshaped = [f"{key} {tuple(weights[key].shape)} for {tuple(expected[key].shape)}" for key in expected
+                if key in weights and tuple(getattr(weights[key], "shape", ())) != tuple(expected[key].shape)]
+    parts = [_listed(label, names) for label, names in (("missing", missing), ("unexpected", unexpected),
+                                                               ("of another shape", reshaped)) if names]
+    return ", ".join(parts) or None
+
+
+def model_from_checkpoint(command, path, state):
+    """The model a checkpoint of ``refvit train`` was made with, its weights loaded.
+
+    ``state`` comes from :func:`refvit.train.checkpoint.load_training_checkpoint`. A model
+    name that is not registered, constructor arguments the model refuses, and weights that
+    do not fit it are a one-line :class:`UserError` naming the checkpoint file.
+    """
+    from refvit.models import list_models
+
+    name, kwargs = state["run"]["model"], state["info"]["model_kwargs"]
+    if not isinstance(name, str) or name not in list_models():
+        raise UserError(f"{command}: checkpoint {path} was made with the model {name!r}, which is not registered "
+                        f"here; available: {', '.join(list_models()) or 'none'}")
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise UserError(f"{command}: checkpoint {path} is damaged: its model arguments are {kwargs!r}, not a "
+                        f"mapping of names to values")
+    try:
+        model = build_model(name, **kwargs)
+    except (ValueError, TypeError) as error:  # the model's argument checks refuse what the file holds
+        raise UserError(f"{command}: checkpoint {path} holds arguments {name} refuses: {error}") from None
+    mismatch = weights_mismatch(model, state["model"])
+    if mismatch is not None:
+        raise UserError(f"{command}: checkpoint {path} does not fit the model {name}{_arguments(kwargs)}: its "
+                        f"weights have {mismatch}")
+    model.load_state_dict(state["model"])
+    return model
+
+
+def _arguments(kwargs):
+    return "(" + ", ".join(f"{key}={value!r}" for key, value in kwargs.items()) + ")" if kwargs else ""
+
+
 def parameter_count(model):
     return int(sum(p.size for p in model.parameters()))
