@@ -41,6 +41,9 @@ _OS_REASONS = {
 }
 
 
+USER_ERRNOS = frozenset(_OS_REASONS)  # the operating system's errors a user can act on
+
+
 def os_error_reason(error):
     """The reason of an ``OSError`` in a few words: ``"the disk is full"``, ``"does not exist"``, ..."""
     reason = _OS_REASONS.get(getattr(error, "errno", None))

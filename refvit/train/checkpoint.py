@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from refvit.errors import UserError, os_error_reason
+from refvit.errors import USER_ERRNOS, UserError, os_error_reason
 
 FORMAT = "refvit-checkpoint-1"
 META_KEY = "__meta__"
@@ -106,7 +106,7 @@ def atomic_write(path, write):
     except BaseException as error:
         if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
-        if isinstance(error, OSError) and not isinstance(error, UserError) and error.errno is not None:
+        if isinstance(error, OSError) and error.errno in USER_ERRNOS:
             raise UserError(f"cannot write {path}: {_write_reason(error)}; the file keeps its previous "
                             f"contents") from None
         raise

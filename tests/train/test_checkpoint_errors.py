@@ -160,3 +160,12 @@ def test_temp_name_pattern_matches_what_atomic_write_makes(tmp_path, monkeypatch
     monkeypatch.setattr(checkpoint.os, "replace", spy)
     save_checkpoint(tmp_path / "checkpoint.npz", {"a": 1})
     assert len(seen) == 1 and checkpoint._TEMP_NAME.match(seen[0])
+
+
+def test_an_input_output_error_is_not_the_users(saved):
+    def write(handle):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(OSError) as info:
+        atomic_write(saved, write)
+    assert not isinstance(info.value, UserError) and stale_temp_files(saved.parent) == []
