@@ -8,10 +8,17 @@ each array replaced by ``{"__array__": name}``. Reading uses ``allow_pickle=Fals
 Writing is atomic: the archive goes to a temporary file in the same folder, is flushed
 and ``fsync``-ed, and only then renamed over the old checkpoint with ``os.replace`` (a
 single step on POSIX and Windows). A write that fails or is interrupted leaves the
-previous checkpoint as it was and removes the temporary file.
+previous checkpoint as it was and removes the temporary file; one killed outright leaves
+it, and :func:`remove_stale_temp_files` clears such leftovers.
+
+Reading a damaged file (truncated, bit-flipped, not an archive, metadata or arrays
+missing) and a write that fails for a reason the user can act on (disk full, read-only
+file system, permission, missing folder) raise :class:`~refvit.errors.UserError` naming
+the file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -63,9 +70,9 @@ def _decode(value, archive, path):
         if "__items__" in value:
             try:
                 return {_decode(key, archive, path): _decode(item, archive, path) for key, item in value["__items__"]}
-            except (TypeError, ValueError) as error:
-                if isinstance(error, UserError):
-                    raise
+            except UserError:
+                raise
+            except (TypeError, ValueError):  # not pairs, or an unhashable key
                 raise _damaged(path, "its metadata has a malformed mapping") from None
         return {key: _decode(item, archive, path) for key, item in value.items()}
     return value
@@ -107,16 +114,20 @@ def atomic_write(path, write):
         if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
         if isinstance(error, OSError) and error.errno in USER_ERRNOS:
-            raise UserError(f"cannot write {path}: {_write_reason(error)}; the file keeps its previous "
-                            f"contents") from None
+            raise UserError(f"cannot write {path}: {_write_reason(error, folder)}; {os.path.basename(path)} was "
+                            f"left as it was") from None
         raise
     _fsync_folder(folder)
 
 
-def _write_reason(error):
+def _write_reason(error, folder):
+    """Why a write into ``folder`` failed, in words about the folder and the disk, not the temporary file."""
     reason = os_error_reason(error)
-    return reason[len("cannot be written: "):] if reason.startswith("cannot be written: ") else \
-        f"{os.fsdecode(error.filename) if error.filename else 'it'} {reason}"
+    if reason.startswith("cannot be written: "):  # disk full, read-only, quota
+        return reason[len("cannot be written: "):]
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"the folder {folder} does not exist"
+    return f"the folder {folder} {reason}"
 
 
 def stale_temp_files(folder):

@@ -113,15 +113,24 @@ def test_failed_write_is_a_user_error_and_leaves_nothing(saved, number, reason):
         handle.write(b"partial")
         raise OSError(number, os.strerror(number))
 
-    with pytest.raises(UserError, match=f"cannot write .*checkpoint.npz: {reason}; the file keeps"):
+    with pytest.raises(UserError, match=f"cannot write .*checkpoint.npz: {reason}; checkpoint.npz was left as it was"):
         atomic_write(saved, write)
     assert saved.read_bytes() == before
     assert sorted(os.listdir(saved.parent)) == ["checkpoint.npz"]
 
 
 def test_write_into_a_missing_folder(tmp_path):
-    with pytest.raises(UserError, match="cannot write .*nowhere.*does not exist"):
+    with pytest.raises(UserError, match="cannot write .*c.npz: the folder .*nowhere does not exist"):
         save_checkpoint(tmp_path / "nowhere" / "c.npz", {"a": 1})
+
+
+def test_write_into_a_folder_without_permission(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / ".c.npz.abcdefgh.tmp"))
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", denied)
+    with pytest.raises(UserError, match=f"cannot write .*c.npz: the folder {tmp_path} cannot be accessed"):
+        save_checkpoint(tmp_path / "c.npz", {"a": 1})
 
 
 def test_a_bug_in_the_writer_is_not_a_user_error(saved):
