@@ -40,7 +40,8 @@ def check_number(command, option, value, minimum, integer=False, strictly=False)
     kind = "an integer" if integer else "a number"
     relation = ">" if strictly else ">="
     ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
-    ok = ok and (isinstance(value, numbers.Integral) or math.isfinite(value)) and (value > minimum if strictly else value >= minimum)
+    ok = ok and (isinstance(value, numbers.Integral) or math.isfinite(value))  # huge ints are finite
+    ok = ok and (value > minimum if strictly else value >= minimum)
     if not ok:
         raise UserError(f"{command}: '{option}' must be {kind} {relation} {minimum}; got {value!r}")
     return value
