@@ -190,8 +190,9 @@ def check_img_size(owner, value, arg="img_size"):
     return as_tuple(owner, arg, value, 2, minimum=1)
 
 
-def check_images(owner, x, in_chans, size=None, built_for=None, size_ok=None):
-    """Check a model's input: channels-last images ``(B, H, W, in_chans)``, float32 or float64.
+def check_images(owner, x, in_chans, size=None, built_for=None, size_ok=None, float_dtype=None):
+    """Check a model's input: channels-last images ``(B, H, W, in_chans)``, float32 or float64
+    (``float_dtype``, the model's parameters' dtype, when given).
 
     ``size`` ``(H, W)``: the spatial size the model takes (``None``: any); ``size_ok`` overrides
     the test ``(H, W) == size`` for a model that also takes sizes giving the same feature maps.
@@ -212,13 +213,18 @@ def check_images(owner, x, in_chans, size=None, built_for=None, size_ok=None):
         hints.append("a single image? add the batch axis: x[None]")
     elif len(shape) == 4 and shape[3] != in_chans:
         hints.append(f"the model was built with in_chans={in_chans}")
+    target = "float32" if float_dtype is None else np.dtype(float_dtype).name
     if dtype not in FLOAT_DTYPES:
-        hints.append("convert the images to float, e.g. x.astype(np.float32) / 255 for 8-bit pixels")
+        hints.append(f"convert the images to float, e.g. x.astype(np.{target}) / 255 for 8-bit pixels")
+    elif float_dtype is not None and dtype != np.dtype(float_dtype):
+        hints.append(f"the model's parameters are {target}: use x.astype(np.{target}), or model.to(np.{dtype.name})")
+    dtype_ok = dtype in FLOAT_DTYPES and (float_dtype is None or dtype == np.dtype(float_dtype))
     if size_ok is None:
         size_ok = size is None or tuple(shape[1:3]) == tuple(size)
     bad_shape = len(shape) != 4 or shape[3] != in_chans or not size_ok
-    if bad_shape or dtype not in FLOAT_DTYPES:
-        message = (f"{owner}: expected images of shape {want}, channels-last, float32 or float64; got {shape} "
-                   f"{dtype}" + (f" ({'; '.join(hints)})" if hints else ""))
+    if bad_shape or not dtype_ok:
+        dtypes = "float32 or float64" if float_dtype is None else target
+        message = (f"{owner}: expected images of shape {want}, channels-last, {dtypes}; got {shape} {dtype}"
+                   + (f" ({'; '.join(hints)})" if hints else ""))
         raise (ValueError if bad_shape else TypeError)(message)
     return x

@@ -85,10 +85,13 @@ def check_model_arguments(owner, **arguments):
 
 
 def check_image_input(model, x, size=None, size_ok=None):
-    """Check a model's input ``x`` at its entry: ``(B, H, W, model.in_chans)``, float32 or float64,
-    and ``(H, W) == size`` (or ``size_ok``) when given. Errors name the model (``model.model_name``)."""
+    """Check a model's input ``x`` at its entry: ``(B, H, W, model.in_chans)`` of the model's
+    parameters' dtype (float32 or float64), and ``(H, W) == size`` (or ``size_ok``) when given.
+    Errors name the model (``model.model_name``)."""
     img_size = tuple(model.img_size) if isinstance(model.img_size, (tuple, list)) else (model.img_size,) * 2
-    return check_images(model.model_name, x, model.in_chans, size=size, built_for=img_size, size_ok=size_ok)
+    first = next(model.parameters(), None)
+    return check_images(model.model_name, x, model.in_chans, size=size, built_for=img_size, size_ok=size_ok,
+                        float_dtype=None if first is None else first.dtype)
 
 
 SHARED_ARGUMENTS = ("num_classes", "in_chans", "img_size", "drop_rate", "attn_drop_rate", "drop_path_rate")

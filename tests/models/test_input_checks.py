@@ -63,8 +63,8 @@ def test_numpy_integer_arguments_are_accepted():
 @pytest.mark.parametrize("name", NANOS)
 def test_nchw_input_is_named(models, name):
     x = np.zeros((8, 3, 32, 32), np.float32)
-    with pytest.raises(ValueError, match=rf"^{name}: expected images of shape \(B, .*, 3\).*, channels-last, float32 or "
-                                         rf"float64; got \(8, 3, 32, 32\) float32 \(this looks like NCHW: use "
+    with pytest.raises(ValueError, match=rf"^{name}: expected images of shape \(B, .*, 3\).*, channels-last, float32; "
+                                         rf"got \(8, 3, 32, 32\) float32 \(this looks like NCHW: use "
                                          rf"x.transpose\(0, 2, 3, 1\)\)$"):
         models[name](x)
 
@@ -94,9 +94,17 @@ def test_coatnet_names_its_fixed_size(models):
     model = models["coatnet_nano"]
     for size in (64, 16, 33):
         with pytest.raises(ValueError, match=rf"^coatnet_nano: expected images of shape \(B, 32, 32, 3\), "
-                                             rf"channels-last, float32 or float64; got \(1, {size}, {size}, 3\)"):
+                                             rf"channels-last, float32; got \(1, {size}, {size}, 3\)"):
             model(np.zeros((1, size, size, 3), np.float32))
     assert model(np.zeros((1, 40, 40, 3), np.float32)).shape == (1, 3)  # the same stage maps as 32x32
+
+
+@pytest.mark.parametrize("name", NANOS)
+def test_a_dtype_other_than_the_parameters_is_named(models, name):
+    with pytest.raises(TypeError, match=rf"^{name}: expected images .*, channels-last, float32; got \(2, 32, 32, 3\) "
+                                        rf"float64 \(the model's parameters are float32: use x.astype\(np.float32\), "
+                                        rf"or model.to\(np.float64\)\)$"):
+        models[name](np.zeros((2, 32, 32, 3)))
 
 
 @pytest.mark.parametrize("name", NANOS)
