@@ -4,7 +4,7 @@ PyTorch code) and small ``*_nano`` variants for 32x32 inputs.
 ``create_model(name, num_classes=..., img_size=...)``, ``list_models()``, ``model_info(name)``.
 ``create_model`` checks the arguments all models share (``num_classes`` from 0 to
 ``MAX_NUM_CLASSES``, ``in_chans``, ``img_size``, ``drop_rate``, ``drop_path_rate`` in ``[0, 1)``);
-every model checks its input images at its entry (``(B, H, W, in_chans)``, float32 or float64).
+every model checks its input images at its entry (``(B, H, W, in_chans)`` of its parameters' dtype).
 Each family lives in its own module here and registers its constructors with
 ``@register_model``.
 """
