@@ -26,7 +26,7 @@ CASES = 40
 BAD_INTEGERS = ["-1", "0", "-99999999999999999999", "nan", "inf", "1.5", "x", "", "1e3", "0x10"]
 BAD_REALS = ["-1", "-0.5", "nan", "-nan", "inf", "-inf", "1e999", "x", "", "--"]
 BAD_BACKENDS = ["", "gpu", "CPU", "tpu", " numpy", "nan", "-1"]
-BAD_MODELS = ["gpu", "DINAT_NANO", "nan", "-1", "dinat nano", "x" * 300]  # not "": train takes it as not given
+BAD_MODELS = ["", "gpu", "DINAT_NANO", "nan", "-1", "dinat nano", "x" * 300]
 
 TRAIN_INTEGER_FLAGS = ["--epochs", "--batch-size", "--limit-batches"]
 TRAIN_REAL_FLAGS = ["--lr", "--weight-decay", "--warmup-epochs", "--label-smoothing", "--clip-grad"]
@@ -105,8 +105,8 @@ def _eval_argv(checkpoint, **flags):
 def _draw_case(rng, world):
     """One ``(label, argv)`` with exactly one bad flag, file or folder."""
     data, run, bad = world["data"], world["run"], world["bad"]
-    fresh = world["root"] / "fresh_out"  # flag errors come before --out is created
-    taken = world["root"] / "empty_out"  # errors found after --out is taken (a missing one would be created)
+    fresh = world["root"] / "fresh_out"  # a missing --out: an error must not leave it created
+    taken = world["root"] / "empty_out"  # an existing, empty --out: the lock taken and given back leaves it empty
     kind = rng.choice(["train_int", "train_real", "train_name", "train_file", "train_file", "eval_int", "eval_name",
                        "eval_file", "eval_file"])
     if kind == "train_int":
@@ -123,9 +123,9 @@ def _draw_case(rng, world):
         choice = rng.choice(["dataset_file", "dataset_missing", "dataset_empty", "dataset_garbage", "out_is_file",
                              "out_has_run", "resume_damaged", "resume_missing"])
         if choice == "dataset_file":
-            return "train --dataset a file", _train_argv(bad / "a_file", taken)
+            return "train --dataset a file", _train_argv(bad / "a_file", fresh)
         if choice == "dataset_missing":
-            return "train --dataset missing", _train_argv(bad / "no_such_folder", taken)
+            return "train --dataset missing", _train_argv(bad / "no_such_folder", fresh)
         if choice == "dataset_empty":
             return "train --dataset empty folder", _train_argv(bad / "empty_folder", taken)
         if choice == "dataset_garbage":
@@ -138,7 +138,8 @@ def _draw_case(rng, world):
             name = rng.choice(["truncated.npz", "empty.npz", "garbage.npz", "flipped.npz", "plain.npz"])
             folder = world["root"] / f"resume_{name[:-4]}"
             return f"train --resume over {name}", _train_argv(data, folder) + ["--resume"]
-        return "train --resume without a checkpoint", _train_argv(data, taken) + ["--resume"]
+        out = rng.choice([fresh, taken])
+        return f"train --resume in {out.name} without a checkpoint", _train_argv(data, out) + ["--resume"]
     if kind == "eval_int":
         option, value = rng.choice(EVAL_INTEGER_FLAGS), rng.choice(BAD_INTEGERS)
         return f"eval {option}={value!r}", _eval_argv(run / "checkpoint.npz", **{option[2:]: value})
