@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from refvit import functional as F
+from refvit._validate import check_choice, check_int
 from refvit.nn.module import Module
 
 
@@ -10,7 +11,7 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        self.approximate = approximate
+        self.approximate = check_choice("GELU", "approximate", approximate, ("none", "tanh"))
 
     def forward(self, x):
         return F.gelu(x, approximate=self.approximate)
@@ -54,7 +55,7 @@ class Softmax(Module):
 
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        self.dim = check_int("Softmax", "dim", dim)
 
     def forward(self, x):
         return F.softmax(x, axis=self.dim)

@@ -38,6 +38,12 @@ from refvit.nn.smt import ConvSelfAttention, ScaleAwareModulation
     (lambda: nn.Dropout("0.1"), TypeError, "Dropout: 'p' must be a probability in \\[0, 1\\]; got str"),
     (lambda: nn.Dropout(True), TypeError, "Dropout: 'p' must be a probability"),
     (lambda: nn.DropPath(1.14), ValueError, "DropPath: 'drop_prob' must be a probability in \\[0, 1\\]; got 1.14"),
+    (lambda: nn.AvgPool2d(0), ValueError, "AvgPool2d: 'kernel_size' must be an integer >= 1; got 0"),
+    (lambda: nn.MaxPool2d(2.5), TypeError, "MaxPool2d: 'kernel_size' must be an integer; got float 2.5"),
+    (lambda: nn.MaxPool2d(3, stride=0), ValueError, "MaxPool2d: 'stride' must be an integer >= 1; got 0"),
+    (lambda: nn.AvgPool2d(3, padding=2), ValueError, r"AvgPool2d: 'padding' must be at most half the kernel"),
+    (lambda: nn.GELU("erf"), ValueError, "GELU: 'approximate' must be one of 'none', 'tanh'; got 'erf'"),
+    (lambda: nn.Softmax(dim=1.0), TypeError, "Softmax: 'dim' must be an integer"),
     (lambda: NeighborhoodAttention2D(8.0, 2, 3), TypeError, "NeighborhoodAttention2D: 'dim' must be an integer"),
     (lambda: NeighborhoodAttention2D(8, 2, 3.0), TypeError, "NeighborhoodAttention2D: 'kernel_size' must be an"),
     (lambda: NeighborhoodAttention2D(8, 0, 3), ValueError, "NeighborhoodAttention2D: 'num_heads' must be an "
