@@ -355,3 +355,56 @@ def test_resume_of_an_empty_folder_and_a_new_run_over_an_old_one(tiny_registered
     line = one_line_error(capsys, tiny_argv(tmp_path))
     assert line == (f"refvit train: error: --out {tmp_path} already holds a run ({tmp_path / 'checkpoint.npz'}); "
                     f"continue it with --resume, or choose another --out")
+
+
+# -- extending a run: a new run from a checkpoint's weights ----------------------------------------------------
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(tiny_registered, tmp_path, capsys, monkeypatch):
+    first = tmp_path / "first"
+    assert cli.main(tiny_argv(first, "--epochs", "1")) == 0
+    weights = load_checkpoint(first / "checkpoint.npz")["model"]
+    capsys.readouterr()
+    line = one_line_error(capsys, tiny_argv(first, "--resume", "--epochs", "3"))  # extending is not resuming
+    assert "was started with --epochs 1; this command gives --epochs 3" in line
+
+    seen = {}
+    original = loop_module.fit
+
+    def spy(model, *args, **kwargs):
+        seen.update({name: np.array(value) for name, value in model.state_dict().items()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit", spy)
+    argv = ["train", "--init-from", str(first / "checkpoint.npz"), "--dataset", "shapes", "--epochs", "1",
+            "--batch-size", "16", "--limit-batches", "2", "--backend", "numpy", "--lr", "0.001",
+            "--out", str(tmp_path / "second"), "--quiet"]
+    assert cli.main(argv) == 0
+    monkeypatch.setattr(loop_module, "fit", original)
+    for name in weights:  # the new run starts from the first one's weights (its model too: no --model given)
+        np.testing.assert_array_equal(seen[name], weights[name], err_msg=name)
+    metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert metrics["model"] == TINY and metrics["settings"]["init_from"] == str(first / "checkpoint.npz")
+    assert metrics["epochs"] == 1 and metrics["lr"] == 0.001
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(tmp_path / "second"), "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_init_from_errors(tiny_registered, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert cli.main(tiny_argv(first, "--epochs", "1")) == 0
+    capsys.readouterr()
+    path = str(first / "checkpoint.npz")
+    assert one_line_error(capsys, ["train", "--init-from", path]) == \
+        "refvit train: error: --init-from starts a new run: give it a folder of its own with --out"
+    assert one_line_error(capsys, ["train", "--init-from", str(tmp_path / "none.npz"), "--out", str(tmp_path / "n")]) \
+        == f"refvit train: error: --init-from {tmp_path / 'none.npz'} does not exist"
+    line = one_line_error(capsys, ["train", "--init-from", path, "--model", "dinat_nano", "--out",
+                                   str(tmp_path / "m")])
+    assert line == (f"refvit train: error: --init-from {path} holds {TINY} weights; this command gives --model "
+                    f"dinat_nano. Drop --model or give --model {TINY}")
+    line = one_line_error(capsys, ["train", "--init-from", path, "--dataset", "digits", "--limit-batches", "1",
+                                   "--backend", "numpy", "--out", str(tmp_path / "d")])
+    assert line.startswith(f"refvit train: error: --init-from {path} holds weights for "), line
+    assert "--dataset digits needs" in line
+    assert not (tmp_path / "n").exists() and not (tmp_path / "m").exists() and not (tmp_path / "d").exists()

@@ -33,6 +33,7 @@ RUN_SETTINGS = {
     "--clip-grad": ("clip_grad", None),
     "--limit-batches": ("limit_batches", None),
     "--seed": ("seed", 0),
+    "--init-from": ("init_from", None),
 }
 
 
@@ -56,6 +57,9 @@ def add_arguments(parser):
     parser.add_argument("--limit-batches", type=int, help="at most N training and test batches per epoch")
     parser.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the epoch lines")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="start a new run from the weights of this checkpoint (a fresh optimiser and schedule); "
+                             "the way to extend a finished run")
 
 
 def given_settings(args):
@@ -83,6 +87,11 @@ def _check_values(args):
         raise ValueError(f"{COMMAND}: '--label-smoothing' must be in [0, 1]; got {args.label_smoothing}")
     if args.backend not in BACKENDS:
         raise ValueError(f"{COMMAND}: '--backend' must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
+    if getattr(args, "init_from", None) is not None and not os.path.isfile(args.init_from):
+        from refvit.errors import UserError
+
+        raise UserError(f"--init-from {args.init_from} " + ("is a folder; give its checkpoint.npz" if
+                                                            os.path.isdir(args.init_from) else "does not exist"))
 
 
 def fill_defaults(args):
@@ -98,6 +107,11 @@ def fill_defaults(args):
 def check_arguments(args):
     """Check the flags' values; fill ``--out`` (and, without ``--resume``, every default)."""
     _check_values(args)
+    args.model_given = args.model is not None
+    if args.init_from is not None and args.out is None:
+        from refvit.errors import UserError
+
+        raise UserError("--init-from starts a new run: give it a folder of its own with --out")
     if args.out is None:
         from refvit.train.commands.common import default_model_name
 
@@ -193,8 +207,11 @@ def _run_in_folder(args):
     elif os.path.exists(path):
         raise UserError(f"--out {args.out} already holds a run ({path}); continue it with --resume, or choose "
                         f"another --out")
+    init = None
+    if args.init_from is not None and not args.resume:  # a resumed run restores its own weights
+        init = _initial_weights(args)
     try:
-        return _train(args)
+        return _train(args, init)
     except KeyboardInterrupt:
         if os.path.isfile(path):
             print(f"refvit train: interrupted; the last finished epoch is kept in {path}. Continue with: "
@@ -204,7 +221,21 @@ def _run_in_folder(args):
         raise
 
 
-def _train(args):
+def _initial_weights(args):
+    """The model weights of ``--init-from``; its model becomes ``--model`` (a different one given is an error)."""
+    from refvit.errors import UserError
+    from refvit.train.checkpoint import load_training_checkpoint
+
+    state = load_training_checkpoint(args.init_from)
+    name = state["run"]["model"]
+    if args.model != name and args.model_given:
+        raise UserError(f"--init-from {args.init_from} holds {name} weights; this command gives --model "
+                        f"{args.model}. Drop --model or give --model {name}")
+    args.model = name
+    return state["model"], state["info"]["model_kwargs"]
+
+
+def _train(args, init=None):
     from refvit.backend import use_backend
     from refvit.data import load_dataset, make_loaders
     from refvit.models import model_info
@@ -222,6 +253,14 @@ def _train(args):
     model_kwargs = {"num_classes": dataset.num_classes, "img_size": img_size}
     nn_random.seed(args.seed)
     model = build_model(args.model, **model_kwargs)
+    if init is not None:
+        weights, saved_kwargs = init
+        if dict(saved_kwargs) != model_kwargs:
+            from refvit.errors import UserError
+
+            raise UserError(f"--init-from {args.init_from} holds weights for {saved_kwargs}; --dataset "
+                            f"{args.dataset} needs {model_kwargs} (the same classes and image size are needed)")
+        model.load_state_dict(weights)
     train_loader, test_loader = make_loaders(dataset, args.batch_size, seed=args.seed)
     batches = len(train_loader) if args.limit_batches is None else min(len(train_loader), args.limit_batches)
     optimizer = AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
