@@ -74,7 +74,7 @@ def _nonfinite_state(model, optimizer):
     entries, bad = 0, []
     for key, state in optimizer.state.items():
         for slot, value in state.items():
-            if isinstance(value, np.ndarray) or np.isscalar(value):
+            if isinstance(value, np.ndarray) or hasattr(value, "copy_to_host") or np.isscalar(value):
                 array = np.asarray(_host(value))
                 if not np.issubdtype(array.dtype, np.inexact):
                     continue

@@ -45,6 +45,8 @@ def _process_running(pid):
     """Whether process ``pid`` exists on this host (``os.kill(pid, 0)``: no signal is sent)."""
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill would end the process there: assume it runs (the message names the lock file)
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -193,7 +195,8 @@ def _lock(folder, option):
                             f"remove its lock file {lock}, else wait for it or choose another {option}")
         if _process_running(holder["pid"]):
             raise UserError(f"{option} {folder} is in use by {_describe(holder)}; wait for that run to finish, "
-                            f"or choose another {option}")
+                            f"or choose another {option}" + (f" (if it has ended, remove its lock file {lock})"
+                                                             if os.name == "nt" else ""))
         _take_over(lock, holder)  # stale: its process is gone
     else:
         raise UserError(f"{option} {folder}: its lock file {lock} keeps changing; another run is starting there")

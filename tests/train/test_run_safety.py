@@ -13,7 +13,7 @@ import pytest
 from refvit import cli
 from refvit.errors import UserError
 from refvit.models import _registry, list_models
-from refvit.train import NonFiniteLossError, fit, load_checkpoint
+from refvit.train import NonFiniteLossError, load_checkpoint
 from refvit.train import checkpoint as checkpoint_module
 from refvit.train import loop as loop_module
 from refvit.train import out_dir as out_dir_module
