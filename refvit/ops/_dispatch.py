@@ -54,6 +54,14 @@ def run(op, backend, step, reference, args, kernel_args=None):
     return kernels.call(backend, module, step, args if kernel_args is None else kernel_args)
 
 
+def check_cache(op, cache, cache_type):
+    """Refuse a ``cache`` that ``op``'s forward did not return (``None``, another op's cache, a tuple built
+    by hand): ``TypeError`` naming the op and the argument, before the backward reads a field of it."""
+    if not isinstance(cache, cache_type):
+        raise TypeError(f"{op}: 'cache' must be the cache returned by {op}.forward; got {type(cache).__name__}")
+    return cache
+
+
 def is_empty(values):
     """True when an array with no elements is among ``values`` (searched through tuples and lists)."""
     for value in values:

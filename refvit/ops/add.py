@@ -54,6 +54,7 @@ def forward(a, b, backend=None):
 
 def backward(dout, cache):
     """``dout (out)`` -> ``(da (a.shape), db (b.shape))``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.a_shape, cache.b_shape))
 

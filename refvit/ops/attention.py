@@ -61,6 +61,7 @@ def forward(q, k, v, bias=None, scale=None, backend=None):
 
 def backward(dout, cache):
     """``dout (B, h, Nq, dv)`` -> ``(dq, dk, dv, dbias)``; ``dbias`` is None when ``bias`` was None."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy,
                         (dout, cache.q, cache.k, cache.v, cache.bias, cache.scale, cache.saved))

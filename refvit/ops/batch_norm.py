@@ -93,6 +93,7 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, 
 
 def backward(dout, cache):
     """``dout (..., C)`` -> ``(dx, dweight, dbias)``; ``dweight``/``dbias`` are None when that input was None."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.x)
     dx, dweight, dbias = dispatch.run(OP, cache.backend, "backward", _backward_numpy,
                                       (dout, cache.x, cache.mean, cache.rstd, cache.weight, cache.training))

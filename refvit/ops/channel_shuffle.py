@@ -54,6 +54,7 @@ def forward(x, groups, backend=None):
 
 def backward(dout, cache):
     """``dout (B, H, W, C)`` -> ``(dx,)``, the inverse shuffle."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.like)
     channels_per_group = cache.like.shape[3] // cache.groups
     return (dispatch.run(OP, cache.backend, "backward", _shuffle_numpy, (dout, channels_per_group)),)

@@ -76,6 +76,7 @@ def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, bac
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C_out)`` -> ``(dx, dweight, dbias)`` (``dbias`` None without bias)."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, ArraySpec(cache.out_shape, cache.x.dtype))
     args = (dout, cache.x, cache.weight, cache.has_bias, cache.window)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args + (cache.groups,), kernel_args=args)

@@ -67,6 +67,7 @@ def forward(logits, target, label_smoothing=0.0, backend=None):
 
 def backward(dout, cache):
     """``dout ()`` (a 0-d array, or a Python number) -> ``(dlogits (B, K),)``."""
+    dispatch.check_cache(OP, cache, Cache)
     if isinstance(dout, numbers.Real) and not isinstance(dout, (bool, np.bool_, np.ndarray)):
         dout = np.asarray(dout, dtype=cache.loss.dtype)
     dout = check_grad(OP, dout, cache.loss)

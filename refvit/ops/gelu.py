@@ -54,6 +54,7 @@ def forward(x, approximate="none", backend=None):
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.x)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.approximate),
                          kernel_args=(dout, cache.x, cache.approximate == "tanh")),)

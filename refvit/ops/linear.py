@@ -56,6 +56,7 @@ def forward(x, weight, bias=None, backend=None):
 
 def backward(dout, cache):
     """``dout (..., out)`` -> ``(dx (..., in), dweight (out, in), dbias (out,) or None)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, _Like(cache.out_shape, cache.x.dtype))
     dx, dweight, dbias = dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.weight))
     return dx, dweight, (dbias if cache.has_bias else None)

@@ -51,6 +51,7 @@ def forward(x, kernel_size, stride=None, padding=0, backend=None):
 
 def backward(dout, cache):
     """``dout (B, H_out, W_out, C)`` -> ``(dx,)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x_shape, cache.selected),
                          kernel_args=(dout, cache.x_shape, cache.selected, cache.window)),)

@@ -55,6 +55,7 @@ def forward(x, axis, keepdims=False, backend=None):
 
 def backward(dout, cache):
     """``dout (out)`` -> ``(dx (x.shape),)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy,
                          (dout, cache.x_shape, cache.axes, cache.count)),)

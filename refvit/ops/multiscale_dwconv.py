@@ -57,6 +57,7 @@ def forward(x, weights, biases, heads, backend=None):
 def backward(dout, cache):
     """``dout (B, H, W, C)`` -> ``(dx, dweights, dbiases)``; ``dweights``/``dbiases`` are tuples
     with one array per head (``dbiases`` is ``None`` when ``forward`` had no biases)."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.x)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x, cache.weights, cache.has_bias))
 

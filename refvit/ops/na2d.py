@@ -66,6 +66,7 @@ def forward(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=Non
 
 def backward(dout, cache):
     """``dout (B, heads, H, W, d)`` -> ``(dq, dk, dv, drpb)``; ``drpb`` is ``None`` when ``rpb`` was."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     args = (dout, cache.q, cache.k, cache.v, cache.rpb, cache.out, cache.attn, cache.options)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args)

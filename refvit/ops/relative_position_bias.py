@@ -63,6 +63,7 @@ def forward(table, window, backend=None):
 
 def backward(dout, cache):
     """``dout (heads, N, N)`` -> ``(dtable (T, heads),)``."""
+    dispatch.check_cache(OP, cache, Cache)
     tokens = cache.window[0] * cache.window[1]
     dout = check_grad(OP, dout, _like((cache.heads, tokens, tokens), cache.dtype))
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.window)),)

@@ -41,6 +41,7 @@ def forward(x, backend=None):
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.x)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.x)),)
 

@@ -42,6 +42,7 @@ def forward(x, backend=None):
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.out)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.out)),)
 

@@ -46,6 +46,7 @@ def forward(x, axis=-1, backend=None):
 
 def backward(dout, cache):
     """``dout (...)`` -> ``(dx,)``."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.y)
     layout = row_layout(cache.y.shape, cache.axis)
     return (dispatch.run(OP, cache.backend, "backward", _backward_numpy, (dout, cache.y, cache.axis),

@@ -94,6 +94,7 @@ def forward(q, k, v, stripe_size, lepe_weight=None, lepe_bias=None, scale=None, 
 
 def backward(dout, cache):
     """``dout (B, heads, H, W, d)`` -> ``(dq, dk, dv, dlepe_weight, dlepe_bias)`` (None for absent LePE)."""
+    dispatch.check_cache(OP, cache, Cache)
     dout = check_grad(OP, dout, cache.q)
     return dispatch.run(OP, cache.backend, "backward", _backward_numpy,
                         (dout, cache.q, cache.k, cache.v, cache.lepe_weight, cache.has_bias, cache.stripe_size,

@@ -250,6 +250,17 @@ def test_dout_of_wrong_shape_or_dtype(spec, backend):
             spec.module.backward(bad, cache)
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+def test_backward_refuses_a_cache_it_did_not_make(spec):
+    out, cache = spec.module.forward(**_arguments(spec, "numpy"))
+    dout = _upstream(out)
+    other = next(s for s in SPECS if s.name != spec.name)
+    _, foreign = other.module.forward(**_arguments(other, "numpy"))
+    for bad in (None, tuple(cache), foreign):
+        with pytest.raises(TypeError, match=rf"^{spec.name}: 'cache' must be the cache returned by {spec.name}.forward"):
+            spec.module.backward(dout, bad)
+
+
 @pytest.mark.parametrize("spec, backend", _cases(where=_fixed_rank))
 def test_wrong_rank_is_a_value_error(spec, backend):
     arguments = _arguments(spec, backend)
