@@ -251,7 +251,8 @@ def _fit(model, train_loader, test_loader, optimizer, schedule, epochs, out_dir,
             output.flush()
     elif os.path.exists(path):
         raise UserError(f"fit: {path} exists; resume it (resume=True) or choose another output folder")
-    with _backend_context(backend):
+    # Overflow and nan on the way to a divergence are reported once, by the checks below, not as NumPy warnings.
+    with _backend_context(backend), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
             label = f"epoch {epoch + 1}/{epochs}"

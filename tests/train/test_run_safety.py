@@ -65,8 +65,7 @@ def dead_pid():
 
 # -- divergence ------------------------------------------------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the error line is all: no NumPy overflow warnings
 def test_the_issues_diverging_command_stops_before_writing_and_keeps_epoch_1(tmp_path, capsys):
     out = tmp_path / "diverge"
     line = one_line_error(capsys, ["train", "--lr", "1e3", "--warmup-epochs", "0", "--epochs", "8",
