@@ -15,6 +15,7 @@ import numpy as np
 
 from refvit import ops
 from refvit.backend import cuda_available
+from refvit.errors import UserError
 from refvit.testing import check_backends, gradcheck
 
 FLOAT32_TOLERANCE = dict(rtol=2e-4, atol=2e-5)
@@ -46,7 +47,7 @@ def run(op_names=None, backends=None, out=None):
     names = op_names or known
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"check: unknown op(s) {', '.join(unknown)}; ops are: {', '.join(known)}")
+        raise UserError(f"check: unknown op(s) {', '.join(unknown)}; ops are: {', '.join(known)}")
     backends = backends or ["numpy", "cpu"] + (["cuda"] if cuda_available() else [])
     width = max(len(n) for n in names) + 2
     print(f"{'op':<{width}}" + "".join(f"{b:<16}" for b in backends), file=out)
@@ -83,5 +84,5 @@ def run_from_args(args):
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
         bad = [b for b in backends if b not in ("numpy", "cpu", "cuda")]
         if bad:
-            raise ValueError(f"check: '--backends' must name numpy, cpu or cuda; got {', '.join(bad)}")
+            raise UserError(f"check: '--backends' must name numpy, cpu or cuda; got {', '.join(bad)}")
     return 0 if run(args.ops, backends) else 1

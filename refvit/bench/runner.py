@@ -21,6 +21,7 @@ from refvit import ops
 from refvit.backend import cuda_available, cuda_simulator_enabled
 from refvit.bench import collect_cases
 from refvit.bench.timing import matmul_gflops, measure
+from refvit.errors import UserError
 
 
 def _as_tuple(x):
@@ -83,7 +84,7 @@ def time_torch(case, dtype, repeat):
     command = [sys.executable, "-m", "refvit.bench.torch_worker", case.name, np.dtype(dtype).name, str(repeat)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"bench: timing {case.name!r} in PyTorch failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise UserError(f"bench: timing {case.name!r} in PyTorch failed: {result.stderr.strip().splitlines()[-1:]}")
     times = json.loads(result.stdout.strip().splitlines()[-1])
     return times["forward"], times["forward_backward"]
 
@@ -93,12 +94,27 @@ def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def select(names, filter_text):
+    """The case names selected by ``filter_text``: all without a filter; those holding the whole text, when
+    any does (case names hold commas: ``attention (8,4,196,32)``); else those holding one of its
+    comma-separated parts (``na2d,NATLayer``)."""
+    if not filter_text:
+        return list(names)
+    whole = [name for name in names if filter_text in name]
+    if whole:
+        return whole
+    parts = [part for part in filter_text.split(",") if part]
+    return [name for name in names if any(part in name for part in parts)]
+
+
 def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None):
     """Time every matching case; print the table; return the rows as dicts."""
     out = out or sys.stdout
-    cases = [c for c in collect_cases() if not filter_text or any(f in c.name for f in filter_text.split(","))]
+    every = collect_cases()
+    chosen = set(select([c.name for c in every], filter_text))
+    cases = [c for c in every if c.name in chosen]
     if not cases:
-        raise ValueError(f"bench: no case matches {filter_text!r}")
+        raise UserError(f"bench: no case matches {filter_text!r}")
     real_gpu = cuda_available() and not cuda_simulator_enabled()
     gflops = matmul_gflops()
     print(f"float32 matmul (1024x1024, NumPy BLAS): {gflops:.1f} GFLOP/s on {os.cpu_count()} cores", file=out)
@@ -141,7 +157,7 @@ def main(argv=None):
 
 
 def add_arguments(parser):
-    parser.add_argument("--filter", help="comma-separated substrings of case names to run")
+    parser.add_argument("--filter", help="a substring of the case names to run, or several separated by commas")
     parser.add_argument("--backends", default="numpy,cpu,cuda,torch",
                         help="comma-separated: numpy, cpu, cuda (real GPU only), torch (when installed)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -158,7 +174,7 @@ def run_from_args(args):
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = set(backends) - {"numpy", "cpu", "cuda", "torch"}
     if unknown:
-        raise ValueError(f"bench: '--backends' must name numpy, cpu, cuda or torch; got {', '.join(sorted(unknown))}")
+        raise UserError(f"bench: '--backends' must name numpy, cpu, cuda or torch; got {', '.join(sorted(unknown))}")
     result = run(args.filter, backends, np.dtype(args.dtype).type, args.repeat)
     if args.json:
         with open(args.json, "w") as f:

@@ -84,3 +84,14 @@ def test_bench_times_torch_in_a_child_process():
     (case,) = [c for c in collect_cases() if c.name.startswith("gelu")]
     forward, both = runner.time_torch(case, np.float32, repeat=1)
     assert forward > 0 and both > 0
+
+
+def test_bench_filter_takes_a_whole_case_name_with_commas_or_comma_separated_parts():
+    from refvit.bench.runner import select
+
+    names = ["attention (8,4,196,32)", "gelu (8,56,56,64)", "na2d 7x7 (1,4,56,56,32) rpb", "NATLayer DiNAT-Mini level 1"]
+    assert select(names, "attention (8,4,196,32)") == ["attention (8,4,196,32)"]  # not split at its commas
+    assert select(names, "na2d,NATLayer") == names[2:]
+    assert select(names, "gelu") == ["gelu (8,56,56,64)"]
+    assert select(names, None) == names and select(names, "") == names
+    assert select(names, "conv2d") == []
