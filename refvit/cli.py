@@ -52,43 +52,9 @@ def build_parser():
     return parser
 
 
-# Modules whose own checks still raise built-in exceptions for user input they are handed
-# directly (flags, --dataset, --out, the machine's CUDA support): module -> (exception
-# types, message prefixes). Such an error is the user's only when a line of that module
-# raised it (its last traceback frame) and its message starts with one of the prefixes, so
-# an error from deeper code (NumPy, an op, a model) stays a bug. Each entry goes once the
-# module raises refvit.errors.UserError.
-_CHECKS = (ValueError, TypeError)
-_PATHS = (ValueError, FileNotFoundError, NotADirectoryError)
-CHECKED_BOUNDARIES = {
-    "refvit.check": (_CHECKS, ("check: ",)),
-    "refvit.bench.runner": (_CHECKS, ("bench: ",)),
-    "refvit.train.commands.train": (_CHECKS, ("train: ",)),
-    "refvit.train.commands.evaluate": (_CHECKS, ("eval: ",)),
-    "refvit.train.loop": (_PATHS, ("fit: ",)),
-    "refvit.data.datasets": (_PATHS, ("load_dataset: ",)),
-    "refvit.data.npz_folder": (_PATHS, ("load_npz_folder: ",)),
-    "refvit.backend": ((RuntimeError,), ("use_backend: backend 'cuda' needs", "set_backend: backend 'cuda' needs")),
-}
-
-
-def _boundary_check(error):
-    """True when ``error`` is a check of a module in :data:`CHECKED_BOUNDARIES` (see there)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return False
-    for module_name, (types, prefixes) in CHECKED_BOUNDARIES.items():
-        module = sys.modules.get(module_name)
-        if module is not None and frames[-1].filename == getattr(module, "__file__", None):
-            return type(error) in types and str(error).startswith(prefixes)
-    return False
-
-
 def report(command, error):
     """Print ``error`` the way the command line shows it; return the exit status (2 or 1)."""
     message = user_message(error)
-    if message is None and _boundary_check(error):
-        message = str(error)
     if message is not None:
         prefix = f"{command}: "
         message = message[len(prefix):] if message.startswith(prefix) else message

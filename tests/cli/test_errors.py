@@ -151,10 +151,10 @@ def test_cuda_missing_is_a_user_error(monkeypatch, tmp_path, capsys):
             "--quiet"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "backend 'cuda' needs numba-cuda" in err[0]
+    assert len(err) == 1 and "'--backend cuda' needs numba-cuda" in err[0]
 
 
-def test_boundary_rule_needs_the_modules_own_frame_and_prefix(monkeypatch, capsys):
+def test_a_builtin_error_from_inside_a_command_is_a_bug(monkeypatch, capsys):
     from refvit import backend
 
     def deep(args):

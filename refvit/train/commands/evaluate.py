@@ -17,36 +17,28 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
-    from refvit.backend import BACKENDS
     from refvit.data import DataLoader, Normalize, load_dataset
-    from refvit.train.checkpoint import load_checkpoint
-    from refvit.train.commands.common import build_model, check_model_name, check_number
+    from refvit.errors import UserError
+    from refvit.train.checkpoint import load_training_checkpoint
+    from refvit.train.commands.common import check_backend, check_number, model_from_checkpoint
     from refvit.train.loop import evaluate
 
     check_number(COMMAND, "--batch-size", args.batch_size, 1, integer=True)
     if args.limit_batches is not None:
         check_number(COMMAND, "--limit-batches", args.limit_batches, 1, integer=True)
-    if args.backend not in BACKENDS:
-        raise ValueError(f"{COMMAND}: '--backend' must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
-    state = load_checkpoint(args.checkpoint)
-    try:
-        name, info = state["run"]["model"], state["info"]
-        model_kwargs = info["model_kwargs"]
-        mean, std = info["mean"], info["std"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{COMMAND}: {args.checkpoint} was not written by refvit train (no model or data "
-                         f"settings in it)") from None
-    check_model_name(COMMAND, name)
-    model = build_model(name, **model_kwargs)
-    model.load_state_dict(state["model"])
+    check_backend(COMMAND, args.backend)
+    state = load_training_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(COMMAND, args.checkpoint, state)
+    name, info = state["run"]["model"], state["info"]
+    model_kwargs, mean, std = info["model_kwargs"], info["mean"], info["std"]
     dataset_name = args.dataset or info["dataset"]
     img_size = model_kwargs["img_size"]
     named = dataset_name in ("digits", "shapes")
     dataset = load_dataset(dataset_name, size=img_size if isinstance(img_size, int) else img_size[0]) if named \
         else load_dataset(dataset_name)
     if dataset.test_images.shape[-1] != len(mean):
-        raise ValueError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; {dataset_name} has "
-                         f"{dataset.test_images.shape[-1]}")
+        raise UserError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; --dataset "
+                        f"{dataset_name} has {dataset.test_images.shape[-1]}")
     loader = DataLoader(dataset.test_images, dataset.test_labels, args.batch_size, augment=Normalize(mean, std))
     loss, accuracy, images = evaluate(model, loader, backend=args.backend, limit_batches=args.limit_batches)
     print(f"{name} (epoch {state['epoch']}) on {dataset_name}: test accuracy {100 * accuracy:.2f}% "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from refvit.errors import UserError
 from refvit.train.commands.common import DEFAULT_MODEL_ORDER
 
 COMMAND = "train"
@@ -69,8 +70,7 @@ def given_settings(args):
 
 
 def _check_values(args):
-    from refvit.backend import BACKENDS
-    from refvit.train.commands.common import check_model_name, check_number
+    from refvit.train.commands.common import check_backend, check_model_name, check_number
 
     if args.model is not None:
         check_model_name(COMMAND, args.model)
@@ -84,12 +84,9 @@ def _check_values(args):
         if value is not None:
             check_number(COMMAND, flag, value, minimum, integer=integer, strictly=strictly)
     if args.label_smoothing is not None and args.label_smoothing > 1:
-        raise ValueError(f"{COMMAND}: '--label-smoothing' must be in [0, 1]; got {args.label_smoothing}")
-    if args.backend not in BACKENDS:
-        raise ValueError(f"{COMMAND}: '--backend' must be one of {', '.join(BACKENDS)}; got {args.backend!r}")
+        raise UserError(f"{COMMAND}: '--label-smoothing' must be in [0, 1]; got {args.label_smoothing}")
+    check_backend(COMMAND, args.backend)
     if getattr(args, "init_from", None) is not None and not os.path.isfile(args.init_from):
-        from refvit.errors import UserError
-
         raise UserError(f"--init-from {args.init_from} " + ("is a folder; give its checkpoint.npz" if
                                                             os.path.isdir(args.init_from) else "does not exist"))
 
@@ -109,8 +106,6 @@ def check_arguments(args):
     _check_values(args)
     args.model_given = args.model is not None
     if args.init_from is not None and args.out is None:
-        from refvit.errors import UserError
-
         raise UserError("--init-from starts a new run: give it a folder of its own with --out")
     if args.out is None:
         from refvit.train.commands.common import default_model_name
@@ -159,8 +154,6 @@ def _and(parts):
 
 def apply_saved_settings(args, state, out):
     """Take the run's settings from the checkpoint; refuse flags given with other values."""
-    from refvit.errors import UserError
-
     saved = saved_settings(state)
     given = given_settings(args)
     differing = [flag for flag, value in given.items() if flag in saved and not _same(value, saved[flag])]
@@ -188,7 +181,6 @@ def run_from_args(args):
 
 
 def _run_in_folder(args):
-    from refvit.errors import UserError
     from refvit.train.checkpoint import load_training_checkpoint
     from refvit.train.loop import CHECKPOINT_NAME
 
@@ -223,7 +215,6 @@ def _run_in_folder(args):
 
 def _initial_weights(args):
     """The model weights of ``--init-from``; its model becomes ``--model`` (a different one given is an error)."""
-    from refvit.errors import UserError
     from refvit.train.checkpoint import load_training_checkpoint
 
     state = load_training_checkpoint(args.init_from)
@@ -236,7 +227,6 @@ def _initial_weights(args):
 
 
 def _train(args, init=None):
-    from refvit.backend import use_backend
     from refvit.data import load_dataset, make_loaders
     from refvit.models import model_info
     from refvit.nn import random as nn_random
@@ -244,20 +234,18 @@ def _train(args, init=None):
     from refvit.train.commands.common import build_model
     from refvit.train.loop import fit
 
-    with use_backend(args.backend):  # a clear error now if the backend cannot run here
-        pass
     named = args.dataset in ("digits", "shapes")
     dataset = load_dataset(args.dataset, size=model_info(args.model).img_size) if named else load_dataset(args.dataset)
     height, width = dataset.train_images.shape[1:3]
     img_size = height if height == width else (height, width)
     model_kwargs = {"num_classes": dataset.num_classes, "img_size": img_size}
+    if dataset.in_chans != 3:  # grey (1) or other channel counts; 3-channel runs keep their saved settings
+        model_kwargs["in_chans"] = dataset.in_chans
     nn_random.seed(args.seed)
     model = build_model(args.model, **model_kwargs)
     if init is not None:
         weights, saved_kwargs = init
         if dict(saved_kwargs) != model_kwargs:
-            from refvit.errors import UserError
-
             raise UserError(f"--init-from {args.init_from} holds weights for {saved_kwargs}; --dataset "
                             f"{args.dataset} needs {model_kwargs} (the same classes and image size are needed)")
         model.load_state_dict(weights)
