@@ -109,3 +109,19 @@ def test_models_table_and_unknown_family(tiny_registered, capsys):
     count = sum(p.size for p in tiny_net().parameters())
     assert lines[1].split()[:4] == [TINY, "testfamily", f"{count:,}", "16x16"]
     one_line_error(capsys, ["models", "--family", "nope"], "refvit models: error: unknown family 'nope'; families:")
+
+
+def test_train_and_eval_on_grey_images(tmp_path):
+    """A folder of 1-channel images trains a model built with in_chans=1, and eval rebuilds it from the checkpoint."""
+    from refvit import cli
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "grey"
+    data.mkdir()
+    for name in ("a", "b"):
+        np.savez(data / f"{name}.npz", images=rng.random((16, 32, 32, 1)).astype(np.float32),
+                 labels=rng.integers(0, 3, 16))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "nat_nano", "--dataset", str(data), "--epochs", "1", "--batch-size", "8",
+                     "--limit-batches", "1", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["eval", "--checkpoint", str(out / "checkpoint.npz"), "--limit-batches", "1"]) == 0
