@@ -72,8 +72,8 @@ def test_default_model_and_readme_command_on_a_minimal_setting(tmp_path, capsys)
 
 @pytest.mark.parametrize("extra, start", [
     (["--model", "no_such_model"], "refvit train: error: unknown model 'no_such_model'; available:"),
-    (["--dataset", "/no/such/folder"], "refvit train: error: load_npz_folder: 'path' must be an existing folder"),
-    (["--dataset", "imagenet"], "refvit train: error: load_dataset: 'dataset' must be digits or shapes"),
+    (["--dataset", "/no/such/folder"], "refvit train: error: --dataset /no/such/folder: it must be an existing folder"),
+    (["--dataset", "imagenet"], "refvit train: error: --dataset imagenet: it must be digits or shapes"),
     (["--epochs", "0"], "refvit train: error: '--epochs' must be an integer >= 1; got 0"),
     (["--lr", "-1"], "refvit train: error: '--lr' must be a number > 0.0; got -1.0"),
     (["--backend", "tpu"], "refvit train: error: '--backend' must be one of numpy, cpu, cuda; got 'tpu'"),

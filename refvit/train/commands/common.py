@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 from refvit.errors import UserError
 
@@ -120,3 +121,16 @@ def _arguments(kwargs):
 
 def parameter_count(model):
     return int(sum(p.size for p in model.parameters()))
+
+
+def load_dataset_flag(command, name, **kwargs):
+    """:func:`refvit.data.load_dataset` for the ``--dataset`` flag: its errors name the flag and the value given,
+    not the library function and its argument (``refvit train: error: --dataset /x: /x does not exist``)."""
+    from refvit.data import load_dataset
+
+    try:
+        return load_dataset(name, **kwargs)
+    except UserError as error:
+        message = re.sub(r"^(load_dataset|load_npz_folder): ", "", str(error))
+        message = re.sub(r"^'(path|dataset)' must", "it must", message)
+        raise UserError(f"{command}: --dataset {name}: {message}") from None

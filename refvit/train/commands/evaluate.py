@@ -17,10 +17,10 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
-    from refvit.data import DataLoader, Normalize, load_dataset
+    from refvit.data import DataLoader, Normalize
     from refvit.errors import UserError
     from refvit.train.checkpoint import load_training_checkpoint
-    from refvit.train.commands.common import check_backend, check_number, model_from_checkpoint
+    from refvit.train.commands.common import check_backend, check_number, load_dataset_flag, model_from_checkpoint
     from refvit.train.loop import evaluate
 
     check_number(COMMAND, "--batch-size", args.batch_size, 1, integer=True)
@@ -34,8 +34,8 @@ def run_from_args(args):
     dataset_name = args.dataset or info["dataset"]
     img_size = model_kwargs["img_size"]
     named = dataset_name in ("digits", "shapes")
-    dataset = load_dataset(dataset_name, size=img_size if isinstance(img_size, int) else img_size[0]) if named \
-        else load_dataset(dataset_name)
+    size = {"size": img_size if isinstance(img_size, int) else img_size[0]} if named else {}
+    dataset = load_dataset_flag(COMMAND, dataset_name, **size)
     if dataset.test_images.shape[-1] != len(mean):
         raise UserError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; --dataset "
                         f"{dataset_name} has {dataset.test_images.shape[-1]}")

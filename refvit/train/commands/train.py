@@ -227,15 +227,15 @@ def _initial_weights(args):
 
 
 def _train(args, init=None):
-    from refvit.data import load_dataset, make_loaders
+    from refvit.data import make_loaders
     from refvit.models import model_info
     from refvit.nn import random as nn_random
     from refvit.optim import AdamW, CosineWarmupSchedule, param_groups_weight_decay
-    from refvit.train.commands.common import build_model
+    from refvit.train.commands.common import build_model, load_dataset_flag
     from refvit.train.loop import fit
 
     named = args.dataset in ("digits", "shapes")
-    dataset = load_dataset(args.dataset, size=model_info(args.model).img_size) if named else load_dataset(args.dataset)
+    dataset = load_dataset_flag(COMMAND, args.dataset, **({"size": model_info(args.model).img_size} if named else {}))
     height, width = dataset.train_images.shape[1:3]
     img_size = height if height == width else (height, width)
     model_kwargs = {"num_classes": dataset.num_classes, "img_size": img_size}
