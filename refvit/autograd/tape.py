@@ -12,6 +12,15 @@ Reverse
     output gradients (zeros for an output that received none) go through the op's own
     ``backward``, which returns one gradient per differentiable input.
 
+Versions
+    When it records a node, :func:`apply` also notes the version counter and version of
+    every ``Tensor`` (an input, or an output) whose array the op's cache holds: the
+    cache keeps references, not copies, so changing one of those arrays before the
+    backward would change the gradients. When the backward reaches the node it raises
+    ``RuntimeError`` naming the op, the tensor and both versions if any of them changed
+    (see ``_version`` in :mod:`refvit.autograd.tensor`). Outputs that are views of an
+    input (structural ops) share that input's counter.
+
 Accumulate
     A tensor used by several ops receives the sum of their gradients; a leaf tensor
     that requires a gradient adds it to ``.grad`` (which also sums over several
@@ -38,11 +47,16 @@ class Node:
     ``parents[i]`` belongs to ``op.DIFFERENTIABLE[i]``: ``None`` (a constant, or an
     input that needs no gradient), a ``Tensor``, or a tuple of ``Tensor``/``None`` for
     an input that is a sequence of arrays (``concatenate``).
+
+    ``saved`` lists ``(counter, version, what, shape)`` for each tensor whose array the
+    cache holds (``what``: the argument's name, ``(name, i)`` in a sequence, or the
+    output's index).
     """
 
-    __slots__ = ("name", "input_names", "backward_fn", "cache", "parents", "output_specs", "multi_output", "freed")
+    __slots__ = ("name", "input_names", "backward_fn", "cache", "parents", "output_specs", "multi_output", "freed",
+                 "saved")
 
-    def __init__(self, name, input_names, backward_fn, cache, parents, output_specs, multi_output):
+    def __init__(self, name, input_names, backward_fn, cache, parents, output_specs, multi_output, saved=()):
         self.name = name
         self.input_names = input_names
         self.backward_fn = backward_fn
@@ -51,6 +65,23 @@ class Node:
         self.output_specs = output_specs
         self.multi_output = multi_output
         self.freed = False
+        self.saved = saved
+
+    def check_versions(self):
+        """Raise ``RuntimeError`` if a tensor the cache holds was changed in place since the forward."""
+        for counter, version, what, shape in self.saved:
+            if counter.value != version:
+                if isinstance(what, str):
+                    what = f"input '{what}'"
+                elif isinstance(what, tuple):
+                    what = f"input '{what[0]}[{what[1]}]'"
+                else:
+                    what = f"output {what}" if self.multi_output else "its output"
+                raise RuntimeError(
+                    f"autograd: a Tensor needed for the gradient of {self.name} ({what}, shape {shape}) was "
+                    f"modified in place after the forward (version {version} -> {counter.value}); compute the "
+                    "gradient before changing it, or change a copy"
+                )
 
     def parent_nodes(self):
         for tensor in _flat_parents(self.parents):
@@ -105,6 +136,62 @@ def _host(a):
     return np.asarray(a)
 
 
+def _memory(array):
+    """The object that owns ``array``'s memory (``array`` itself, or the base of a view)."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array
+
+
+def _cached_memory(cache, found, depth=0):
+    """Add to ``found`` the ``id`` of the memory of each non-empty NumPy array ``cache`` holds
+    (in tuples, lists and dicts, a few levels deep)."""
+    for item in cache.values() if isinstance(cache, dict) else cache:
+        if isinstance(item, np.ndarray):
+            if item.size:
+                found.add(id(_memory(item)))
+        elif depth < 2 and isinstance(item, (tuple, list, dict)):
+            _cached_memory(item, found, depth + 1)
+    return found
+
+
+def _saved_versions(arguments, cache, outputs):
+    """``(counter, version, what, shape)`` of each argument and output ``Tensor`` whose memory ``cache`` holds.
+
+    Arrays are matched by the memory they view, so a slice of a saved array counts as
+    saved (a conservative test: a view of another part of the same memory counts too).
+    ``what`` is an argument name, ``(name, i)`` for the ``i``-th of a sequence, or an
+    output's index.
+    """
+    held = _cached_memory(cache if isinstance(cache, (tuple, list, dict)) else (cache,), set())
+    if not held:
+        return ()
+    saved = []
+    for name, value in arguments.items():
+        if isinstance(value, _tensor.Tensor):
+            if id(_memory(value._data)) in held:
+                saved.append((value._version_counter, value._version_counter.value, name, value._data.shape))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if isinstance(v, _tensor.Tensor) and id(_memory(v._data)) in held:
+                    saved.append((v._version_counter, v._version_counter.value, (name, i), v._data.shape))
+    for index, tensor in enumerate(outputs):
+        if id(_memory(tensor._data)) in held:
+            saved.append((tensor._version_counter, tensor._version_counter.value, index, tensor._data.shape))
+    return tuple(saved)
+
+
+def _view_counter(array, inputs):
+    """The version counter of the input ``Tensor`` whose memory ``array`` views, or ``None``."""
+    if array.base is None:
+        return None
+    memory = _memory(array)
+    for tensor in inputs:
+        if _memory(tensor.data) is memory:
+            return tensor._version_counter
+    return None
+
+
 def apply(op, *args, **kwargs):
     """Call ``op.forward(*args, **kwargs)`` on the arrays inside ``Tensor`` arguments; record it.
 
@@ -116,18 +203,24 @@ def apply(op, *args, **kwargs):
     """
     bound = _signature(op).bind(*args, **kwargs)
     parents = tuple(_parent_of(bound.arguments.get(name)) for name in op.DIFFERENTIABLE)
-    for name, value in bound.arguments.items():
+    arguments = dict(bound.arguments)
+    for name, value in arguments.items():
         bound.arguments[name] = _unwrap(value)
     out, cache = op.forward(*bound.args, **bound.kwargs)
 
     multi_output = isinstance(out, tuple)
     arrays = tuple(_host(o) for o in out) if multi_output else (_host(out),)
+    inputs = [t for v in arguments.values() for t in (v if isinstance(v, (list, tuple)) else (v,))
+              if isinstance(t, _tensor.Tensor)]
+    counters = [_view_counter(a, inputs) for a in arrays]
     record = is_grad_enabled() and any(p is not None for p in parents)
-    node = None
-    if record:
-        specs = tuple((a.shape, a.dtype) for a in arrays)
-        node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, parents, specs, multi_output)
-    outputs = tuple(_tensor.Tensor._from_op(a, node, i) for i, a in enumerate(arrays))
+    if not record:
+        outputs = tuple(_tensor.Tensor._from_op(a, None, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
+        return outputs if multi_output else outputs[0]
+    specs = tuple((a.shape, a.dtype) for a in arrays)
+    node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, parents, specs, multi_output)
+    outputs = tuple(_tensor.Tensor._from_op(a, node, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
+    node.saved = _saved_versions(arguments, cache, outputs)
     return outputs if multi_output else outputs[0]
 
 
@@ -179,6 +272,7 @@ def run_backward(root, grad, retain_graph=False):
                 f"autograd: the graph through '{node.name}' was freed by an earlier backward; "
                 "call backward(..., retain_graph=True) to go through it more than once"
             )
+        node.check_versions()
         douts = [np.zeros(shape, dtype) if d is None else d for d, (shape, dtype) in zip(douts, node.output_specs)]
         grads = node.backward_fn(tuple(douts) if node.multi_output else douts[0], node.cache)
         if len(grads) != len(node.parents):

@@ -9,6 +9,18 @@ gradient collect it in ``.grad``, summed over calls as in PyTorch.
 The arithmetic sugar is backed by ops only: ``+`` is ``ops.add``, ``*`` is ``ops.mul``,
 ``-x`` and ``a - b`` multiply by ``-1``, ``x / c`` multiplies by ``1/c`` for a constant
 ``c``, ``x @ w`` is ``ops.linear(x, w.T)`` for a 2-D ``w``, ``sum``/``mean`` use ``ops.mean``.
+
+Versions
+    Every tensor has a version counter (``_version``, as in PyTorch) that goes up by one
+    at each in-place change made through refvit: an augmented assignment to ``data``
+    (``t.data -= step``, what the optimisers do) or :meth:`Tensor._bump_version`.
+    Tensors that share an array (``detach``, ``Tensor(t)``, and ``reshape``, ``permute``,
+    sliced ``getitem`` or ``split`` whenever they return a view) share one counter. The tape records
+    the versions of the tensors an op's cache holds and refuses to run that op's
+    backward once any of them has changed (see :mod:`refvit.autograd.tape`). Assigning
+    a *new* array to ``data`` leaves the arrays already saved untouched, so it starts a
+    fresh counter (at the same value) instead. Writing into the array itself
+    (``t.data[...] = 0``, ``np.copyto(t.data, ...)``) cannot be seen.
 """
 from __future__ import annotations
 
@@ -34,34 +46,75 @@ def _as_float_array(data):
     return array
 
 
+class _Version:
+    """A version number that tensors sharing one array share."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value=0):
+        self.value = value
+
+
 class Tensor:
     """A NumPy array with an optional gradient and a link to the op that made it.
 
     Attributes: ``data`` (the array), ``grad`` (``None`` or an array of ``data``'s
     shape and dtype), ``requires_grad``, and read-only ``shape``, ``dtype``, ``ndim``,
-    ``size``, ``is_leaf``.
+    ``size``, ``is_leaf``, ``_version``.
     """
 
     __array_ufunc__ = None  # ``ndarray + Tensor`` defers to Tensor.__radd__ (recorded), not a NumPy loop
 
     def __init__(self, data, requires_grad=False):
+        counter = None
         if isinstance(data, Tensor):
-            data = data.data
-        self.data = _as_float_array(data)
+            source = data
+            data = _as_float_array(source._data)
+            if data is source._data:
+                counter = source._version_counter  # same array: same counter, as a view in PyTorch
+        else:
+            data = _as_float_array(data)
+        self._data = data
+        self._version_counter = _Version() if counter is None else counter
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._node = None
         self._output_index = 0
 
     @classmethod
-    def _from_op(cls, array, node, index):
+    def _from_op(cls, array, node, index, counter=None):
         tensor = cls.__new__(cls)
-        tensor.data = array
+        tensor._data = array
+        tensor._version_counter = _Version() if counter is None else counter
         tensor.requires_grad = node is not None
         tensor.grad = None
         tensor._node = node
         tensor._output_index = index
         return tensor
+
+    # ---- the array and its version
+    @property
+    def data(self):
+        """The array. ``t.data op= x`` changes it in place and bumps ``_version``; assigning
+        another array replaces it (arrays an op saved earlier keep their values)."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if value is self._data:  # ``t.data -= x``: NumPy changed the array in place, then assigns it back
+            self._version_counter.value += 1
+            return
+        self._data = value
+        self._version_counter = _Version(self._version_counter.value)
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's array has had through refvit."""
+        return self._version_counter.value
+
+    def _bump_version(self):
+        """Record an in-place change of ``data`` made by writing into the array directly."""
+        self._version_counter.value += 1
 
     # ---- array facts
     @property
@@ -107,8 +160,8 @@ class Tensor:
         return self.data.item()
 
     def detach(self):
-        """A new leaf tensor sharing ``data``, with no history and no gradient."""
-        return Tensor(self.data)
+        """A new leaf tensor sharing ``data`` (and its version counter), with no history and no gradient."""
+        return Tensor(self)
 
     def __repr__(self):
         extras = ""

@@ -2,7 +2,10 @@
 
 A subclass gives its hyper-parameter ``defaults`` and writes ``_update(parameter, grad,
 state, group)``, which changes ``parameter.data`` in place. Parameters whose ``grad`` is
-``None`` are skipped, as in PyTorch.
+``None`` are skipped, as in PyTorch. ``step`` bumps the version of every parameter it
+updates, so a graph recorded before the step and still holding a parameter refuses its
+backward (see ``docs/autograd.md``, "In-place changes") instead of giving gradients of
+values that no longer exist.
 
 ``params`` is an iterable of :class:`~refvit.nn.Parameter` (e.g. ``model.parameters()``)
 or a list of dicts, each with ``"params"`` and any hyper-parameters that override the
@@ -88,6 +91,7 @@ class Optimizer:
                                      f"got {grad.shape}")
                 state = self.state.setdefault(id(parameter), {})
                 self._update(parameter, grad.astype(parameter.data.dtype, copy=False), state, group)
+                parameter._bump_version()
 
     def _update(self, parameter, grad, state, group):
         raise NotImplementedError

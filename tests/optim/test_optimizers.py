@@ -163,3 +163,16 @@ def test_matches_torch_optim(kind, kwargs):
         optimizer.step()
         reference.step()
     np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda p: SGD(p, lr=0.1), lambda p: SGD(p, lr=0.1, momentum=0.9),
+                                            lambda p: AdamW(p, lr=0.1)], ids=["SGD", "SGD-momentum", "AdamW"])
+def test_step_bumps_the_version_of_updated_parameters_only(make_optimizer):
+    updated, skipped = Parameter(np.ones(3)), Parameter(np.ones(2))
+    optimizer = make_optimizer([updated, skipped])
+    updated.grad = np.full(3, 0.5)
+    optimizer.step()
+    assert updated._version > 0 and skipped._version == 0
+    before = updated._version
+    optimizer.step()
+    assert updated._version > before
