@@ -210,7 +210,7 @@ def _run_in_folder(args):
                   f"{resume_command(args.out)}", file=sys.stderr)
         else:
             print("refvit train: interrupted before the first epoch finished; nothing was saved", file=sys.stderr)
-        raise
+        return 130  # the status of a run stopped by Ctrl-C; the line above says what was kept
 
 
 def _initial_weights(args):
