@@ -57,6 +57,9 @@ def load_into(module, expected, given, strict=True):
         if problems:
             parts.append("mis-shaped keys: " + "; ".join(problems))
         raise ValueError(f"load_state_dict: 'state_dict' does not fit {type(module).__name__}: " + ". ".join(parts))
+    parameters = dict(module.named_parameters())
     for key, value in values.items():
         np.copyto(expected[key], value, casting="unsafe")
+        if key in parameters:  # written in place: a graph that saved this parameter sees a new version
+            parameters[key]._bump_version()
     return IncompatibleKeys(missing, unexpected)

@@ -157,3 +157,12 @@ def test_nothing_is_checked_under_no_grad():
         y = apply(ops.softmax, x, axis=-1)
     x.data += 1.0
     assert y._node is None
+
+
+def test_loading_weights_between_forward_and_backward_is_detected():
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(3, 2)
+    out = layer(Tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True))
+    layer.load_state_dict({k: np.ones_like(v) for k, v in layer.state_dict().items()})
+    with pytest.raises(RuntimeError, match="linear .* modified in place"):
+        out.backward(np.ones((4, 2), np.float32))
