@@ -68,20 +68,31 @@ class Node:
         self.saved = saved
 
     def check_versions(self):
-        """Raise ``RuntimeError`` if a tensor the cache holds was changed in place since the forward."""
-        for counter, version, what, shape in self.saved:
-            if counter.value != version:
-                if isinstance(what, str):
-                    what = f"input '{what}'"
-                elif isinstance(what, tuple):
-                    what = f"input '{what[0]}[{what[1]}]'"
-                else:
-                    what = f"output {what}" if self.multi_output else "its output"
-                raise RuntimeError(
-                    f"autograd: a Tensor needed for the gradient of {self.name} ({what}, shape {shape}) was "
-                    f"modified in place after the forward (version {version} -> {counter.value}); compute the "
-                    "gradient before changing it, or change a copy"
-                )
+        """Raise ``RuntimeError`` if a tensor the cache holds was changed in place since the forward.
+
+        The versions of every ``Tensor`` argument and output were noted when the op ran; only a tensor
+        whose version moved is then looked for among the arrays the cache holds (that search is the
+        expensive part, and it is needed only when something changed)."""
+        held = None
+        for counter, version, what, shape, memory in self.saved:
+            if counter.value == version:
+                continue
+            if held is None:
+                cache = self.cache
+                held = _cached_memory(cache if isinstance(cache, (tuple, list, dict)) else (cache,), set())
+            if memory not in held:
+                continue  # changed, but the backward does not read it (add, mean, reshape keep only shapes)
+            if isinstance(what, str):
+                what = f"input '{what}'"
+            elif isinstance(what, tuple):
+                what = f"input '{what[0]}[{what[1]}]'"
+            else:
+                what = f"output {what}" if self.multi_output else "its output"
+            raise RuntimeError(
+                f"autograd: a Tensor needed for the gradient of {self.name} ({what}, shape {shape}) was "
+                f"modified in place after the forward (version {version} -> {counter.value}); compute the "
+                "gradient before changing it, or change a copy"
+            )
 
     def parent_nodes(self):
         for tensor in _flat_parents(self.parents):
@@ -155,30 +166,28 @@ def _cached_memory(cache, found, depth=0):
     return found
 
 
-def _saved_versions(arguments, cache, outputs):
-    """``(counter, version, what, shape)`` of each argument and output ``Tensor`` whose memory ``cache`` holds.
+def _saved_versions(arguments, outputs):
+    """``(counter, version, what, shape, memory)`` of each argument and output ``Tensor``: its version when
+    the op ran and the ``id`` of the memory it views, for :meth:`Node.check_versions`.
 
-    Arrays are matched by the memory they view, so a slice of a saved array counts as
-    saved (a conservative test: a view of another part of the same memory counts too).
-    ``what`` is an argument name, ``(name, i)`` for the ``i``-th of a sequence, or an
-    output's index.
+    Arrays are matched by the memory they view, so a slice of a saved array counts as saved (a
+    conservative test: a view of another part of the same memory counts too). An ``id`` found among
+    the cache's arrays is that very object: both were alive when the op ran. ``what`` is an argument
+    name, ``(name, i)`` for the ``i``-th of a sequence, or an output's index.
     """
-    held = _cached_memory(cache if isinstance(cache, (tuple, list, dict)) else (cache,), set())
-    if not held:
-        return ()
     saved = []
     for name, value in arguments.items():
         if isinstance(value, _tensor.Tensor):
-            if id(_memory(value._data)) in held:
-                saved.append((value._version_counter, value._version_counter.value, name, value._data.shape))
+            saved.append(_note(value, name))
         elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                if isinstance(v, _tensor.Tensor) and id(_memory(v._data)) in held:
-                    saved.append((v._version_counter, v._version_counter.value, (name, i), v._data.shape))
-    for index, tensor in enumerate(outputs):
-        if id(_memory(tensor._data)) in held:
-            saved.append((tensor._version_counter, tensor._version_counter.value, index, tensor._data.shape))
+            saved.extend(_note(v, (name, i)) for i, v in enumerate(value) if isinstance(v, _tensor.Tensor))
+    saved.extend(_note(tensor, index) for index, tensor in enumerate(outputs))
     return tuple(saved)
+
+
+def _note(tensor, what):
+    counter = tensor._version_counter
+    return counter, counter.value, what, tensor._data.shape, id(_memory(tensor._data))
 
 
 def _view_counter(array, inputs):
@@ -220,7 +229,7 @@ def apply(op, *args, **kwargs):
     specs = tuple((a.shape, a.dtype) for a in arrays)
     node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, parents, specs, multi_output)
     outputs = tuple(_tensor.Tensor._from_op(a, node, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
-    node.saved = _saved_versions(arguments, cache, outputs)
+    node.saved = _saved_versions(arguments, outputs)
     return outputs if multi_output else outputs[0]
 
 

@@ -48,8 +48,8 @@ _OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
 class _OpenBLAS:
     """One loaded OpenBLAS library, reached through ``ctypes`` (``set_num_threads``/``get_num_threads``)."""
 
-    def __init__(self, setter, getter):
-        self._set, self._get = setter, getter
+    def __init__(self, setter, getter, filepath):
+        self._set, self._get, self.filepath = setter, getter, filepath
 
     def get_num_threads(self):
         return self._get()
@@ -68,17 +68,32 @@ def _loaded_openblas_from_maps(maps_path="/proc/self/maps"):
     found = []
     for path in sorted(paths):
         try:
-            library = ctypes.CDLL(path)
+            handle = _openblas_handle(ctypes.CDLL(path), path)
         except OSError:
             continue
-        for name in _OPENBLAS_SETTERS:
-            getter_name = name.replace("_set_", "_get_")
-            if hasattr(library, name) and hasattr(library, getter_name):
-                setter, getter = getattr(library, name), getattr(library, getter_name)
-                setter.argtypes, setter.restype, getter.argtypes, getter.restype = [ctypes.c_int], None, [], ctypes.c_int
-                found.append(_OpenBLAS(setter, getter))
-                break
+        if handle is not None:
+            found.append(handle)
     return found
+
+
+def _openblas_handle(library, filepath):
+    """An :class:`_OpenBLAS` for a loaded OpenBLAS ``ctypes`` library, or ``None`` if it has no thread setter."""
+    for name in _OPENBLAS_SETTERS:
+        getter_name = name.replace("_set_", "_get_")
+        if hasattr(library, name) and hasattr(library, getter_name):
+            setter, getter = getattr(library, name), getattr(library, getter_name)
+            setter.argtypes, setter.restype, getter.argtypes, getter.restype = [ctypes.c_int], None, [], ctypes.c_int
+            return _OpenBLAS(setter, getter, filepath)
+    return None
+
+
+def _direct(controller):
+    """threadpoolctl's controller of an OpenBLAS with its own thread pool, as a direct :class:`_OpenBLAS`
+    handle: the same two C functions without the Python around each call (about 1 us a call, and the
+    thread rule makes four per library per kernel call). Other libraries keep their controller."""
+    if controller.internal_api != "openblas" or getattr(controller, "threading_layer", None) == "openmp":
+        return controller
+    return _openblas_handle(controller.dynlib, controller.filepath) or controller
 
 
 def _loaded_blas():
@@ -95,7 +110,7 @@ def _loaded_blas():
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return _loaded_openblas_from_maps()
-    return [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    return [_direct(lib) for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
 
 
 _blas = None
@@ -117,20 +132,31 @@ def largest_size(args):
 
 
 def run_with_threads(fn, args, kwargs, numba_threads):
-    """``fn(*args, **kwargs)`` with BLAS on one thread and Numba on ``numba_threads`` (``None``: unchanged)."""
+    """``fn(*args, **kwargs)`` with BLAS on one thread and Numba on ``numba_threads`` (``None``: unchanged).
+
+    Only what must change is set, and only that is restored: a call costs a few microseconds, and
+    a training step makes hundreds of them."""
     libraries = _blas_libraries()
-    blas_before = [lib.get_num_threads() for lib in libraries]
-    numba_before = numba.get_num_threads()
+    changed = []
+    numba_before = None
     try:
         for lib in libraries:
-            lib.set_num_threads(1)
+            before = lib.get_num_threads()
+            if before != 1:
+                lib.set_num_threads(1)
+                changed.append((lib, before))
         if numba_threads is not None:
-            numba.set_num_threads(min(numba_threads, numba_before))
+            numba_before = numba.get_num_threads()
+            if numba_threads < numba_before:
+                numba.set_num_threads(numba_threads)
+            else:
+                numba_before = None
         return fn(*args, **kwargs)
     finally:
-        numba.set_num_threads(numba_before)
-        for lib, n in zip(libraries, blas_before):
-            lib.set_num_threads(n)
+        if numba_before is not None:
+            numba.set_num_threads(numba_before)
+        for lib, before in changed:
+            lib.set_num_threads(before)
 
 
 def run_as_kernel_entry(fn, args, kwargs=None):
