@@ -79,9 +79,9 @@ def world(tmp_path, tiny_registered, capsys):
     return {"root": tmp_path, "data": data, "run": run, "bad": bad}
 
 
-def _train_argv(data, out, **flags):
-    argv = ["train", "--model", TINY, "--dataset", str(data), "--epochs", "1", "--limit-batches", "1",
-            "--batch-size", "4", "--out", str(out), "--quiet"]
+def _with_flags(argv, flags):
+    """``argv`` with each flag of ``flags`` (``batch_size`` -> ``--batch-size``) set: replaced if present, else added."""
+    argv = list(argv)
     for option, value in flags.items():
         option = "--" + option.replace("_", "-")
         if option in argv:
@@ -89,17 +89,15 @@ def _train_argv(data, out, **flags):
         else:
             argv += [option, value]
     return argv
+
+
+def _train_argv(data, out, **flags):
+    return _with_flags(["train", "--model", TINY, "--dataset", str(data), "--epochs", "1", "--limit-batches", "1",
+                        "--batch-size", "4", "--out", str(out), "--quiet"], flags)
 
 
 def _eval_argv(checkpoint, **flags):
-    argv = ["eval", "--checkpoint", str(checkpoint), "--limit-batches", "1", "--batch-size", "4"]
-    for option, value in flags.items():
-        option = "--" + option.replace("_", "-")
-        if option in argv:
-            argv[argv.index(option) + 1] = value
-        else:
-            argv += [option, value]
-    return argv
+    return _with_flags(["eval", "--checkpoint", str(checkpoint), "--limit-batches", "1", "--batch-size", "4"], flags)
 
 
 def _draw_case(rng, world):
