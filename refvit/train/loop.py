@@ -225,11 +225,13 @@ def fit(model, train_loader, test_loader, optimizer, schedule=None, *, epochs=1,
                                       or limit_batches < 1):
         raise ValueError(f"fit: 'limit_batches' must be an integer >= 1 or None; got {limit_batches!r}")
     with hold_output_folder(out_dir, option="out_dir"):
-        return _fit(model, train_loader, test_loader, optimizer, schedule, epochs, os.fspath(out_dir), backend,
-                    resume, limit_batches, clip_grad_norm, label_smoothing, model_name, info, progress, stream)
+        return _fit(model, train_loader, test_loader, optimizer, schedule, epochs=epochs, out_dir=os.fspath(out_dir),
+                    backend=backend, resume=resume, limit_batches=limit_batches, clip_grad_norm=clip_grad_norm,
+                    label_smoothing=label_smoothing, model_name=model_name, info=info, progress=progress,
+                    stream=stream)
 
 
-def _fit(model, train_loader, test_loader, optimizer, schedule, epochs, out_dir, backend, resume, limit_batches,
+def _fit(model, train_loader, test_loader, optimizer, schedule, *, epochs, out_dir, backend, resume, limit_batches,
          clip_grad_norm, label_smoothing, model_name, info, progress, stream):
     path = os.path.join(out_dir, CHECKPOINT_NAME)
     train_batches = _batch_count(train_loader, limit_batches)
