@@ -9,6 +9,7 @@ and returns it. Values are drawn in float64 and cast to the array's dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -17,11 +18,29 @@ from scipy.special import ndtr, ndtri
 from refvit.nn import random
 
 
+_shapes_only = False
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build modules without drawing their initial values (arrays keep the zeros they were made with,
+    and the random stream is not advanced): for counting parameters or reading shapes, e.g. in
+    ``refvit models``. A model built inside it is not fit for training until weights are loaded."""
+    global _shapes_only
+    before, _shapes_only = _shapes_only, True
+    try:
+        yield
+    finally:
+        _shapes_only = before
+
+
 def _array(target):
     return target.data if hasattr(target, "data") and hasattr(target, "requires_grad") else target
 
 
 def _fill(target, values):
+    if _shapes_only:
+        return target
     array = _array(target)
     array[...] = values
     return target
@@ -52,17 +71,23 @@ def calculate_gain(nonlinearity, param=None):
 
 def uniform_(target, a=0.0, b=1.0):
     """Fill with :math:`U(a, b)`."""
+    if _shapes_only:
+        return target
     return _fill(target, random.generator().uniform(a, b, np.shape(_array(target))))
 
 
 def normal_(target, mean=0.0, std=1.0):
     """Fill with :math:`N(\\text{mean}, \\text{std}^2)`."""
+    if _shapes_only:
+        return target
     return _fill(target, mean + std * random.generator().standard_normal(np.shape(_array(target))))
 
 
 def trunc_normal_(target, mean=0.0, std=1.0, a=-2.0, b=2.0):
     """Fill with :math:`N(\\text{mean}, \\text{std}^2)` cut to ``[a, b]`` (absolute bounds, as in
     PyTorch and timm; models call it with ``std=.02``). Inverse-CDF sampling."""
+    if _shapes_only:
+        return target
     low, high = ndtr((a - mean) / std), ndtr((b - mean) / std)
     u = random.generator().uniform(low, high, np.shape(_array(target)))
     return _fill(target, np.clip(mean + std * ndtri(u), a, b))

@@ -97,3 +97,21 @@ def test_init_functions():
     assert np.abs(xavier).max() <= math.sqrt(6 / 30)
     with pytest.raises(ValueError, match="init: fan in"):
         init.kaiming_uniform_(np.empty(3))
+
+
+def test_shapes_only_builds_the_same_shapes_without_drawing():
+    """``refvit models`` counts parameters inside ``init.shapes_only()``: the shapes are the model's, no
+    value is drawn and the random stream is where it was."""
+    from refvit.models import create_model
+    from refvit.nn import random as nn_random
+    from refvit.nn.init import shapes_only
+
+    nn_random.seed(0)
+    drawn = create_model("nat_nano").state_dict()
+    nn_random.seed(0)
+    with shapes_only():
+        counted = create_model("nat_nano").state_dict()
+    again = create_model("nat_nano").state_dict()
+    assert {k: v.shape for k, v in counted.items()} == {k: v.shape for k, v in drawn.items()}
+    assert all(np.array_equal(again[k], drawn[k]) for k in drawn)  # the stream did not move
+    assert not np.any(counted["head.weight"])

@@ -10,8 +10,10 @@ def add_arguments(parser):
 
 
 def rows(family=None, nano=False):
-    """``(name, family, parameters, input size, description)`` per model, building each to count."""
+    """``(name, family, parameters, input size, description)`` per model, building each to count (shapes only:
+    no initial values are drawn, which took most of the time)."""
     from refvit.models import list_models, model_info
+    from refvit.nn.init import shapes_only
     from refvit.train.commands.common import build_model, parameter_count
 
     out = []
@@ -19,7 +21,9 @@ def rows(family=None, nano=False):
         if nano and not name.endswith("_nano"):
             continue
         info = model_info(name)
-        out.append((name, info.family, parameter_count(build_model(name)), info.img_size, info.description))
+        with shapes_only():
+            count = parameter_count(build_model(name))
+        out.append((name, info.family, count, info.img_size, info.description))
     return out
 
 
