@@ -23,8 +23,8 @@ _shapes_only = False
 
 @contextlib.contextmanager
 def shapes_only():
-    """Build modules without drawing their initial values (arrays keep the zeros they were made with,
-    and the random stream is not advanced): for counting parameters or reading shapes, e.g. in
+    """Build modules without drawing their initial values (arrays keep whatever they were allocated
+    with, possibly uninitialised memory, and the random stream is not advanced): for counting parameters or reading shapes, e.g. in
     ``refvit models``. A model built inside it is not fit for training until weights are loaded."""
     global _shapes_only
     before, _shapes_only = _shapes_only, True
