@@ -220,7 +220,7 @@ def main(argv=None):
     try:
         torch = importlib.import_module("torch")
     except ImportError:
-        print("cross_check: PyTorch is not installed (pip install torch); nothing to compare against", file=sys.stderr)
+        print("cross_check: PyTorch is not installed; install its CPU build (pip install 'refvit[torch]', see the README for the CPU wheel); nothing to compare against", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

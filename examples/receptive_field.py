@@ -10,11 +10,13 @@ input pixel whose gradient is nonzero belongs to the centre's receptive field. W
 * NA and DiNA alternating (DiNAT's layout, here ``1, d, 1, d, ...``): wider at the same cost;
 * dilations ``1, k, k^2, ...``: ``k^L``, exponential in depth.
 
-Run ``python examples/receptive_field.py --output receptive_field.png`` (needs matplotlib).
+Run ``python examples/receptive_field.py`` (needs matplotlib); the figure goes to ``runs/receptive_field.png``
+(``--output`` to change it).
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -90,8 +92,10 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--dilation", type=int, default=2, help="dilation of the DiNA layers in the NA + DiNA stack")
-    parser.add_argument("--output", default="receptive_field.png")
+    parser.add_argument("--output", default=os.path.join("runs", "receptive_field.png"),
+                        help="where to write the figure (default: runs/receptive_field.png, like the other examples)")
     args = parser.parse_args(argv)
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     for label, width in plot(args.output, args.layers, args.kernel_size, args.dilation).items():
         print(f"{label:28s} width {width}")
     print(f"saved {args.output}")

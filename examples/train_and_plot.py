@@ -10,6 +10,7 @@ Every option other than ``--out`` and ``--png`` is passed on to ``refvit train``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -42,6 +43,16 @@ def plot(rows, png, title):
     plt.close(figure)
 
 
+def run_title(out):
+    """The figure's title: the run's model and data set from its ``metrics.json``, else the folder's name."""
+    try:
+        with open(os.path.join(out, "metrics.json")) as file:
+            metrics = json.load(file)
+        return f"{metrics['model']} on {metrics['dataset']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return os.path.basename(os.path.normpath(out))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the run's folder (refvit train --out)")
@@ -55,7 +66,7 @@ def main(argv=None):
             return status
     rows = read_log(log)
     png = args.png or os.path.join(args.out, "curves.png")
-    plot(rows, png, title=os.path.basename(os.path.normpath(args.out)))
+    plot(rows, png, title=run_title(args.out))
     print(f"{len(rows)} epoch(s) plotted to {png}")
     return 0
 

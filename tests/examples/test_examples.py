@@ -134,3 +134,19 @@ def test_cross_check_without_torch_or_timm(cross_check, monkeypatch, capsys):
     assert cross_check.main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "PyTorch is not installed" in err
+
+
+def test_train_and_plot_titles_the_figure_with_the_model(tmp_path):
+    train_and_plot = load_example("train_and_plot")
+    out = tmp_path / "run"
+    assert train_and_plot.run_title(str(out)) == "run"  # no run yet: the folder's name
+    out.mkdir()
+    (out / "metrics.json").write_text('{"model": "smt_nano", "dataset": "digits"}')
+    assert train_and_plot.run_title(str(out)) == "smt_nano on digits"
+
+
+def test_receptive_field_writes_under_runs_by_default(tmp_path, monkeypatch):
+    receptive_field = load_example("receptive_field")
+    monkeypatch.chdir(tmp_path)
+    receptive_field.main(["--layers", "1"])
+    assert (tmp_path / "runs" / "receptive_field.png").is_file()
