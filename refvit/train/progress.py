@@ -5,6 +5,11 @@ On a terminal one line is redrawn in place (``\\r``); when stderr is a file or a
 and readable. Each line shows the batches done, the running loss and accuracy, the
 training throughput and an estimate of the time left in the epoch. With ``enabled=False``
 the bar is silent but :meth:`ProgressBar.message` lines (one per epoch) are still written.
+
+The first batch of a process compiles the Numba kernels it meets (seconds to minutes on a cold
+cache; they are cached on disk for later runs). Throughput and time left are therefore measured from
+the end of the first batch on, and a first batch that took longer than :data:`SLOW_FIRST_BATCH`
+seconds is named in a line of its own, so a slow start is not mistaken for a slow run.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ def format_seconds(seconds):
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+SLOW_FIRST_BATCH = 5.0  # seconds
 
 
 class ProgressBar:
@@ -32,21 +40,35 @@ class ProgressBar:
         self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.done, self.images = 0, 0
         self.start = time.perf_counter()
+        self.after_first = None  # (time, images) at the end of the first batch
         self.every = max(1, -(-self.total // 10))
         self.line_length = 0
 
     def update(self, images, loss, accuracy):
         self.done += 1
         self.images += images
+        if self.after_first is None:
+            now = time.perf_counter()
+            self.after_first = (now, self.images)
+            if self.enabled and now - self.start > SLOW_FIRST_BATCH:
+                self.message(f"{self.label}: the first batch took {format_seconds(now - self.start)}, mostly "
+                             f"compiling the Numba kernels (cached on disk: later runs start at once)")
         if not self.enabled:
             return
         if self.interactive or self.done % self.every == 0 or self.done == self.total:
             self._write(self.describe(loss, accuracy))
 
     def describe(self, loss, accuracy):
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.images / elapsed
-        left = elapsed / self.done * (self.total - self.done)
+        now = time.perf_counter()
+        if self.done >= 2 and self.after_first is not None:  # from the end of the first batch (see above)
+            since, images_then = self.after_first
+            elapsed = max(now - since, 1e-9)
+            rate = (self.images - images_then) / elapsed
+            left = elapsed / (self.done - 1) * (self.total - self.done)
+        else:
+            elapsed = max(now - self.start, 1e-9)
+            rate = self.images / elapsed
+            left = elapsed / self.done * (self.total - self.done)
         filled = self.WIDTH * self.done // max(self.total, 1)
         bar = "#" * filled + "." * (self.WIDTH - filled)
         return (f"{self.label} [{bar}] {self.done}/{self.total} batches  loss {loss:.4f}  "

@@ -56,3 +56,17 @@ def test_helpers():
     assert summary["model"] == "m" and summary["epochs"] == 2 and summary["test_accuracy"] == 0.4
     assert summary["best_test_accuracy"] == 0.6 and summary["images_per_second"] == 10.0
     assert summary["wall_seconds"] == 4.0
+
+
+def test_a_slow_first_batch_is_named_and_left_out_of_the_rate(monkeypatch):
+    from refvit.train import progress
+
+    clock = iter([0.0, 40.0, 40.0, 41.0])  # start; batch 1 ends (compiling) and is drawn; batch 2 is drawn
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = ProgressBar(3, "epoch 1/1", stream=stream)
+    bar.update(10, 1.0, 0.5)
+    bar.update(10, 1.0, 0.5)
+    lines = stream.getvalue().splitlines()
+    assert "the first batch took 0:40, mostly compiling the Numba kernels" in lines[0]
+    assert "10 img/s  0:01 left" in lines[-1]  # 10 images in the second second, not 20 in 41 s
