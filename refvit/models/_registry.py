@@ -97,8 +97,13 @@ def check_image_input(model, x, size=None, size_ok=None):
 SHARED_ARGUMENTS = ("num_classes", "in_chans", "img_size", "drop_rate", "attn_drop_rate", "drop_path_rate")
 
 
-def create_model(name: str, **kwargs):
+def create_model(name: str, pretrained=None, pretrained_ema=False, **kwargs):
     """Build a model by name: ``create_model("dinat_mini", num_classes=10, img_size=224)``.
+
+    ``pretrained``: a weights file (``.safetensors``, ``.npz``, ``.pth``/``.pt``/``.bin``)
+    loaded with :func:`refvit.models.load_weights` (``ema=pretrained_ema``); with another
+    ``num_classes`` than the file's, the head keeps its fresh initialisation and the rest is
+    loaded.
 
     The arguments all models share are checked first, so errors name the model: ``num_classes``
     must be an integer from 0 to ``MAX_NUM_CLASSES`` (100000), ``drop_path_rate`` in ``[0, 1)``, and
@@ -110,4 +115,8 @@ def create_model(name: str, **kwargs):
     model = info.constructor(**kwargs)
     if hasattr(model, "model_name"):
         model.model_name = name
+    if pretrained is not None:
+        from refvit.models.weights import load_weights
+
+        load_weights(model, pretrained, ema=pretrained_ema)
     return model
