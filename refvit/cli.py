@@ -30,6 +30,7 @@ COMMANDS = {
     "train": ("refvit.train.commands.train", "train a model on digits, shapes or .npz images (no PyTorch)"),
     "eval": ("refvit.train.commands.evaluate", "test accuracy of a checkpoint written by refvit train"),
     "models": ("refvit.train.commands.models", "the registered models: parameters and input size"),
+    "export": ("refvit.train.commands.export", "a checkpoint's weights as a .safetensors, .npz or .pth file"),
 }
 
 BUG_REPORT = ("this is a bug in refvit; please report it with the command line and the traceback above "

@@ -149,7 +149,8 @@ def test_new_num_classes_keeps_the_fresh_head(tmp_path, trained):
     np.testing.assert_array_equal(fresh.state_dict()["norm.weight"], trained.state_dict()["norm.weight"])
     with pytest.warns(UserWarning, match="2 file keys dropped"):
         headless = create_model("dinat_nano", num_classes=0, pretrained=str(tmp_path / "w.npz"))
-    np.testing.assert_array_equal(headless.state_dict()["norm.bias"], trained.state_dict()["norm.bias"].astype(np.float32))
+    expected = trained.state_dict()["norm.bias"].astype(np.float32)
+    np.testing.assert_array_equal(headless.state_dict()["norm.bias"], expected)
 
 
 def test_token_label_head_dropped_for_a_model_without_one(tmp_path):
@@ -212,13 +213,21 @@ def test_other_model_is_refused(tmp_path, trained):
 
 
 class Payload:
-    """A class torch's weights_only unpickler refuses."""
+    """Unpickling this creates the file ``marker``: what an unsafe load would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
 
 
 def test_pickle_bearing_pth_is_refused(tmp_path, trained):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
-    torch.save({"model": {"head.bias": torch.zeros(10)}, "args": Payload()}, path)
+    torch.save({"model": {"head.bias": torch.zeros(10)}, "args": Payload(marker)}, path)
     with pytest.raises(UserError, match="evil.pth was refused: .* never unpickles"):
         load_weights(create_model("dinat_nano"), path)
     assert not marker.exists()
