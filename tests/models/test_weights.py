@@ -121,6 +121,8 @@ def test_ema_copy_is_chosen_with_ema(tmp_path, trained, ema_key):
     model = create_model("dinat_nano", dtype=np.float64)
     load_weights(model, tmp_path / "e.pth", ema=True)
     _same_state(trained, model)
+    _same_state(trained, create_model("dinat_nano", dtype=np.float64, pretrained=str(tmp_path / "e.pth"),
+                                      pretrained_ema=True))
     load_weights(model, tmp_path / "e.pth")
     assert not np.any(model.state_dict()["head.weight"])
     torch.save({"model": plain}, tmp_path / "no_ema.pth")
@@ -160,6 +162,17 @@ def test_token_label_head_dropped_for_a_model_without_one(tmp_path):
     with pytest.warns(UserWarning, match="aux_head.weight"):
         result = load_weights(without, tmp_path / "d.safetensors")
     assert sorted(result.dropped_head) == ["aux_head.bias", "aux_head.weight"] and result.kept_head == []
+    save_weights(without, tmp_path / "no_aux.npz")
+    with pytest.warns(UserWarning, match="2 model keys left as initialised: aux_head.weight, aux_head.bias"):
+        result = load_weights(create_model("dualvit_nano", token_label=True), tmp_path / "no_aux.npz")
+    assert result.kept_head == ["aux_head.weight", "aux_head.bias"] and result.dropped_head == []
+
+
+def test_coatnet_new_head_keeps_only_the_classifier_fresh(tmp_path):
+    save_weights(create_model("coatnet_nano"), tmp_path / "c.npz")
+    with pytest.warns(UserWarning):
+        result = load_weights(create_model("coatnet_nano", num_classes=3), tmp_path / "c.npz")
+    assert result.kept_head == ["head.fc.weight", "head.fc.bias"]
 
 
 def test_same_head_loads_without_a_warning(tmp_path, trained):
