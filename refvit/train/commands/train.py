@@ -10,6 +10,14 @@ run (:data:`RUN_SETTINGS`) are read from the checkpoint; a flag given on the com
 must have the value the run was started with, else the command stops with the list of
 differences. So a resumed run is the same as one never stopped, and ``metrics.json``
 records the values the run really used. ``--backend`` and ``--quiet`` may differ.
+
+**Fine-tuning.** ``--init-from PATH`` starts a new run from a ``refvit train`` checkpoint or
+a weights file (:func:`refvit.models.load_weights`). With a data set of another number of
+classes the classifier head (the model's top-level modules named ``*head``) is left as
+initialised and the rest loaded. ``--freeze`` trains the head only (the backbone's
+parameters get no gradient and are in no optimiser group); ``--backbone-lr-scale F`` gives
+the backbone ``F`` times the head's learning rate (:func:`refvit.optim.param_groups_finetune`).
+Both are run settings. A data set with ``class_names`` has them saved in ``info["class_names"]``.
 """
 from __future__ import annotations
 
@@ -35,6 +43,8 @@ RUN_SETTINGS = {
     "--limit-batches": ("limit_batches", None),
     "--seed": ("seed", 0),
     "--init-from": ("init_from", None),
+    "--freeze": ("freeze", False),
+    "--backbone-lr-scale": ("backbone_lr_scale", 1.0),
 }
 
 
@@ -58,9 +68,14 @@ def add_arguments(parser):
     parser.add_argument("--limit-batches", type=int, help="at most N training and test batches per epoch")
     parser.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only the epoch lines")
-    parser.add_argument("--init-from", metavar="CHECKPOINT",
-                        help="start a new run from the weights of this checkpoint (a fresh optimiser and schedule); "
-                             "the way to extend a finished run")
+    parser.add_argument("--init-from", metavar="PATH",
+                        help="start a new run from these weights (a fresh optimiser and schedule): a checkpoint.npz of "
+                             "refvit train, or a weights file (.safetensors, .npz, .pth/.pt/.bin) for --model; a data "
+                             "set with another number of classes gets a new head. The way to extend a finished run")
+    parser.add_argument("--freeze", action="store_true", default=None,
+                        help="train only the classifier head; every other parameter keeps its value")
+    parser.add_argument("--backbone-lr-scale", type=float, metavar="F",
+                        help="the backbone's learning rate is F times the head's (default: 1)")
 
 
 def given_settings(args):
@@ -79,13 +94,17 @@ def _check_values(args):
                                              ("--warmup-epochs", 0.0, False, False),
                                              ("--label-smoothing", 0.0, False, False),
                                              ("--clip-grad", 0.0, False, True), ("--limit-batches", 1, True, False),
-                                             ("--seed", 0, True, False)):
+                                             ("--seed", 0, True, False),
+                                             ("--backbone-lr-scale", 0.0, False, True)):
         value = getattr(args, RUN_SETTINGS[flag][0])
         if value is not None:
             check_number(COMMAND, flag, value, minimum, integer=integer, strictly=strictly)
     if args.label_smoothing is not None and args.label_smoothing > 1:
         raise UserError(f"{COMMAND}: '--label-smoothing' must be in [0, 1]; got {args.label_smoothing}")
     check_backend(COMMAND, args.backend)
+    if args.freeze and args.backbone_lr_scale not in (None, 1.0):
+        raise UserError(f"{COMMAND}: '--backbone-lr-scale' has no effect with --freeze (the backbone is not "
+                        f"trained); give one of them")
     if getattr(args, "init_from", None) is not None and not os.path.isfile(args.init_from):
         raise UserError(f"--init-from {args.init_from} " + ("is a folder; give its checkpoint.npz" if
                                                             os.path.isdir(args.init_from) else "does not exist"))
@@ -213,24 +232,103 @@ def _run_in_folder(args):
         return 130  # the status of a run stopped by Ctrl-C; the line above says what was kept
 
 
+def _is_training_checkpoint(path):
+    """True when ``path`` is an ``.npz`` written by :func:`refvit.train.checkpoint.save_checkpoint` (it has ``__meta__``)."""
+    import zipfile
+
+    from refvit.train.checkpoint import META_KEY
+
+    if not path.lower().endswith(".npz"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return f"{META_KEY}.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return True  # unreadable: the checkpoint reader names the file and the damage
+
+
 def _initial_weights(args):
-    """The model weights of ``--init-from``; its model becomes ``--model`` (a different one given is an error)."""
+    """What ``--init-from`` holds: ``{"weights", "model_kwargs", "class_names"}`` for a checkpoint of refvit train,
+    whose model becomes ``--model`` (a different one given is an error), or ``{"file": path}`` for a weights file,
+    read into ``--model`` once it is built."""
     from refvit.train.checkpoint import load_training_checkpoint
 
+    if not _is_training_checkpoint(args.init_from):
+        return {"file": args.init_from}
     state = load_training_checkpoint(args.init_from)
     name = state["run"]["model"]
     if args.model != name and args.model_given:
         raise UserError(f"--init-from {args.init_from} holds {name} weights; this command gives --model "
                         f"{args.model}. Drop --model or give --model {name}")
     args.model = name
-    return state["model"], state["info"]["model_kwargs"]
+    return {"weights": state["model"], "model_kwargs": state["info"]["model_kwargs"],
+            "class_names": state["info"].get("class_names")}
+
+
+def _load_initial_weights(args, model, model_kwargs, init):
+    """Load ``init`` (:func:`_initial_weights`) into ``model``; a head of another size is left as initialised."""
+    import warnings
+
+    from refvit.models.weights import head_prefixes, load_weights
+    from refvit.train.commands.common import weights_mismatch
+
+    if "file" in init:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                load_weights(model, init["file"])
+            except UserError as error:
+                raise UserError(f"--init-from {init['file']}: {error} (is --model {args.model} the model these "
+                                f"weights are for?)") from None
+        for warning in caught:
+            if issubclass(warning.category, UserWarning) and "classifier head" in str(warning.message):
+                print(f"--init-from {init['file']}: a new head for {model_kwargs['num_classes']} classes; the "
+                      f"rest of the weights loaded")
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return
+    weights, saved_kwargs = dict(init["weights"]), dict(init["model_kwargs"])
+    others = {key: value for key, value in saved_kwargs.items() if key != "num_classes"}
+    if others != {key: value for key, value in model_kwargs.items() if key != "num_classes"}:
+        raise UserError(f"--init-from {args.init_from} holds weights for {saved_kwargs}; --dataset "
+                        f"{args.dataset} needs {model_kwargs} (the same image size and channels are needed)")
+    if saved_kwargs.get("num_classes") != model_kwargs["num_classes"]:
+        prefixes = head_prefixes(model)
+        expected = model.state_dict()
+        weights = {key: value for key, value in weights.items() if not key.startswith(prefixes)}
+        weights.update({key: value.copy() for key, value in expected.items() if key.startswith(prefixes)})
+        print(f"--init-from {args.init_from}: a new head for {model_kwargs['num_classes']} classes (the "
+              f"checkpoint's has {saved_kwargs.get('num_classes')}); the rest of the weights loaded")
+    mismatch = weights_mismatch(model, weights)
+    if mismatch is not None:
+        raise UserError(f"--init-from {args.init_from} does not fit {args.model}: its weights have {mismatch}")
+    model.load_state_dict(weights)
+
+
+def _optimizer_groups(args, model):
+    """The optimiser's parameter groups: the decay/no-decay split, and with ``--freeze`` or
+    ``--backbone-lr-scale`` the head and the backbone apart (a frozen backbone gets no gradient)."""
+    from refvit.models.weights import head_prefixes
+    from refvit.optim import param_groups_finetune, param_groups_weight_decay
+
+    if not args.freeze and args.backbone_lr_scale == 1.0:
+        return param_groups_weight_decay(model, args.weight_decay)
+    prefixes = head_prefixes(model)
+    if not prefixes:
+        raise UserError(f"--freeze and --backbone-lr-scale need a classifier head; {args.model} has none")
+    if args.freeze:
+        for name, parameter in model.named_parameters():
+            if not name.startswith(prefixes):
+                parameter.requires_grad = False  # no gradient is computed for it, and no update
+    return param_groups_finetune(model, args.weight_decay, args.lr, prefixes,
+                                 backbone_lr_scale=args.backbone_lr_scale, freeze_backbone=args.freeze)
 
 
 def _train(args, init=None):
     from refvit.data import make_loaders
     from refvit.models import model_info
     from refvit.nn import random as nn_random
-    from refvit.optim import AdamW, CosineWarmupSchedule, param_groups_weight_decay
+    from refvit.optim import AdamW, CosineWarmupSchedule
     from refvit.train.commands.common import build_model, load_dataset_flag
     from refvit.train.loop import fit
 
@@ -244,14 +342,10 @@ def _train(args, init=None):
     nn_random.seed(args.seed)
     model = build_model(args.model, **model_kwargs)
     if init is not None:
-        weights, saved_kwargs = init
-        if dict(saved_kwargs) != model_kwargs:
-            raise UserError(f"--init-from {args.init_from} holds weights for {saved_kwargs}; --dataset "
-                            f"{args.dataset} needs {model_kwargs} (the same classes and image size are needed)")
-        model.load_state_dict(weights)
+        _load_initial_weights(args, model, model_kwargs, init)
     train_loader, test_loader = make_loaders(dataset, args.batch_size, seed=args.seed)
     batches = len(train_loader) if args.limit_batches is None else min(len(train_loader), args.limit_batches)
-    optimizer = AdamW(param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
+    optimizer = AdamW(_optimizer_groups(args, model), lr=args.lr)
     total_steps = args.epochs * batches
     schedule = CosineWarmupSchedule(optimizer, total_steps, min(total_steps, round(args.warmup_epochs * batches)))
     settings = {attribute: getattr(args, attribute) for attribute, _ in RUN_SETTINGS.values()}
@@ -259,6 +353,9 @@ def _train(args, init=None):
             "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed,
             "label_smoothing": args.label_smoothing, "train_images": int(len(dataset.train_labels)),
             "test_images": int(len(dataset.test_labels)), "settings": settings}
+    class_names = getattr(dataset, "class_names", None)
+    if class_names is not None:  # index -> name, for eval and predict
+        info["class_names"] = [str(name) for name in class_names]
     metrics = fit(model, train_loader, test_loader, optimizer, schedule, epochs=args.epochs, out_dir=args.out,
                   backend=args.backend, resume=args.resume, limit_batches=args.limit_batches,
                   clip_grad_norm=args.clip_grad, label_smoothing=args.label_smoothing, model_name=args.model,
