@@ -131,6 +131,6 @@ def load_dataset_flag(command, name, **kwargs):
     try:
         return load_dataset(name, **kwargs)
     except UserError as error:
-        message = re.sub(r"^(load_dataset|load_npz_folder): ", "", str(error))
+        message = re.sub(r"^(load_dataset|load_npz_folder|load_image_folder): ", "", str(error))
         message = re.sub(r"^'(path|dataset)' must", "it must", message)
         raise UserError(f"{command}: --dataset {name}: {message}") from None
