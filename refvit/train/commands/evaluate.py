@@ -1,7 +1,9 @@
 """``refvit eval``: the test accuracy of a checkpoint written by ``refvit train``.
 
 The model is rebuilt from the name and constructor arguments saved in the checkpoint, and
-the test images are normalised with the training split's mean and std saved with it.
+the test images are normalised with the training split's mean and std saved with it. When
+the training data set had class names (an image folder's subfolders), a second line lists
+the class-index map with each class's number of test images.
 """
 from __future__ import annotations
 
@@ -43,4 +45,18 @@ def run_from_args(args):
     loss, accuracy, images = evaluate(model, loader, backend=args.backend, limit_batches=args.limit_batches)
     print(f"{name} (epoch {state['epoch']}) on {dataset_name}: test accuracy {100 * accuracy:.2f}% "
           f"({images} images), loss {loss:.4f}")
+    names = info.get("class_names")
+    if names is not None:
+        print(class_line(names, dataset.test_labels))
     return 0
+
+
+def class_line(names, labels, limit=20):
+    """``classes: 0 cat (12), 1 dog (10), ...``: the checkpoint's class-index map with each class's
+    test-image count (the first ``limit`` classes)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    shown = [f"{index} {name} ({counts[index]})" for index, name in enumerate(names[:limit])]
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"classes: {', '.join(shown)}{more}"
