@@ -106,6 +106,14 @@ def test_predict_png(named_run, tmp_path, capsys):
     assert cli.main(argv) == 0
     ranked = _printed_blocks(capsys.readouterr().out)[str(image)]
     assert len(ranked) == 2 and 0 < ranked[1][1] <= ranked[0][1] < 1
+    # at the model's size, a PNG and a .npy of the same pixels give the same prediction
+    pixels = (np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8)
+    _png(tmp_path / "same.png", pixels)
+    np.save(tmp_path / "same.npy", pixels)
+    assert cli.main(["predict", "--checkpoint", str(named_run), str(tmp_path / "same.png"),
+                     str(tmp_path / "same.npy"), "--backend", "numpy"]) == 0
+    blocks = _printed_blocks(capsys.readouterr().out)
+    assert blocks[str(tmp_path / "same.png")] == blocks[str(tmp_path / "same.npy")]
 
 
 @pytest.mark.parametrize("name, content, message", [

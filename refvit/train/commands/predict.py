@@ -1,12 +1,16 @@
 """``refvit predict``: the top-k classes of a ``refvit train`` model for images of your own.
 
-Each image is read (``.npy`` arrays ``(H, W, C)`` or ``(H, W)``; PNG and JPEG through Pillow,
-the ``images`` extra), brought to the model's channel count (grey is repeated into RGB, RGB
-becomes grey by the mean of its channels, an alpha channel is dropped), resized to the
-model's input size with **bilinear** interpolation (half-pixel centres, as PyTorch's
-``interpolate(..., mode="bilinear", align_corners=False)``), and normalised with the mean and
-std saved in the checkpoint. Integer pixels are divided by 255 as in training; float
-pixels are taken as they are (``[0, 1]``).
+Each image is brought to the model's channel count and input size, then normalised with
+the mean and std saved in the checkpoint:
+
+* PNG and JPEG, through Pillow (the ``images`` extra), exactly as an image folder is read for
+  training: ``convert("RGB")`` (or ``"L"`` for a 1-channel model; alpha dropped), resized with
+  Pillow's ``BILINEAR`` filter (anti-aliased when shrinking), divided by 255.
+* ``.npy`` arrays ``(H, W, C)`` or ``(H, W)``: integer pixels are divided by 255 (as for
+  ``.npz`` data sets), float pixels taken as they are; an alpha channel (the last of 2 or 4)
+  is dropped, grey is repeated into RGB, RGB becomes grey by the mean of its channels; then
+  **bilinear** resizing with half-pixel centres (PyTorch's ``interpolate(..., mode="bilinear",
+  align_corners=False)``, not anti-aliased).
 
 Output: one block per image, its file name, then ``k`` lines ``rank. class  probability``,
 with the class names saved in the checkpoint when the training data set had them.
@@ -47,7 +51,7 @@ def _read_npy(path):
     return array
 
 
-def _read_with_pillow(path):
+def _read_with_pillow(path, channels, height, width):
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -56,32 +60,37 @@ def _read_with_pillow(path):
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            array = np.asarray(image)
+            image = image.convert("L" if channels == 1 else "RGB")
+            array = np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UserError(f"{COMMAND}: {path} is not a readable image: {' '.join(str(error).split())}") from None
-    return array[..., None] if array.ndim == 2 else array
+    if channels not in (1, 3):
+        raise UserError(f"{COMMAND}: {path}: the model takes {channels}-channel images; PNG and JPEG give 1 or 3")
+    return (array[..., None] if array.ndim == 2 else array) / np.float32(255.0)
 
 
-def read_image(path):
-    """``(H, W, C)`` float32 pixels of ``path``; integer pixels are divided by 255."""
+def read_image(path, channels, height, width):
+    """``(height, width, channels)`` float32 pixels of ``path``, before normalisation (module docstring)."""
     extension = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
         raise UserError(f"{COMMAND}: {path} " + ("is a folder" if os.path.isdir(path) else "does not exist"))
-    if extension == ".npy":
-        array = _read_npy(path)
-    elif extension in PILLOW_EXTENSIONS:
-        array = _read_with_pillow(path)
-    else:
+    if extension in PILLOW_EXTENSIONS:
+        return _read_with_pillow(path, channels, height, width)
+    if extension != ".npy":
         raise UserError(f"{COMMAND}: {path}: unknown image type {extension or '(none)'!r}; give .npy, .png, .jpg "
                         f"or .jpeg")
+    array = _read_npy(path)
     if array.dtype.kind in "ui":
-        return array.astype(np.float32) / np.float32(255.0)
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise UserError(f"{COMMAND}: {path} holds NaN or infinite pixels")
-    return array
+        array = array.astype(np.float32) / np.float32(255.0)
+    else:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise UserError(f"{COMMAND}: {path} holds NaN or infinite pixels")
+    try:
+        array = convert_channels(array, channels)
+    except ValueError:
+        raise UserError(f"{COMMAND}: {path} has {array.shape[-1]} channels; the model takes {channels}") from None
+    return resize_bilinear(array, height, width)
 
 
 def convert_channels(image, channels):
@@ -130,23 +139,16 @@ def run_from_args(args):
 
     check_number(COMMAND, "--top-k", args.top_k, 1, integer=True)
     check_backend(COMMAND, args.backend)
-    images = [read_image(path) for path in args.images]  # every file checked before the model is built
     state = load_training_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(COMMAND, args.checkpoint, state)
     info = state["info"]
     mean, std = np.asarray(info["mean"], np.float32), np.asarray(info["std"], np.float32)
     img_size = info["model_kwargs"]["img_size"]
     height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     names = info.get("class_names")
     num_classes = info["model_kwargs"]["num_classes"]
-    batch = []
-    for path, image in zip(args.images, images):
-        try:
-            image = convert_channels(image, len(mean))
-        except ValueError:
-            raise UserError(f"{COMMAND}: {path} has {image.shape[-1]} channels; the model takes {len(mean)}") from None
-        image = resize_bilinear(image, height, width)
-        batch.append((image - mean) / std)
+    # every file is read and checked before the model is built
+    batch = [(read_image(path, len(mean), height, width) - mean) / std for path in args.images]
+    model = model_from_checkpoint(COMMAND, args.checkpoint, state)
     model.eval()
     with use_backend(args.backend), no_grad():
         logits = model(np.stack(batch).astype(np.float32)).data
