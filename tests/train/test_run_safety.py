@@ -402,8 +402,11 @@ def test_init_from_errors(tiny_registered, tmp_path, capsys):
                                    str(tmp_path / "m")])
     assert line == (f"refvit train: error: --init-from {path} holds {TINY} weights; this command gives --model "
                     f"dinat_nano. Drop --model or give --model {TINY}")
-    line = one_line_error(capsys, ["train", "--init-from", path, "--dataset", "digits", "--limit-batches", "1",
+    data = tmp_path / "big"  # another image size is refused (another class count gets a new head)
+    data.mkdir()
+    np.savez(data / "a.npz", images=np.zeros((10, 32, 32, 3), np.float32), labels=np.arange(10) % 2)
+    line = one_line_error(capsys, ["train", "--init-from", path, "--dataset", str(data), "--limit-batches", "1",
                                    "--backend", "numpy", "--out", str(tmp_path / "d")])
     assert line.startswith(f"refvit train: error: --init-from {path} holds weights for "), line
-    assert "--dataset digits needs" in line
+    assert f"--dataset {data} needs" in line
     assert not (tmp_path / "n").exists() and not (tmp_path / "m").exists() and not (tmp_path / "d").exists()
