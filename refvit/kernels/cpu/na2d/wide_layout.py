@@ -18,12 +18,11 @@ Every loop below runs along ``t`` (or ``i``) from 0, so the compiler sees contig
 negative index and vectorises it; the channel or slot loops outside it keep a fixed summation order.
 A group's position in the image is given per axis as ``(offset, step)``.
 
-Numba's on-disk cache of the kernels in :mod:`refvit.kernels.cpu.na2d.wide` does not notice edits to
-these helpers: after changing them, delete ``na2d/__pycache__/wide.*.nb*``.
+Numba's on-disk cache of the kernels in :mod:`refvit.kernels.cpu.na2d.wide_kernels` does not notice edits
+to these helpers: after changing them, delete ``na2d/__pycache__/wide_kernels.*.nb*``.
 """
 from typing import NamedTuple
 
-import numpy as np
 from numba import njit, prange
 
 

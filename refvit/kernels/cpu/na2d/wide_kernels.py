@@ -1,0 +1,331 @@
+r"""The ``numba`` kernels of the ``wide`` path of ``na2d`` and the named tuples they take.
+
+:mod:`refvit.kernels.cpu.na2d.wide` lays the data out (one dilation group at a time) and calls these; the
+layouts and the vector loops are in :mod:`refvit.kernels.cpu.na2d.wide_layout`. See the former's docstring
+for the method: wide rows, tall columns, corners, and the backward's query and key passes.
+
+Numba's on-disk cache of these kernels does not notice edits to the helpers in ``wide_layout``: after
+changing those, delete this module's cache files (``__pycache__/wide_kernels.*.nb*``).
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from refvit.kernels.cpu.na2d import wide_layout as layout
+from refvit.kernels.cpu.vector_math import exp_shifted
+
+
+class RowWindows(NamedTuple):
+    """Per wide row ``i``: its first key row ``first[i]`` and the bias row of that key ``bias[i]``."""
+    first: np.ndarray
+    bias: np.ndarray
+
+
+class Lanes(NamedTuple):
+    """Where the lanes of a pass go: lane ``y`` of map ``m`` in row ``i`` is pixel
+    ``m*map_pixels + targets[i] + lane_pixels[y]`` of ``out (pixels, d)``; ``maps_per_task`` maps per task."""
+    targets: np.ndarray
+    lane_pixels: np.ndarray
+    map_pixels: int
+    maps_per_task: int
+
+
+class Slots(NamedTuple):
+    """The window of a pass: ``row_kernel`` key rows of ``lane_kernel`` keys; slot ``(u, w)`` is stored
+    at ``u*row_step + w*lane_step`` of a query's ``attn`` (``(kw, 1)`` for wide rows, ``(1, kw)`` for
+    tall columns)."""
+    row_kernel: int
+    lane_kernel: int
+    row_step: int
+    lane_step: int
+
+
+class GroupAxis(NamedTuple):
+    """One axis of a dilation group for :func:`forward_corners`: window ``first`` key and ``bias`` per
+    group position, the ``kernel`` size, and the group's ``offset`` and ``step`` in the image."""
+    first: np.ndarray
+    bias: np.ndarray
+    kernel: int
+    offset: int
+    step: int
+
+
+class Placement(NamedTuple):
+    """Where a dilation group's wide rows sit (backward): its ``border`` columns, kernel, ``cols``
+    lanes per map, maps per task, and its rows' and columns' ``(offset, step)`` in the image."""
+    border: np.ndarray
+    kernel_h: int
+    kernel_w: int
+    cols: int
+    maps_per_task: int
+    rows_at: tuple
+    cols_at: tuple
+
+
+class QueryWindows(NamedTuple):
+    """The windows of a group for the query pass: per row its first key row ``row_first`` and bias row
+    ``row_bias``, per column the bias column ``col_bias`` of its first key."""
+    row_first: np.ndarray
+    row_bias: np.ndarray
+    col_bias: np.ndarray
+
+
+class Saved(NamedTuple):
+    """What the query pass keeps in wide rows for the key pass, ``(H_g, kh*kw, h + B*heads*W_g + h)``
+    each: the weights ``probs`` and :math:`\bar a` ``dlogits``."""
+    probs: np.ndarray
+    dlogits: np.ndarray
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_rows(q, k, v, rpb, heads, windows, lanes, slots, out, attn):
+    """The interior lanes of wide rows: ``q (rows, d, h + maps*L + h)`` (already scaled), ``k, v (key
+    rows, d, same)``, ``h = slots.lane_kernel // 2``, ``L = len(lanes.lane_pixels)``; row ``i`` sees the
+    key rows ``windows.first[i] + u`` (``u < slots.row_kernel``) with the bias rows ``windows.bias[i] + u``
+    of ``rpb (heads, 2 row_kernel - 1, 2 lane_kernel - 1)`` (0 rows: none).
+
+    ``windows``: :class:`RowWindows`, ``lanes``: :class:`Lanes`, ``slots``: :class:`Slots`; results go to
+    ``out (pixels, d)`` and ``attn (pixels, row_kernel*lane_kernel)``. Only the lanes ``h <= y < L - h``
+    are written; border lanes are computed along (with shifted windows that are not theirs) and dropped."""
+    rows, head_dim = q.shape[0], q.shape[1]
+    row_kernel, lane_kernel = slots.row_kernel, slots.lane_kernel
+    width = lanes.lane_pixels.shape[0]
+    half = lane_kernel // 2
+    maps = (q.shape[2] - 2 * half) // width
+    slot_count = row_kernel * lane_kernel
+    maps_per_task = lanes.maps_per_task
+    chunks = (maps + maps_per_task - 1) // maps_per_task
+    has_rpb = rpb.shape[1] > 0
+    for task in prange(rows * chunks):
+        span = layout.task_span(task, chunks, maps_per_task, maps, width, half)
+        i, n = span.row, span.n
+        task_maps = span.last_map - span.first_map
+        weights = np.empty((slot_count, n), dtype=q.dtype)
+        for u in range(row_kernel):
+            keys = k[windows.first[i] + u]
+            for w in range(lane_kernel):
+                logits = weights[u * lane_kernel + w]
+                for j in range(task_maps):  # the sums start from the bias
+                    if has_rpb:
+                        logits[j * width:(j + 1) * width] = rpb[(span.first_map + j) % heads, windows.bias[i] + u,
+                                                                half + w]
+                    else:
+                        logits[j * width:(j + 1) * width] = 0.0
+                layout.add_shifted_dots(q[i], keys, span.start, w - half, logits)
+        largest = weights[0].copy()
+        for slot in range(1, slot_count):
+            logits = weights[slot]
+            for t in range(n):
+                largest[t] = max(largest[t], logits[t])
+        total = np.zeros(n, dtype=q.dtype)
+        powers = np.empty(n, dtype=q.dtype)
+        for slot in range(slot_count):
+            row = weights[slot]
+            exp_shifted(row, largest, powers)
+            for t in range(n):
+                total[t] += row[t]
+        for t in range(n):
+            total[t] = 1.0 / total[t]
+        result = np.zeros((head_dim, n), dtype=q.dtype)  # unnormalised: divided by the total when written
+        for u in range(row_kernel):
+            layout.add_shifted_products(weights[u * lane_kernel:(u + 1) * lane_kernel], v[windows.first[i] + u],
+                                        span.start - half, result)
+        for j in range(task_maps):
+            for y in range(half, width - half):
+                t = j * width + y
+                pixel = (span.first_map + j) * lanes.map_pixels + lanes.targets[i] + lanes.lane_pixels[y]
+                inverse_total = total[t]
+                target = out[pixel]
+                for c in range(head_dim):
+                    target[c] = result[c, t] * inverse_total
+                probs = attn[pixel]
+                for u in range(row_kernel):
+                    for w in range(lane_kernel):
+                        slot = u * slots.row_step + w * slots.lane_step
+                        probs[slot] = weights[u * lane_kernel + w, t] * inverse_total
+
+
+@njit(cache=True, parallel=True)
+def forward_corners(q, k, v, rpb, heads, scale, sides, rows, cols, out, attn):
+    """The corners: queries ``sides[0][a] x sides[1][b]`` (group positions; ``a, b`` in 0, 1 for the two
+    ends of an axis) of every map, where neither the wide rows nor the tall columns have shifted
+    windows. All queries of one corner share one window, so it is a small dense attention: the keys
+    go to ``(d, kh*kw)``, the values to ``(kh*kw, d)``, and every loop runs along the slots or ``d``.
+    ``rows, cols``: :class:`GroupAxis`; ``q, k, v, out (B*heads, H, W, d)``, ``attn (B*heads, H, W, kh*kw)``."""
+    maps, head_dim = q.shape[0], q.shape[3]
+    kernel_h, kernel_w = rows.kernel, cols.kernel
+    slot_count = kernel_h * kernel_w
+    has_rpb = rpb.shape[1] > 0
+    for task in prange(maps * 4):
+        m = task // 4
+        corner_rows = sides[0][(task % 4) // 2]
+        corner_cols = sides[1][task % 2]
+        first_row, first_col = rows.first[corner_rows[0]], cols.first[corner_cols[0]]
+        keys = np.empty((head_dim, slot_count), dtype=q.dtype)
+        values = np.empty((slot_count, head_dim), dtype=q.dtype)
+        for u in range(kernel_h):
+            for w in range(kernel_w):
+                pixel = (m, rows.offset + rows.step * (first_row + u), cols.offset + cols.step * (first_col + w))
+                keys[:, u * kernel_w + w] = k[pixel]
+                values[u * kernel_w + w] = v[pixel]
+        powers = np.empty(slot_count, dtype=q.dtype)
+        for x in corner_rows:
+            for y in corner_cols:
+                query = q[m, rows.offset + rows.step * x, cols.offset + cols.step * y]
+                weights = attn[m, rows.offset + rows.step * x, cols.offset + cols.step * y]
+                weights[:] = 0.0
+                for c in range(head_dim):
+                    channel = keys[c]
+                    for slot in range(slot_count):
+                        weights[slot] += query[c] * channel[slot]
+                for slot in range(slot_count):
+                    weights[slot] *= scale
+                if has_rpb:
+                    for u in range(kernel_h):
+                        bias_row = rpb[m % heads, rows.bias[x] + u]
+                        for w in range(kernel_w):
+                            weights[u * kernel_w + w] += bias_row[cols.bias[y] + w]
+                exp_shifted(weights, weights.max(), powers)
+                inverse_total = 1.0 / weights.sum()
+                result = out[m, rows.offset + rows.step * x, cols.offset + cols.step * y]
+                result[:] = 0.0
+                for slot in range(slot_count):
+                    weights[slot] *= inverse_total
+                    value = values[slot]
+                    for c in range(head_dim):
+                        result[c] += weights[slot] * value[c]
+
+
+@njit(cache=True)
+def _interior_sum(segment, half):
+    """``sum(segment[half:-half])`` in float64, four running sums side by side."""
+    sums = np.zeros(4, dtype=np.float64)
+    y = half
+    while y + 4 <= segment.shape[0] - half:
+        for lane in range(4):
+            sums[lane] += segment[y + lane]
+        y += 4
+    while y < segment.shape[0] - half:
+        sums[0] += segment[y]
+        y += 1
+    return (sums[0] + sums[1]) + (sums[2] + sums[3])
+
+
+@njit(cache=True, parallel=True)
+def backward_query_rows(dout, out, k, v, blocks, attn, scale, windows, place, saved, dq, bias_partials):
+    r""":math:`\bar a = p(\delta - g\cdot o)` and ``dq`` of every query of a group: ``dout, out, k, v`` in
+    wide rows, ``blocks = (dout, keys, values)`` border blocks, ``windows``: :class:`QueryWindows`,
+    ``place``: :class:`Placement`. ``saved``: :class:`Saved`, filled for the key pass; ``dq`` is in the
+    global layout; ``bias_partials[m, x]`` sums :math:`\bar a` of row ``x`` of map ``m`` by bias index
+    (skipped when it has no rows)."""
+    rows, head_dim = k.shape[0], k.shape[1]
+    maps = dq.shape[0]
+    kernel_h, kernel_w, cols, border = place.kernel_h, place.kernel_w, place.cols, place.border
+    half = kernel_w // 2
+    slots = kernel_h * kernel_w
+    chunks = (maps + place.maps_per_task - 1) // place.maps_per_task
+    has_rpb = bias_partials.shape[0] > 0
+    dout_blocks, key_blocks, value_blocks = blocks
+    row_first, row_bias, col_bias = windows
+    probs_wide, dlogits_wide = saved
+    (row_offset, row_step), (col_offset, col_step) = place.rows_at, place.cols_at
+    maps_per_task = place.maps_per_task
+    for task in prange(rows * chunks):
+        span = layout.task_span(task, chunks, maps_per_task, maps, cols, half)
+        x, first_map, last_map, start, n = span.row, span.first_map, span.last_map, span.start, span.n
+        border_start = first_map * 2 * half
+        border_n = (last_map - first_map) * 2 * half
+        grad_dot_out = np.zeros(n, dtype=k.dtype)
+        for c in range(head_dim):
+            g = dout[x, c, start:start + n]
+            o = out[x, c, start:start + n]
+            for t in range(n):
+                grad_dot_out[t] += g[t] * o[t]
+        probs = np.empty((slots, n), dtype=k.dtype)
+        for m in range(first_map, last_map):
+            attn_row = attn[m, row_offset + row_step * x]
+            for y in range(cols):
+                weights = attn_row[col_offset + col_step * y]
+                for slot in range(slots):
+                    probs[slot, (m - first_map) * cols + y] = weights[slot]
+        dlogits = np.empty((slots, n), dtype=k.dtype)
+        border_dlogits = np.empty((slots, border_n), dtype=k.dtype)
+        for u in range(kernel_h):
+            key_row = row_first[x] + u
+            for w in range(kernel_w):
+                slot = u * kernel_w + w
+                layout.shifted_dots(dout[x], v[key_row], start, w - half, dlogits[slot])
+                layout.shifted_dots(dout_blocks[x, 0], value_blocks[key_row, w], border_start, 0, border_dlogits[slot])
+        layout.to_borders(border_dlogits, cols, border, dlogits)
+        for u in range(kernel_h):
+            for w in range(kernel_w):
+                slot = u * kernel_w + w
+                row = dlogits[slot]
+                for t in range(n):
+                    row[t] = probs[slot, t] * (row[t] - grad_dot_out[t])
+                if has_rpb:
+                    for m in range(first_map, last_map):
+                        partial = bias_partials[m, x, row_bias[x] + u]
+                        segment = row[(m - first_map) * cols:(m - first_map + 1) * cols]
+                        partial[half + w] += _interior_sum(segment, half)
+                        for y in border:
+                            partial[col_bias[y] + w] += segment[y]
+        probs_wide[x, :, start:start + n] = probs
+        dlogits_wide[x, :, start:start + n] = dlogits
+        layout.from_borders(dlogits, cols, border, border_dlogits)
+        layout.zero_borders(dlogits, cols, border)
+        result = np.zeros((head_dim, n), dtype=k.dtype)
+        border_result = np.zeros((head_dim, border_n), dtype=k.dtype)
+        for u in range(kernel_h):
+            row_slots = slice(u * kernel_w, (u + 1) * kernel_w)
+            key_row = row_first[x] + u
+            layout.add_shifted_products(dlogits[row_slots], k[key_row], start - half, result)
+            layout.add_block_products(border_dlogits[row_slots], key_blocks[key_row], border_start, border_result)
+        layout.to_borders(border_result, cols, border, result)
+        layout.from_wide_row(result, first_map, cols, scale, dq[:, row_offset + row_step * x], (col_offset, col_step))
+
+
+@njit(cache=True, parallel=True)
+def backward_key_rows(q, dout, blocks, saved, scale, row_inverse, col_first, place, dk, dv):
+    """``dk``, ``dv`` of every key row of a group, gathered from the query rows whose row window holds it
+    (``row_inverse``: :class:`refvit.ops._neighborhood.InverseWindows` of the group's rows): key ``j``
+    takes slot ``w`` from interior query ``j - w + h``; ``blocks = (queries, dout)`` border blocks;
+    ``saved``: :class:`Saved`. Each key row has one writer: no races and no atomics."""
+    rows, head_dim = q.shape[0], q.shape[1]
+    maps = dk.shape[0]
+    kernel_w, cols, border = place.kernel_w, place.cols, place.border
+    half = kernel_w // 2
+    chunks = (maps + place.maps_per_task - 1) // place.maps_per_task
+    query_blocks, dout_blocks = blocks
+    probs_wide, dlogits_wide = saved
+    inverse_queries, inverse_slots, inverse_count = row_inverse
+    (row_offset, row_step), (col_offset, col_step) = place.rows_at, place.cols_at
+    maps_per_task = place.maps_per_task
+    for task in prange(rows * chunks):
+        span = layout.task_span(task, chunks, maps_per_task, maps, cols, half)
+        key_row, first_map, start, n = span.row, span.first_map, span.start, span.n
+        border_start = first_map * 2 * half
+        border_n = (span.last_map - first_map) * 2 * half
+        grad_k = np.zeros((head_dim, n), dtype=q.dtype)
+        grad_v = np.zeros((head_dim, n), dtype=q.dtype)
+        border_k = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
+        border_v = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
+        padded = np.empty((kernel_w, n + 2 * half), dtype=q.dtype)
+        compact = np.empty((kernel_w, border_n), dtype=q.dtype)
+        for a in range(inverse_count[key_row]):
+            x = inverse_queries[key_row, a]
+            slots = slice(inverse_slots[key_row, a] * kernel_w, (inverse_slots[key_row, a] + 1) * kernel_w)
+            dlogits = dlogits_wide[x, slots, start:start + n]
+            layout.gather_shifted_products(dlogits, q[x], start, cols, border, padded, grad_k)
+            layout.from_borders(dlogits, cols, border, compact)
+            layout.add_outer_products(compact, query_blocks[x, 0], border_start, border_k)
+            probs = probs_wide[x, slots, start:start + n]
+            layout.gather_shifted_products(probs, dout[x], start, cols, border, padded, grad_v)
+            layout.from_borders(probs, cols, border, compact)
+            layout.add_outer_products(compact, dout_blocks[x, 0], border_start, border_v)
+        layout.add_block_keys(border_k, cols, border, col_first, grad_k)
+        layout.add_block_keys(border_v, cols, border, col_first, grad_v)
+        target_row = row_offset + row_step * key_row
+        layout.from_wide_row(grad_k, first_map, cols, scale, dk[:, target_row], (col_offset, col_step))
+        layout.from_wide_row(grad_v, first_map, cols, 1.0, dv[:, target_row], (col_offset, col_step))
