@@ -164,22 +164,27 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
     assert os.listdir(tmp_path) == ["checkpoint.npz"]
 
 
-def test_interrupted_write_during_fit_then_resume(shapes, tmp_path, monkeypatch):
+def break_second_checkpoint_write(monkeypatch, error, partial):
+    """The second checkpoint write of the test writes ``partial`` bytes, then raises ``error``."""
     original = checkpoint_module._write_npz
     writes = []
 
-    def fail_on_second(handle, arrays):
+    def break_second(handle, arrays):
         writes.append(1)
         if len(writes) == 2:
-            handle.write(b"partial")
-            raise KeyboardInterrupt
+            handle.write(partial)
+            raise error
         original(handle, arrays)
 
-    monkeypatch.setattr(checkpoint_module, "_write_npz", fail_on_second)
+    monkeypatch.setattr(checkpoint_module, "_write_npz", break_second)
+
+
+def test_interrupted_write_during_fit_then_resume(shapes, tmp_path, monkeypatch):
+    break_second_checkpoint_write(monkeypatch, KeyboardInterrupt, b"partial")
     with pytest.raises(KeyboardInterrupt):
         run_fit(make_run(shapes), tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 1
-    monkeypatch.setattr(checkpoint_module, "_write_npz", original)
+    monkeypatch.undo()  # writes work again
     assert run_fit(make_run(shapes), tmp_path, resume=True)["epochs"] == EPOCHS
 
 

@@ -14,11 +14,10 @@ from refvit import cli
 from refvit.errors import UserError
 from refvit.models import _registry, list_models
 from refvit.train import NonFiniteLossError, load_checkpoint
-from refvit.train import checkpoint as checkpoint_module
 from refvit.train import loop as loop_module
 from refvit.train import out_dir as out_dir_module
 from refvit.train.out_dir import LOCK_NAME, hold_output_folder
-from tests.train.test_fit import make_run, run_fit
+from tests.train.test_fit import break_second_checkpoint_write, make_run, run_fit
 from tests.train.tiny_model import tiny_net
 
 TINY = "tinynet_test"
@@ -261,17 +260,7 @@ def test_an_unwritable_existing_folder_is_refused_before_the_first_epoch(
 
 def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(
         tiny_registered, tmp_path, capsys, monkeypatch):
-    original = checkpoint_module._write_npz
-    writes = []
-
-    def full_on_second(handle, arrays):
-        writes.append(1)
-        if len(writes) == 2:
-            handle.write(b"PK\x03\x04 part")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        original(handle, arrays)
-
-    monkeypatch.setattr(checkpoint_module, "_write_npz", full_on_second)
+    break_second_checkpoint_write(monkeypatch, OSError(errno.ENOSPC, "No space left on device"), b"PK\x03\x04 part")
     out = tmp_path / "run"
     line = one_line_error(capsys, tiny_argv(out))
     assert line.startswith("refvit train: error: epoch 2 could not be saved: "), line
