@@ -187,6 +187,7 @@ def test_train_then_eval_on_a_png_folder(tmp_path, capsys, monkeypatch):
     state = load_checkpoint(out / "checkpoint.npz")
     kwargs = state["info"]["model_kwargs"]
     assert kwargs["num_classes"] == 3 and "in_chans" not in kwargs  # RGB: the default 3 channels
+    assert kwargs["img_size"] == 16  # resized to the model's input size, not the loader's default 32
     capsys.readouterr()
     assert cli.main(["eval", "--checkpoint", str(out / "checkpoint.npz"), "--backend", "numpy"]) == 0
     line = capsys.readouterr().out.strip()

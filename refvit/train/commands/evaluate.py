@@ -36,8 +36,9 @@ def run_from_args(args):
     dataset_name = args.dataset or info["dataset"]
     img_size = model_kwargs["img_size"]
     named = dataset_name in ("digits", "shapes")
-    size = {"size": img_size if isinstance(img_size, int) else img_size[0]} if named else {}
-    dataset = load_dataset_flag(COMMAND, dataset_name, **size)
+    # the model's input size: the built-in sets take one side, image folders a pair too; .npz folders keep theirs
+    size = img_size[0] if named and not isinstance(img_size, int) else img_size
+    dataset = load_dataset_flag(COMMAND, dataset_name, size=size)
     if dataset.test_images.shape[-1] != len(mean):
         raise UserError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; --dataset "
                         f"{dataset_name} has {dataset.test_images.shape[-1]}")

@@ -332,8 +332,8 @@ def _train(args, init=None):
     from refvit.train.commands.common import build_model, load_dataset_flag
     from refvit.train.loop import fit
 
-    named = args.dataset in ("digits", "shapes")
-    dataset = load_dataset_flag(COMMAND, args.dataset, **({"size": model_info(args.model).img_size} if named else {}))
+    # resized to the model's input size (the built-in sets and image folders; .npz folders keep their size)
+    dataset = load_dataset_flag(COMMAND, args.dataset, size=model_info(args.model).img_size)
     height, width = dataset.train_images.shape[1:3]
     img_size = height if height == width else (height, width)
     model_kwargs = {"num_classes": dataset.num_classes, "img_size": img_size}
