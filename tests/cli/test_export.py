@@ -36,7 +36,7 @@ def test_export_writes_the_checkpoint_weights(checkpoint, tmp_path, capsys, fmt)
 
 def test_export_default_name_and_torch_logits(checkpoint, capsys):
     from refvit.models.dinat import NANO, dinat_dilations
-    from tests.models import dinat_torch
+    from refvit.torch_ports import dinat as dinat_torch
 
     assert cli.main(["export", "--checkpoint", str(checkpoint)]) == 0
     out = checkpoint.parent / "checkpoint.weights.safetensors"

@@ -8,7 +8,7 @@ from refvit import Tensor
 from refvit.models import create_model
 from refvit.nn.coatnet import MbConvBlock, TransformerBlock2d
 from refvit.testing import assert_close
-from tests.models import coatnet_torch_reference as reference
+from refvit.torch_ports import coatnet as reference
 
 
 TOL = dict(rtol=1e-8, atol=1e-10)

@@ -80,7 +80,7 @@ def test_initialisation_follows_official():
 # ---------------------------------------------------------------- numerics against torch
 
 def torch_block_case(dim, heads, split, branches, height, width, pad=False, seed=0):
-    from tests.models import cswin_torch
+    from refvit.torch_ports import cswin as cswin_torch
 
     torch.manual_seed(seed)
     theirs = cswin_torch.randomise(cswin_torch.Block(dim, heads, split, branches, pad=pad), seed)
@@ -115,7 +115,7 @@ def test_block_matches_torch(rng, name, dim, heads, split, branches, height, wid
 
 
 def test_nano_model_matches_torch(rng):
-    from tests.models import cswin_torch
+    from refvit.torch_ports import cswin as cswin_torch
 
     theirs = cswin_torch.randomise(cswin_torch.CSWin(32, 10, NANO["embed_dim"], NANO["depth"], NANO["split_size"],
                                                      NANO["num_heads"]), seed=1)

@@ -10,7 +10,7 @@ from refvit.models.dinat import NANO, dinat_dilations
 from refvit.nn.nat import NATLayer, NeighborhoodAttention2D
 from refvit.testing import assert_close
 
-from tests.models import dinat_torch
+from refvit.torch_ports import dinat as dinat_torch
 
 
 def run_both(ours, theirs, x, upstream, their_input=None):

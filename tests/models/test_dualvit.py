@@ -154,7 +154,7 @@ def _compare_params(ours, theirs_params, keys, label):
 
 
 def test_dual_block_matches_torch(rng):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
 
     theirs = ref.randomise(ref.DualBlock(8, 2, 2.0), seed=1)
     ours = DualBlock(8, 2, 2.0, dtype=np.float64)
@@ -176,7 +176,7 @@ def test_dual_block_matches_torch(rng):
 
 
 def test_merge_block_and_class_block_match_torch(rng):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
 
     for ours, theirs, args in ((MergeBlock(12, 3, 2.0, dtype=np.float64), ref.MergeBlock(12, 3, 2.0), (2, 3)),
                                (ClassBlock(12, 3, 2.0, dtype=np.float64), ref.ClassBlock(12, 3, 2.0), ())):
@@ -198,7 +198,7 @@ def test_merge_block_and_class_block_match_torch(rng):
 
 @pytest.mark.parametrize("size, tokens, pool", [(8, 4, 4), (12, 64, 4)])  # grid 2x2 = 4; 3x3 from 8x8 (bicubic)
 def test_semantic_token_init_matches_torch(rng, size, tokens, pool):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
 
     theirs = ref.randomise(ref.SemanticInit(8, tokens, pool), seed=3)
     ours = SemanticTokenInit(8, tokens, pool, dtype=np.float64)
@@ -227,7 +227,7 @@ def test_bicubic_matrix_matches_torch_interpolate(rng):
 
 
 def _torch_nano(seed, token_label=True):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
 
     theirs = ref.randomise(ref.DualViT(10, NANO["stem_hidden_dim"], NANO["embed_dims"], NANO["num_heads"],
                                        NANO["mlp_ratios"], NANO["depths"], tokens=4, pool=4,
@@ -237,7 +237,7 @@ def _torch_nano(seed, token_label=True):
 
 @pytest.mark.parametrize("token_label, backend", [(True, "cpu"), (False, "numpy")])
 def test_nano_model_matches_torch(rng, token_label, backend):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
 
     theirs = _torch_nano(4, token_label)
     ours = create_model("dualvit_nano", dtype=np.float64, token_label=token_label).eval().to(backend)

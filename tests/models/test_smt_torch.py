@@ -8,7 +8,7 @@ from refvit.autograd import Tensor
 from refvit.models import create_model
 from refvit.nn.smt import SMTBlock
 from refvit.testing import assert_close
-from tests.models import _smt_torch as reference
+from refvit.torch_ports import smt as reference
 
 
 def randomise(module, rng):

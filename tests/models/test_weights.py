@@ -328,7 +328,7 @@ def _logits(model, images):
 @pytest.mark.parametrize("name, fmt", [("dinat_nano", "safetensors"), ("nat_nano", "pth")])
 def test_nat_family_weights_load_into_torch(tmp_path, rng, name, fmt):
     from refvit.models.dinat import NANO, dinat_dilations
-    from tests.models import dinat_torch
+    from refvit.torch_ports import dinat as dinat_torch
 
     ours = _randomise(create_model(name, dtype=np.float64), seed=2).eval()
     pattern = (2, 1, 1) if name == "dinat_nano" else (1, 1, 1)
@@ -342,7 +342,7 @@ def test_nat_family_weights_load_into_torch(tmp_path, rng, name, fmt):
 
 
 def test_cswin_weights_load_into_torch(tmp_path, rng):
-    from tests.models import cswin_torch
+    from refvit.torch_ports import cswin as cswin_torch
     from tests.models.test_cswin import NANO
 
     ours = _randomise(create_model("cswin_nano", dtype=np.float64), seed=3, scale=0.08).eval()
@@ -356,7 +356,7 @@ def test_cswin_weights_load_into_torch(tmp_path, rng):
 
 
 def test_dualvit_weights_load_into_torch(tmp_path, rng):
-    from tests.models import dualvit_torch as ref
+    from refvit.torch_ports import dualvit as ref
     from tests.models.test_dualvit import NANO
 
     ours = _randomise(create_model("dualvit_nano", dtype=np.float64), seed=4).eval()
@@ -373,7 +373,7 @@ def test_dualvit_weights_load_into_torch(tmp_path, rng):
 
 
 def test_coatnet_weights_feed_the_torch_reference(tmp_path, rng):
-    from tests.models import coatnet_torch_reference as reference
+    from refvit.torch_ports import coatnet as reference
 
     ours = _randomise(create_model("coatnet_nano", dtype=np.float64), seed=5, scale=0.2).eval()
     sd = _torch_file(ours, tmp_path, "safetensors")
@@ -386,7 +386,7 @@ def test_coatnet_weights_feed_the_torch_reference(tmp_path, rng):
 
 
 def test_smt_weights_feed_the_torch_reference(tmp_path, rng):
-    from tests.models import _smt_torch as reference
+    from refvit.torch_ports import smt as reference
 
     ours = _randomise(create_model("smt_nano", dtype=np.float64), seed=6).eval()
     sd = _torch_file(ours, tmp_path, "pth")

@@ -1,12 +1,19 @@
-"""A PyTorch NAT / DiNAT written for the tests from the official semantics, with the official names.
+"""A PyTorch NAT / DiNAT written from the official semantics, with the official names.
 
 The neighbourhoods follow NATTEN 0.14's own index arithmetic (window start and bias start per
 axis, with its separate border cases for dilation), not refvit's ``_neighborhood`` formulas,
 so the tests compare two derivations of the same rule. Attention gathers each query's
 ``k x k`` keys with advanced indexing and runs a plain softmax; the small-map behaviour pads the
 normalised input before ``qkv`` and crops before ``proj``, as NATTEN's module does.
-Used only by the DiNAT tests (needs torch).
+The tests use it to check refvit's NAT / DiNAT (needs torch).
+
+``attention="dense"`` (:func:`use_dense_attention`) runs the same neighbourhoods as one dense
+``scaled_dot_product_attention`` over all tokens with a bias matrix that is ``-inf`` outside each
+query's window: what a PyTorch CPU user without a neighbourhood kernel runs, and what
+``refvit bench`` times against refvit.
 """
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -72,6 +79,39 @@ def neighborhood_attention(q, k, v, rpb, kernel_size, dilation):
     return torch.einsum("bhxyuw,bhxyuwc->bhxyc", weights, values)
 
 
+@functools.lru_cache(maxsize=16)
+def dense_tables(height, width, kernel_size, dilation):
+    """``(index, outside)``: for every (query, key) pair of the flattened ``height x width`` map, the flat
+    ``rpb`` index of the pair and whether the key is outside the query's window; ``(H*W, H*W)`` each."""
+    key_rows, bias_rows = axis_tables(height, kernel_size, dilation)
+    key_cols, bias_cols = axis_tables(width, kernel_size, dilation)
+    span, tokens = 2 * kernel_size - 1, height * width
+    keys = (key_rows[:, None, :, None] * width + key_cols[None, :, None, :]).reshape(tokens, -1)
+    bias = (bias_rows[:, None, :, None] * span + bias_cols[None, :, None, :]).reshape(tokens, -1)
+    index = torch.zeros(tokens, tokens, dtype=torch.long).scatter_(1, keys, bias)
+    outside = torch.ones(tokens, tokens, dtype=torch.bool).scatter_(1, keys, False)
+    return index, outside
+
+
+def dense_neighborhood_attention(q, k, v, rpb, kernel_size, dilation):
+    """As :func:`neighborhood_attention`, through dense masked ``scaled_dot_product_attention``."""
+    batch, heads, height, width, head_dim = q.shape
+    index, outside = dense_tables(height, width, kernel_size, dilation)
+    table = rpb.reshape(heads, -1) if rpb is not None else q.new_zeros(heads, (2 * kernel_size - 1) ** 2)
+    bias = table[:, index].masked_fill(outside, float("-inf"))
+    q, k, v = (t.reshape(batch, heads, height * width, head_dim) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+    return out.reshape(batch, heads, height, width, head_dim)
+
+
+def use_dense_attention(module, dense=True):
+    """Switch every neighbourhood attention of ``module`` to the dense masked path (or back); returns it."""
+    for child in module.modules():
+        if isinstance(child, NeighborhoodAttention2D):
+            child.attention = "dense" if dense else "gather"
+    return module
+
+
 class NeighborhoodAttention2D(nn.Module):
     def __init__(self, dim, num_heads, kernel_size, dilation=1):
         super().__init__()
@@ -79,6 +119,7 @@ class NeighborhoodAttention2D(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.kernel_size, self.dilation = kernel_size, dilation or 1
         self.window_size = self.kernel_size * self.dilation
+        self.attention = "gather"
         self.qkv = nn.Linear(dim, 3 * dim)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
         self.proj = nn.Linear(dim, dim)
@@ -92,7 +133,8 @@ class NeighborhoodAttention2D(nn.Module):
         padded_h, padded_w = x.shape[1], x.shape[2]
         qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5)
-        out = neighborhood_attention(q * self.scale, k, v, self.rpb, self.kernel_size, self.dilation)
+        attend = dense_neighborhood_attention if self.attention == "dense" else neighborhood_attention
+        out = attend(q * self.scale, k, v, self.rpb, self.kernel_size, self.dilation)
         out = out.permute(0, 2, 3, 1, 4).reshape(batch, padded_h, padded_w, channels)
         return self.proj(out[:, :height, :width])
 

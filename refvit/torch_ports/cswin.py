@@ -1,9 +1,9 @@
-"""A PyTorch CSWin written for the tests from the official semantics (token layout ``(B, H*W, C)``,
+"""A PyTorch CSWin written from the official semantics (token layout ``(B, H*W, C)``,
 NCHW convolutions, windows cut with view/permute), with the official parameter names.
 
 It is an independent second implementation: refvit's modules work on channels-last maps and call
 ``ops.stripe_attention``; this one cuts windows, runs softmax attention and the LePE convolution on
-each window with torch ops. Used only by ``test_cswin.py`` (needs torch).
+each window with torch ops. The tests check refvit's CSWin against it, and ``refvit bench`` times it (needs torch).
 """
 import numpy as np
 import torch

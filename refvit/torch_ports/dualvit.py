@@ -1,9 +1,9 @@
-"""A PyTorch DualViT written for the tests from the official semantics (tokens ``(B, N, C)``, NCHW
+"""A PyTorch DualViT written from the official semantics (tokens ``(B, N, C)``, NCHW
 convolutions), with the official parameter names, so one ``state_dict`` loads into both.
 
 An independent second implementation: refvit's modules call ``ops.attention`` through the tape;
 this one writes each attention as ``softmax(q k^T * scale) v`` with torch ops and lets torch's
-autograd differentiate it. Used only by the DualViT tests (needs torch).
+autograd differentiate it. The tests check refvit's DualViT against it, and ``refvit bench`` times it (needs torch).
 """
 import torch
 from torch import nn
