@@ -128,6 +128,34 @@ def na2d(q, k, v, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, 
                  scale=scale, backend=backend)
 
 
+def na1d_qk(q, k, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None, backend=None):
+    """The logits of 1-D neighbourhood attention, ``q, k (B, heads, n, d)`` -> ``(B, heads, n, k)``;
+    ``scale=None`` means 1 (NATTEN's ``na1d_qk``: scale ``q`` first)."""
+    return apply(ops.na1d_qk, q, k, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal, rpb=rpb,
+                 scale=scale, backend=backend)
+
+
+def na1d_av(attn, v, kernel_size, dilation=1, stride=1, is_causal=False, backend=None):
+    """The neighbourhood's values weighted by ``attn (B, heads, n, k)``: ``v (B, heads, n, d)``
+    -> ``(B, heads, n, d)``."""
+    return apply(ops.na1d_av, attn, v, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal,
+                 backend=backend)
+
+
+def na2d_qk(q, k, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None, backend=None):
+    """The logits of 2-D neighbourhood attention, ``q, k (B, heads, H, W, d)`` -> ``(B, heads, H, W, kh*kw)``;
+    ``scale=None`` means 1 (NATTEN's ``na2d_qk``: scale ``q`` first)."""
+    return apply(ops.na2d_qk, q, k, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal, rpb=rpb,
+                 scale=scale, backend=backend)
+
+
+def na2d_av(attn, v, kernel_size, dilation=1, stride=1, is_causal=False, backend=None):
+    """The neighbourhood's values weighted by ``attn (B, heads, H, W, kh*kw)``: ``v (B, heads, H, W, d)``
+    -> ``(B, heads, H, W, d)``."""
+    return apply(ops.na2d_av, attn, v, kernel_size, dilation=dilation, stride=stride, is_causal=is_causal,
+                 backend=backend)
+
+
 def stripe_attention(q, k, v, stripe_size, lepe_weight=None, lepe_bias=None, scale=None, backend=None):
     """Attention inside ``stripe_size`` windows of ``q, k, v (B, heads, H, W, d)``, plus LePE (a depthwise
     3x3 convolution of ``v`` with ``lepe_weight (heads*d, 1, 3, 3)``, ``lepe_bias (heads*d,)``)."""

@@ -85,8 +85,16 @@ TABLE = (
            kernels=_kernels("multiscale_dwconv")),
     OpSpec("na1d", differentiable=("q", "k", "v", "rpb"), batched=("q", "k", "v"),
            kernels=_kernels("na1d")),
+    OpSpec("na1d_av", differentiable=("attn", "v"), batched=("attn", "v"),
+           kernels=_kernels("na1d_av")),           # na1d_qk and na1d_av: the 2-D kernels on a map of height 1
+    OpSpec("na1d_qk", differentiable=("q", "k", "rpb"), batched=("q", "k"),
+           kernels=_kernels("na1d_qk")),
     OpSpec("na2d", differentiable=("q", "k", "v", "rpb"), batched=("q", "k", "v"),
            kernels=_kernels("na2d")),              # the cpu entry picks the dense, wide or general path
+    OpSpec("na2d_av", differentiable=("attn", "v"), batched=("attn", "v"),
+           kernels=_kernels("na2d_av")),           # the kernels of both split ops: cpu/cuda na_split.py
+    OpSpec("na2d_qk", differentiable=("q", "k", "rpb"), batched=("q", "k"),
+           kernels=_kernels("na2d_qk")),
     OpSpec("relative_position_bias", differentiable=("table",),
            batched=(),                             # a table of offsets, no batch axis
            kernels=_kernels("relative_position_bias")),
