@@ -123,14 +123,33 @@ def parameter_count(model):
     return int(sum(p.size for p in model.parameters()))
 
 
-def load_dataset_flag(command, name, **kwargs):
+def load_dataset_flag(command, name, skip_bad=False, **kwargs):
     """:func:`refvit.data.load_dataset` for the ``--dataset`` flag: its errors name the flag and the value given,
-    not the library function and its argument (``refvit train: error: --dataset /x: /x does not exist``)."""
+    not the library function and its argument (``refvit train: error: --dataset /x: /x does not exist``).
+
+    ``skip_bad`` (``--skip-bad-images``): an image file Pillow cannot read is left out, and each one left out
+    is named on one line of stderr (``refvit train: warning: --dataset pets: skipping pets/dog/x.png: ...``);
+    without it such a file is an error that names it and the flag."""
+    import sys
+    import warnings
+
     from refvit.data import load_dataset
 
     try:
-        return load_dataset(name, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = load_dataset(name, skip_bad=skip_bad, **kwargs)
     except UserError as error:
         message = re.sub(r"^(load_dataset|load_npz_folder|load_image_folder): ", "", str(error))
         message = re.sub(r"^'(path|dataset)' must", "it must", message)
+        if message.endswith("or skip unreadable files"):
+            message += " with --skip-bad-images"
         raise UserError(f"{command}: --dataset {name}: {message}") from None
+    for warning in caught:
+        text = str(warning.message)
+        if issubclass(warning.category, UserWarning) and text.startswith("load_image_folder: skipping "):
+            reason = " ".join(text[len("load_image_folder: "):].split())
+            print(f"refvit {command}: warning: --dataset {name}: {reason}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return dataset

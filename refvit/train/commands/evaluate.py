@@ -12,10 +12,13 @@ COMMAND = "eval"
 
 def add_arguments(parser):
     parser.add_argument("--checkpoint", required=True, help="a checkpoint.npz written by refvit train")
-    parser.add_argument("--dataset", help="digits, shapes or a folder of .npz files (default: the training data set)")
+    parser.add_argument("--dataset", help="digits, shapes, a folder of .npz files or an image folder "
+                                          "(default: the training data set)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     parser.add_argument("--backend", default="cpu", help="numpy, cpu or cuda (default: cpu)")
     parser.add_argument("--limit-batches", type=int, default=None, help="at most N test batches")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="an image folder's files Pillow cannot read are left out, each named in a warning line")
 
 
 def run_from_args(args):
@@ -38,7 +41,7 @@ def run_from_args(args):
     named = dataset_name in ("digits", "shapes")
     # the model's input size: the built-in sets take one side, image folders a pair too; .npz folders keep theirs
     size = img_size[0] if named and not isinstance(img_size, int) else img_size
-    dataset = load_dataset_flag(COMMAND, dataset_name, size=size)
+    dataset = load_dataset_flag(COMMAND, dataset_name, size=size, skip_bad=args.skip_bad_images)
     if dataset.test_images.shape[-1] != len(mean):
         raise UserError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; --dataset "
                         f"{dataset_name} has {dataset.test_images.shape[-1]}")

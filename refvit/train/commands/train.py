@@ -45,13 +45,15 @@ RUN_SETTINGS = {
     "--init-from": ("init_from", None),
     "--freeze": ("freeze", False),
     "--backbone-lr-scale": ("backbone_lr_scale", 1.0),
+    "--skip-bad-images": ("skip_bad_images", False),
 }
 
 
 def add_arguments(parser):
     # The run's settings default to None here: "not given", so that --resume can take them from the checkpoint.
     parser.add_argument("--model", help=f"model name (default: the first registered of {', '.join(DEFAULT_MODEL_ORDER)})")
-    parser.add_argument("--dataset", help="digits, shapes, or a folder of .npz files (default: digits)")
+    parser.add_argument("--dataset", help="digits, shapes, a folder of .npz files, or an image folder (one subfolder "
+                                          "per class of .png/.jpg files) (default: digits)")
     parser.add_argument("--epochs", type=int, help="passes over the training split (default: 20)")
     parser.add_argument("--batch-size", type=int, help="images per step (default: 64)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 2e-3)")
@@ -76,6 +78,9 @@ def add_arguments(parser):
                         help="train only the classifier head; every other parameter keeps its value")
     parser.add_argument("--backbone-lr-scale", type=float, metavar="F",
                         help="the backbone's learning rate is F times the head's (default: 1)")
+    parser.add_argument("--skip-bad-images", action="store_true", default=None,
+                        help="an image folder's files Pillow cannot read are left out, each named in a warning "
+                             "line (default: such a file stops the run)")
 
 
 def given_settings(args):
@@ -333,7 +338,8 @@ def _train(args, init=None):
     from refvit.train.loop import fit
 
     # resized to the model's input size (the built-in sets and image folders; .npz folders keep their size)
-    dataset = load_dataset_flag(COMMAND, args.dataset, size=model_info(args.model).img_size)
+    dataset = load_dataset_flag(COMMAND, args.dataset, size=model_info(args.model).img_size,
+                                skip_bad=args.skip_bad_images)
     height, width = dataset.train_images.shape[1:3]
     img_size = height if height == width else (height, width)
     model_kwargs = {"num_classes": dataset.num_classes, "img_size": img_size}
