@@ -1,0 +1,3 @@
+"""``na2d_av`` on the GPU: the entries of :mod:`refvit.kernels.cuda.na_split`, where its kernels are."""
+from refvit.kernels.cuda.na_split import av_backward as backward  # noqa: F401  (the kernel entries)
+from refvit.kernels.cuda.na_split import av_forward as forward  # noqa: F401
