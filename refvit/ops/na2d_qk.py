@@ -90,7 +90,7 @@ def _forward_numpy(q, k, rpb, options):
     if rpb is not None:
         logits = logits + rpb[:, hood.bias_row, hood.bias_col]     # (heads, H, W, kh, kw)
     logits = np.where(hood.valid, logits, -np.inf).astype(q.dtype)
-    return logits.reshape(logits.shape[:4] + (-1,))                # slot u*kw + w
+    return logits.reshape(logits.shape[:4] + (int(np.prod(options.kernel_size)),))  # slot u*kw + w
 
 
 def _backward_numpy(dout, q, k, rpb, options):
