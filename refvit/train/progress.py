@@ -8,13 +8,17 @@ the bar is silent but :meth:`ProgressBar.message` lines (one per epoch) are stil
 
 The first batch of a process compiles the Numba kernels it meets (seconds to minutes on a cold
 cache; they are cached on disk for later runs). Throughput and time left are therefore measured from
-the end of the first batch on, and a first batch that took longer than :data:`SLOW_FIRST_BATCH`
-seconds is named in a line of its own, so a slow start is not mistaken for a slow run.
+the end of the first batch on, less any time spent compiling after it
+(:func:`refvit.train.compile_notice.compile_seconds`, e.g. a kernel first met later), and a first
+batch that took longer than :data:`SLOW_FIRST_BATCH` seconds is named in a line of its own, so a
+slow start is not mistaken for a slow run.
 """
 from __future__ import annotations
 
 import sys
 import time
+
+from refvit.train.compile_notice import compile_seconds
 
 
 def format_seconds(seconds):
@@ -40,7 +44,8 @@ class ProgressBar:
         self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.done, self.images = 0, 0
         self.start = time.perf_counter()
-        self.after_first = None  # (time, images) at the end of the first batch
+        self.after_first = None  # (time, images, compile seconds) at the end of the first batch
+        self.compiled_before = compile_seconds()
         self.every = max(1, -(-self.total // 10))
         self.line_length = 0
 
@@ -49,7 +54,7 @@ class ProgressBar:
         self.images += images
         if self.after_first is None:
             now = time.perf_counter()
-            self.after_first = (now, self.images)
+            self.after_first = (now, self.images, compile_seconds())
             if self.enabled and now - self.start > SLOW_FIRST_BATCH:
                 self.message(f"{self.label}: the first batch took {format_seconds(now - self.start)}, mostly "
                              f"compiling the Numba kernels (cached on disk: later runs start at once)")
@@ -61,12 +66,12 @@ class ProgressBar:
     def describe(self, loss, accuracy):
         now = time.perf_counter()
         if self.done >= 2 and self.after_first is not None:  # from the end of the first batch (see above)
-            since, images_then = self.after_first
-            elapsed = max(now - since, 1e-9)
+            since, images_then, compiled_then = self.after_first
+            elapsed = max(now - since - (compile_seconds() - compiled_then), 1e-9)
             rate = (self.images - images_then) / elapsed
             left = elapsed / (self.done - 1) * (self.total - self.done)
         else:
-            elapsed = max(now - self.start, 1e-9)
+            elapsed = max(now - self.start - (compile_seconds() - self.compiled_before), 1e-9)
             rate = self.images / elapsed
             left = elapsed / self.done * (self.total - self.done)
         filled = self.WIDTH * self.done // max(self.total, 1)

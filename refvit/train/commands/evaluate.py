@@ -26,6 +26,7 @@ def run_from_args(args):
     from refvit.errors import UserError
     from refvit.train.checkpoint import load_training_checkpoint
     from refvit.train.commands.common import check_backend, check_number, load_dataset_flag, model_from_checkpoint
+    from refvit.train.compile_notice import model_dtype, watch_compiles
     from refvit.train.loop import evaluate
 
     check_number(COMMAND, "--batch-size", args.batch_size, 1, integer=True)
@@ -46,7 +47,8 @@ def run_from_args(args):
         raise UserError(f"{COMMAND}: the checkpoint's model takes {len(mean)}-channel images; --dataset "
                         f"{dataset_name} has {dataset.test_images.shape[-1]}")
     loader = DataLoader(dataset.test_images, dataset.test_labels, args.batch_size, augment=Normalize(mean, std))
-    loss, accuracy, images = evaluate(model, loader, backend=args.backend, limit_batches=args.limit_batches)
+    with watch_compiles(args.backend, model_dtype(model)):  # a line on a cold kernel cache
+        loss, accuracy, images = evaluate(model, loader, backend=args.backend, limit_batches=args.limit_batches)
     print(f"{name} (epoch {state['epoch']}) on {dataset_name}: test accuracy {100 * accuracy:.2f}% "
           f"({images} images), loss {loss:.4f}")
     names = info.get("class_names")

@@ -136,6 +136,7 @@ def run_from_args(args):
     from refvit.backend import use_backend
     from refvit.train.checkpoint import load_training_checkpoint
     from refvit.train.commands.common import check_backend, check_number, model_from_checkpoint
+    from refvit.train.compile_notice import model_dtype, watch_compiles
 
     check_number(COMMAND, "--top-k", args.top_k, 1, integer=True)
     check_backend(COMMAND, args.backend)
@@ -150,7 +151,7 @@ def run_from_args(args):
     batch = [(read_image(path, len(mean), height, width) - mean) / std for path in args.images]
     model = model_from_checkpoint(COMMAND, args.checkpoint, state)
     model.eval()
-    with use_backend(args.backend), no_grad():
+    with use_backend(args.backend), no_grad(), watch_compiles(args.backend, model_dtype(model)):
         logits = model(np.stack(batch).astype(np.float32)).data
     logits = np.asarray(logits.copy_to_host() if hasattr(logits, "copy_to_host") else logits, dtype=np.float64)
     probabilities = softmax(logits)

@@ -335,6 +335,7 @@ def _train(args, init=None):
     from refvit.nn import random as nn_random
     from refvit.optim import AdamW, CosineWarmupSchedule
     from refvit.train.commands.common import build_model, load_dataset_flag
+    from refvit.train.compile_notice import model_dtype, watch_compiles
     from refvit.train.loop import fit
 
     # resized to the model's input size (the built-in sets and image folders; .npz folders keep their size)
@@ -362,10 +363,11 @@ def _train(args, init=None):
     class_names = getattr(dataset, "class_names", None)
     if class_names is not None:  # index -> name, for eval and predict
         info["class_names"] = [str(name) for name in class_names]
-    metrics = fit(model, train_loader, test_loader, optimizer, schedule, epochs=args.epochs, out_dir=args.out,
-                  backend=args.backend, resume=args.resume, limit_batches=args.limit_batches,
-                  clip_grad_norm=args.clip_grad, label_smoothing=args.label_smoothing, model_name=args.model,
-                  info=info, progress=not args.quiet)
+    with watch_compiles(args.backend, model_dtype(model), notice=not args.quiet):  # a line on a cold kernel cache
+        metrics = fit(model, train_loader, test_loader, optimizer, schedule, epochs=args.epochs, out_dir=args.out,
+                      backend=args.backend, resume=args.resume, limit_batches=args.limit_batches,
+                      clip_grad_norm=args.clip_grad, label_smoothing=args.label_smoothing, model_name=args.model,
+                      info=info, progress=not args.quiet)
     print(f"{args.model} on {args.dataset}: test accuracy {100 * metrics['test_accuracy']:.1f}% after "
           f"{metrics['epochs']} epoch(s), {metrics['wall_seconds']:.1f} s, {metrics['images_per_second']:.0f} "
           f"images/s ({args.backend}); files in {args.out}")
