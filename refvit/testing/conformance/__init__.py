@@ -8,7 +8,10 @@
 The expected values come from refvit's ``numpy`` backend. See ``docs/testing.md``.
 """
 from refvit.testing.conformance.cases import TOLERANCES, Case
+from refvit.testing.conformance.attention import check_attention, check_relative_position_bias, check_stripe_attention
+from refvit.testing.conformance.conv import check_conv2d, check_multiscale_dwconv
 from refvit.testing.conformance.na import check_na1d, check_na2d
+from refvit.testing.conformance.norm import check_batch_norm, check_layer_norm
 from refvit.testing.conformance.report import ConformanceError, Failure, Mismatch, Report
 
 __all__ = [
@@ -18,6 +21,25 @@ __all__ = [
     "Failure",
     "Mismatch",
     "Report",
+    "check_attention",
+    "check_batch_norm",
+    "check_conv2d",
+    "check_layer_norm",
+    "check_multiscale_dwconv",
     "check_na1d",
     "check_na2d",
+    "check_relative_position_bias",
+    "check_stripe_attention",
 ]
+
+CHECKS = {
+    "na1d": check_na1d,
+    "na2d": check_na2d,
+    "attention": check_attention,
+    "stripe_attention": check_stripe_attention,
+    "relative_position_bias": check_relative_position_bias,
+    "conv2d": check_conv2d,
+    "multiscale_dwconv": check_multiscale_dwconv,
+    "layer_norm": check_layer_norm,
+    "batch_norm": check_batch_norm,
+}
