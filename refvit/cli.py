@@ -32,6 +32,7 @@ COMMANDS = {
     "models": ("refvit.train.commands.models", "the registered models: parameters and input size"),
     "export": ("refvit.train.commands.export", "a checkpoint's weights as a .safetensors, .npz or .pth file"),
     "predict": ("refvit.train.commands.predict", "top-k classes of a trained model for your own images"),
+    "conform": ("refvit.train.commands.conform", "check your own implementation of an op against refvit"),
 }
 
 BUG_REPORT = ("this is a bug in refvit; please report it with the command line and the traceback above "

@@ -8,10 +8,13 @@
 The expected values come from refvit's ``numpy`` backend. See ``docs/testing.md``.
 """
 from refvit.testing.conformance.cases import TOLERANCES, Case
-from refvit.testing.conformance.attention import check_attention, check_relative_position_bias, check_stripe_attention
-from refvit.testing.conformance.conv import check_conv2d, check_multiscale_dwconv
-from refvit.testing.conformance.na import check_na1d, check_na2d
-from refvit.testing.conformance.norm import check_batch_norm, check_layer_norm
+from refvit.testing.conformance.attention import (
+    ATTENTION, RELATIVE_POSITION_BIAS, STRIPE_ATTENTION, check_attention, check_relative_position_bias,
+    check_stripe_attention,
+)
+from refvit.testing.conformance.conv import CONV2D, MULTISCALE_DWCONV, check_conv2d, check_multiscale_dwconv
+from refvit.testing.conformance.na import NA1D, NA2D, check_na1d, check_na2d
+from refvit.testing.conformance.norm import BATCH_NORM, LAYER_NORM, check_batch_norm, check_layer_norm
 from refvit.testing.conformance.report import ConformanceError, Failure, Mismatch, Report
 
 __all__ = [
@@ -43,3 +46,7 @@ CHECKS = {
     "layer_norm": check_layer_norm,
     "batch_norm": check_batch_norm,
 }
+
+# op -> its Family (catalogue, layouts): what ``refvit conform`` lists and defaults from
+FAMILIES = {family.op: family for family in (NA1D, NA2D, ATTENTION, STRIPE_ATTENTION, RELATIVE_POSITION_BIAS,
+                                             CONV2D, MULTISCALE_DWCONV, LAYER_NORM, BATCH_NORM)}

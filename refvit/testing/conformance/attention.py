@@ -7,9 +7,7 @@ Calls: ``fn(q, k, v[, bias=], scale=)``; ``fn(q, k, v, stripe_size[, lepe_weight
 """
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
-from refvit.testing.conformance.cases import Family, Layout, case, random_inputs
+from refvit.testing.conformance.cases import Family, Layout, case, composite, random_inputs
 from refvit.testing.conformance.runner import check
 
 ATTENTION_CASES = (
@@ -67,8 +65,8 @@ def _attention_arguments(inputs, params, layout):
     return (inputs["q"], inputs["k"], inputs["v"]), {**kwargs, "scale": params.get("scale", params["dims"][0] ** -0.5)}
 
 
-@st.composite
-def _attention_strategy(draw):
+@composite
+def _attention_strategy(draw, st):
     tokens = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
     dims = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     return case("random", tokens=tokens, dims=dims, bias=draw(st.sampled_from(("none", "per-head", "shared"))),
@@ -101,8 +99,8 @@ def _stripe_arguments(inputs, params, layout):
     return (inputs["q"], inputs["k"], inputs["v"], params["stripe"]), {**kwargs, "scale": 3 ** -0.5}
 
 
-@st.composite
-def _stripe_strategy(draw):
+@composite
+def _stripe_strategy(draw, st):
     stripe = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     shape = (stripe[0] * draw(st.integers(1, 2)), stripe[1] * draw(st.integers(1, 2)))
     return case("random", shape=shape, stripe=stripe, lepe=draw(st.sampled_from(("none", "weight", "weight+bias"))),
@@ -121,8 +119,8 @@ def _rpb_reference(inputs, params):
     return out, lambda dout: {"table": relative_position_bias.backward(dout, cache)[0]}, {}
 
 
-@st.composite
-def _rpb_strategy(draw):
+@composite
+def _rpb_strategy(draw, st):
     return case("random", window=(draw(st.integers(1, 5)), draw(st.integers(1, 5))), seed=draw(st.integers(0, 2**16)))
 
 

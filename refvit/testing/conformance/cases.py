@@ -73,6 +73,16 @@ class Family:
     strategy: Callable
 
 
+def composite(draw_case):
+    """``draw_case(draw, st) -> Case`` as a zero-argument function returning a Hypothesis strategy;
+    Hypothesis is imported only when random cases are drawn."""
+    def strategy():
+        from hypothesis import strategies as st
+
+        return st.composite(lambda draw: draw_case(draw, st))()
+    return strategy
+
+
 def random_inputs(seed, dtype, shapes):
     """``{name: standard normal array}`` drawn in the order of ``shapes`` (a dict name -> shape)."""
     rng = np.random.default_rng(seed)

@@ -7,9 +7,7 @@ Calls: ``fn(x, weight, bias, stride=, padding=, dilation=, groups=)`` and ``fn(x
 """
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
-from refvit.testing.conformance.cases import Family, Layout, case, random_inputs
+from refvit.testing.conformance.cases import Family, Layout, case, composite, random_inputs
 from refvit.testing.conformance.runner import check
 
 NCHW = (0, 3, 1, 2)
@@ -74,8 +72,8 @@ def _conv_arguments(inputs, params, layout):
     return (inputs["x"], inputs["weight"], inputs.get("bias")), _conv_options(params)
 
 
-@st.composite
-def _conv_strategy(draw):
+@composite
+def _conv_strategy(draw, st):
     groups = draw(st.integers(1, 3))
     channels = (groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2)))
     kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -126,8 +124,8 @@ def _msdw_differentiable(case):
     return (["x"] + [f"weights[{h}]" for h in heads] + ([f"biases[{h}]" for h in heads] if case.params["bias"] else []))
 
 
-@st.composite
-def _msdw_strategy(draw):
+@composite
+def _msdw_strategy(draw, st):
     return case("random", shape=(draw(st.integers(1, 6)), draw(st.integers(1, 6))), heads=draw(st.integers(1, 3)),
                 per_head=draw(st.integers(1, 2)), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 

@@ -10,9 +10,7 @@ updates in place.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import strategies as st
-
-from refvit.testing.conformance.cases import Family, Layout, case, random_inputs
+from refvit.testing.conformance.cases import Family, Layout, case, composite, random_inputs
 from refvit.testing.conformance.runner import check
 
 LAYER_NORM_CASES = (
@@ -59,8 +57,8 @@ def _ln_arguments(inputs, params, layout):
     return (x, weight, bias), {"eps": params["eps"]}
 
 
-@st.composite
-def _ln_strategy(draw):
+@composite
+def _ln_strategy(draw, st):
     shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
     return case("random", shape=shape, affine=draw(st.booleans()), eps=1e-5, seed=draw(st.integers(0, 2**16)))
 
@@ -96,8 +94,8 @@ def _bn_arguments(inputs, params, layout):
     return (x, weight, bias, mean, var, params["training"]), {"momentum": 0.1, "eps": 1e-5}
 
 
-@st.composite
-def _bn_strategy(draw):
+@composite
+def _bn_strategy(draw, st):
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(2, 3)), draw(st.integers(1, 4)))
     training = draw(st.booleans())
     return case("random", shape=shape, training=training, stats=(not training) or draw(st.booleans()),

@@ -126,8 +126,8 @@ class Report:
                     rows.append((name if i == 0 else "", case.dtype if i == 0 else "", f"FAIL {m.what}",
                                  f"{m.max_error:.3g}", str(m.index)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
-                         for row in rows)
+        return "\n".join(("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+                         .rstrip() for row in rows)
 
     def __str__(self):
         parts = [self.summary(), self.table().rstrip()]

@@ -116,6 +116,9 @@ class _Runner:
             backward_fn=self.backward_fn is not None))
         try:
             actual = self._call(args, kwargs, user_inputs, differentiable, dout_user)
+        except _WrongShape as error:
+            failure.error = str(error)
+            return failure
         except Exception as error:  # noqa: BLE001 - the user's function failing is a result to report
             failure.error = f"{type(error).__name__}: {error}"
             return failure
@@ -140,6 +143,8 @@ class _Runner:
         """``{"out": ..., "grad <name>": ...}`` as NumPy arrays in the user's layout."""
         out = self.fn(*args, **kwargs)
         actual = {"out": fw.to_numpy(out)}
+        if actual["out"].shape != dout_user.shape:
+            raise _WrongShape(f"out: shape {actual['out'].shape}, expected {dout_user.shape}")
         if not differentiable:
             return actual
         names = [self.layout.user_name(name) for name in differentiable]
@@ -153,6 +158,10 @@ class _Runner:
         for name, grad in zip(names, grads):
             actual[f"grad {name}"] = fw.to_numpy(grad)
         return actual
+
+
+class _WrongShape(Exception):
+    """The output's shape is not the expected one: reported as the case's error, before any backward."""
 
 
 def compare(what, actual, expected, rtol, atol):
