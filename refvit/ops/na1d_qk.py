@@ -8,9 +8,9 @@ Query ``i`` sees the keys ``N(i)_t`` of :mod:`refvit.ops.na1d` (the window rule 
 
 .. math::  a_{it} = \mathrm{scale}\; q_i\cdot k_{N(i)_t} + \mathrm{rpb}_{b(i,t)}
 
-and :math:`a_{it} = -\infty` for a slot past the end of a causal window. ``scale=None`` means 1
-(NATTEN's ``qk`` does not scale; the caller scales ``q``). ``na1d_av(softmax(a), v)`` is
-``na1d(q, k, v, scale=scale)``.
+and :math:`a_{it} = -\infty` for a slot past the end of a causal window. ``scale=None`` means
+``d ** -0.5`` as in :mod:`refvit.ops.na1d` (NATTEN's ``qk`` does not scale: ``scale=1.0``), and
+``na1d_av(softmax(a), v)`` is ``na1d(q, k, v)`` for the same arguments.
 
 Backward, with :math:`\bar a_{it} = \partial L/\partial a_{it}` (0 on empty slots):
 
@@ -46,7 +46,7 @@ class Cache(NamedTuple):
 def forward(q, k, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, scale=None, backend=None):
     """``na1d_qk(q, k, kernel_size, ...)`` -> ``(logits, cache)``; see the module docstring for the math.
 
-    Window arguments as in :func:`refvit.ops.na1d.forward`; ``scale=None`` means 1.
+    Window arguments as in :func:`refvit.ops.na1d.forward`; ``scale=None`` means ``d ** -0.5``.
     """
     backend = dispatch.resolve(OP, backend)
     q, k, rpb, options = check_qk_arguments(OP, AXIS_NAMES, q, k, kernel_size, dilation, stride, is_causal,

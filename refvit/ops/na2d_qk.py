@@ -11,9 +11,10 @@ The window of query ``(x, y)`` is the one of :mod:`refvit.ops.na2d` (the rule of
 .. math::  a_{xy,uw} = \mathrm{scale}\; q_{xy}\cdot k_{N_h(x)_u N_w(y)_w} + \mathrm{rpb}_{b_h(x,u),\, b_w(y,w)}
 
 and :math:`a_{xy,uw} = -\infty` for a slot outside a causal window (so that a softmax gives it
-weight 0). ``scale=None`` means 1: like NATTEN's ``qk``, the op does not scale; NAT/DiNAT scale ``q``
-before the call (``na2d_qk(q * d**-0.5, k, ...)``). With ``p = softmax(a)`` over the slots,
-``na2d_av(p, v)`` is ``na2d(q, k, v, scale=scale)``.
+weight 0). ``scale=None`` means ``d ** -0.5``, as in :mod:`refvit.ops.na2d`, so that with
+``p = softmax(a)`` over the slots ``na2d_av(p, v)`` is ``na2d(q, k, v)`` for the same arguments. NATTEN's
+``qk`` does not scale (NAT/DiNAT multiply ``q`` by ``d ** -0.5`` before the call): its equivalent is
+``na2d_qk(q, k, ..., scale=1.0)``.
 
 Backward, with :math:`\bar a_{xy,uw} = \partial L/\partial a_{xy,uw}` (0 on empty slots):
 
@@ -49,9 +50,9 @@ class Cache(NamedTuple):
 
 def check_qk_arguments(op, axis_names, q, k, kernel_size, dilation, stride, is_causal, rpb, scale, backend):
     """The checks of :func:`refvit.ops._neighborhood.check_arguments` for ``q`` and ``k`` (``k`` stands in
-    for ``v``); ``scale=None`` is 1 here -> ``(q, k, rpb, Options)``."""
+    for ``v``) -> ``(q, k, rpb, Options)``."""
     q, k, _, rpb, options = check_arguments(op, axis_names, q, k, k, kernel_size, dilation, stride, is_causal,
-                                            rpb, 1.0 if scale is None else scale, backend)
+                                            rpb, scale, backend)
     return q, k, rpb, options
 
 
@@ -59,7 +60,7 @@ def forward(q, k, kernel_size, dilation=1, stride=1, is_causal=False, rpb=None, 
     """``na2d_qk(q, k, kernel_size, ...)`` -> ``(logits, cache)``; see the module docstring for the math.
 
     ``kernel_size``, ``dilation``, ``stride``, ``is_causal`` as in :func:`refvit.ops.na2d.forward`;
-    ``scale=None`` means 1 (no scaling, NATTEN's ``qk``).
+    ``scale=None`` means ``d ** -0.5`` (NATTEN's unscaled ``qk`` is ``scale=1.0``).
     """
     backend = dispatch.resolve(OP, backend)
     q, k, rpb, options = check_qk_arguments(OP, AXIS_NAMES, q, k, kernel_size, dilation, stride, is_causal,

@@ -1,5 +1,5 @@
 """The split neighbourhood-attention ops ``na2d_qk`` / ``na2d_av`` and ``na1d_qk`` / ``na1d_av``:
-``av(softmax(qk(q * scale, k, rpb)), v)`` is ``na(q, k, v, rpb, scale)``, forward and backward; the
+``av(softmax(qk(q, k, rpb, scale)), v)`` is ``na(q, k, v, rpb, scale)``, forward and backward; the
 logits are ``na``'s before the softmax; a dense PyTorch version with autograd agrees."""
 import numpy as np
 import pytest
@@ -25,14 +25,14 @@ def _arrays(seed, shape, kernel_sizes, heads, with_rpb):
 
 
 def _split(qk, av, q, k, v, dout, rpb, scale, window, backend):
-    """Forward and backward of ``av(softmax(qk(q * scale, k)), v)``: ``(out, logits, (dq, dk, dv, drpb))``."""
-    logits, qk_cache = qk.forward(q * scale, k, **window, rpb=rpb, backend=backend)
+    """Forward and backward of ``av(softmax(qk(q, k, scale)), v)``: ``(out, logits, (dq, dk, dv, drpb))``."""
+    logits, qk_cache = qk.forward(q, k, **window, rpb=rpb, scale=scale, backend=backend)
     weights, softmax_cache = ops.softmax.forward(logits, backend=backend)
     out, av_cache = av.forward(weights, v, **window, backend=backend)
     dweights, dv = av.backward(dout, av_cache)
     dlogits, = ops.softmax.backward(dweights, softmax_cache)
-    dq_scaled, dk, drpb = qk.backward(dlogits, qk_cache)
-    return out, logits, (scale * dq_scaled, dk, dv, drpb)
+    dq, dk, drpb = qk.backward(dlogits, qk_cache)
+    return out, logits, (dq, dk, dv, drpb)
 
 
 def _check_against_fused(fused, qk, av, q, k, v, dout, rpb, scale, window, backend):
@@ -49,9 +49,9 @@ def _check_against_fused(fused, qk, av, q, k, v, dout, rpb, scale, window, backe
     attn = np.asarray(cache.attn)
     assert_close(ops.softmax.forward(logits, backend="numpy")[0], attn, **TOL, name="softmax(logits)")
     assert (np.isneginf(logits) == (attn == 0)).all()
-    # scale= on the logits op is the same as scaling q first (scale=None is no scaling)
-    scaled, _ = qk.forward(q, k, **window, rpb=rpb, scale=scale, backend=backend)
-    assert_close(scaled, logits, **TOL, name="logits with scale=")
+    # scale= on the logits op is the same as scaling q first with scale=1.0 (NATTEN's unscaled qk)
+    unscaled, _ = qk.forward(q * scale, k, **window, rpb=rpb, scale=1.0, backend=backend)
+    assert_close(unscaled, logits, **TOL, name="logits of q * scale with scale=1.0")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -75,15 +75,15 @@ def test_na1d_av_of_softmax_of_na1d_qk_is_na1d(backend, axis, batch, heads, head
     _check_against_fused(ops.na1d, ops.na1d_qk, ops.na1d_av, q, k, v, dout, rpb, scale, window, backend)
 
 
-def test_qk_does_not_scale_by_default(rng):
-    """NATTEN's ``qk`` leaves the scaling to the caller: ``scale=None`` is 1, not ``d ** -0.5``."""
+def test_qk_scales_by_head_dim_by_default(rng):
+    """``scale=None`` is ``d ** -0.5``, as in na2d; ``scale=1.0`` is NATTEN's unscaled ``qk``."""
     q, k = rng.standard_normal((2, 1, 2, 7, 5, 4))
-    plain, _ = ops.na2d_qk.forward(q, k, 3, backend="numpy")
-    one, _ = ops.na2d_qk.forward(q, k, 3, scale=1.0, backend="numpy")
-    np.testing.assert_array_equal(plain, one)
-    hood = windows_2d(7, 5, ops.na2d_qk.forward(q, k, 3)[1].options)
-    dots = np.einsum("bhxyc,bhxyuwc->bhxyuw", q, k[:, :, hood.key_row, hood.key_col]).reshape(plain.shape)
-    assert_close(plain, dots, **TOL)
+    default, _ = ops.na2d_qk.forward(q, k, 3, backend="numpy")
+    one, cache = ops.na2d_qk.forward(q, k, 3, scale=1.0, backend="numpy")
+    hood = windows_2d(7, 5, cache.options)
+    dots = np.einsum("bhxyc,bhxyuwc->bhxyuw", q, k[:, :, hood.key_row, hood.key_col]).reshape(one.shape)
+    assert_close(one, dots, **TOL)
+    assert_close(default, dots * 4 ** -0.5, **TOL)
 
 
 def test_av_ignores_the_weights_of_empty_causal_slots(rng):
