@@ -23,7 +23,10 @@ Before drawing, the recomputation is checked against the module's own result (it
 the ``stripe_attention`` op's output at the query). Each row of the figure is one image: the
 image with the query's patch outlined, the weights averaged over the heads, and a few heads,
 drawn over the image. Default layer: the last one on the largest map; default query: the centre
-token. Needs matplotlib, and scikit-learn for the digits (``pip install 'refvit[examples]'``).
+token. CoAtNet has attention only in its last two stages: ``coatnet_nano`` at its 32x32 input
+works there on 2x2 and 1x1 maps, so its default is a 2x2 map (a stage-3 block, each query over
+all four tokens), the largest it has; the command says so when it draws a map that small. The
+NAT, DiNAT and CSWin nano models attend from their first stage on (8x8 maps at 32x32). Needs matplotlib, and scikit-learn for the digits (``pip install 'refvit[examples]'``).
 """
 from __future__ import annotations
 
@@ -206,6 +209,9 @@ def layer_weights(modules, records, query):
     return np.concatenate(maps, axis=1)
 
 
+SMALL_MAP = 4  # tokens: a map this small is named when drawn (CoAtNet's stage 3 at 32x32 is 2x2)
+
+
 def map_size(modules, records):
     return records[id(modules[0])][0][0].shape[1:3]
 
@@ -273,14 +279,17 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a checkpoint.npz written by refvit train")
     parser.add_argument("--train-quick", action="store_true", help="first train --model for a few batches into --out")
-    parser.add_argument("--model", default="dinat_nano", help="model for --train-quick (default: dinat_nano)")
+    parser.add_argument("--model", default="dinat_nano",
+                        help="model for --train-quick (default: dinat_nano; coatnet_nano attends only on 2x2 and "
+                             "1x1 maps at its 32x32 input, and the 2x2 one is drawn)")
     parser.add_argument("--out", help="run folder for --train-quick (default: runs/attention-MODEL)")
     parser.add_argument("--quick-epochs", type=int, default=4, help="epochs of --train-quick (default: 4)")
     parser.add_argument("--quick-batches", type=int, default=15,
                         help="batches per epoch of --train-quick (default: 15)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of --train-quick (default: 64)")
     parser.add_argument("--backend", help="backend of --train-quick (default: refvit train's)")
-    parser.add_argument("--layer", help="attention layer to draw (default: the last one on the largest map)")
+    parser.add_argument("--layer", help="attention layer to draw (default: the last one on the largest map; see "
+                                        "--list-layers)")
     parser.add_argument("--list-layers", action="store_true",
                         help="print the attention layers and their maps, then stop")
     parser.add_argument("--query", type=int, nargs=2, metavar=("ROW", "COL"), help="query token on the layer's map "
@@ -334,6 +343,10 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     weights = layer_weights(layers[layer], records, query)
+    if height * width <= SMALL_MAP:
+        print(f"{layer} attends on a {height}x{width} map ({height * width} tokens per query): the largest "
+              f"attention map {name} has at {images.shape[1]}x{images.shape[2]}" if height * width == largest
+              else f"{layer} attends on a {height}x{width} map; {name} has larger ones (--list-layers)")
     png = args.png or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"attention-{layer}.png")
     title = f"{name} (epoch {state['epoch']}), {layer}\nquery {query} on the {height}x{width} map"
     draw(images, labels, predictions, weights, query, title, png)
