@@ -47,7 +47,8 @@ def script(fn, case, call, framework, differentiable, backward_fn=False):
     lines += [f"out = {call}", "", "def report(what, actual, expected):",
               "    actual = actual.detach().numpy() if hasattr(actual, 'detach') else np.asarray(actual)",
               "    err = np.abs(actual - expected)",
-              "    print(what, 'largest error', err.max(), 'at', np.unravel_index(err.argmax(), err.shape))", "",
+              "    at = tuple(int(i) for i in np.unravel_index(err.argmax(), err.shape))",
+              "    print(what, 'largest error', err.max(), 'at', at)", "",
               'report("out", out, data["expected_out"])']
     if differentiable:
         if torch_autograd:

@@ -136,3 +136,13 @@ def na_torch(q, k, v, kernel_size, dilation=1, is_causal=False, scale=None, stri
         logits = logits + rpb[(slice(None),) + index]
     logits = logits.masked_fill(torch.from_numpy(~mask), float("-inf"))
     return (torch.softmax(logits, dim=-1) @ flat(v)).reshape(q.shape)
+
+
+def na2d_causal_one_late_torch(q, k, v, kernel_size, dilation=1, is_causal=False, scale=None, stride=1, rpb=None):
+    """:func:`na_torch` whose causal windows reach one key past the query."""
+    return na_torch(q, k, v, kernel_size, dilation, is_causal, scale, stride, rpb, bug="causal-one-late")
+
+
+def na2d_border_off_by_one_numpy(q, k, v, kernel_size, dilation=1, is_causal=False, scale=None, stride=1, rpb=None):
+    """:func:`na_numpy` whose windows stop one key short of the far border."""
+    return na_numpy(q, k, v, kernel_size, dilation, is_causal, scale, stride, rpb, bug="border-off-by-one")

@@ -78,3 +78,11 @@ def multiscale_dwconv_torch(x, weights, biases, heads):
     outs = [F.conv2d(chunk, weights[i], None if biases is None else biases[i], padding=1 + i,
                      groups=chunk.shape[1]) for i, chunk in enumerate(chunks)]
     return torch.cat(outs, dim=1)
+
+
+def batch_norm_momentum_flipped_torch(x, running_mean, running_var, weight=None, bias=None, training=False,
+                                      momentum=0.1, eps=1e-5):
+    """``torch.nn.functional.batch_norm`` with the momentum's meaning flipped (weight on the old statistics)."""
+    import torch.nn.functional as F
+
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training, 1 - momentum, eps)
