@@ -21,3 +21,12 @@ def test_entry_hands_depthwise_calls_to_the_depthwise_kernels(monkeypatch, rng, 
     assert calls == (["forward", "backward"] if depthwise else [])
     want, _ = ops.conv2d.forward(x, weight, None, padding=1, groups=groups, backend="numpy")
     np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, groups, path", [
+    (16, 16, 16, "depthwise_conv2d"), (32, 64, 8, "conv2d_direct"), (8, 16, 8, "conv2d_direct"),
+    (3, 16, 1, "conv2d_gemm"), (16, 16, 1, "conv2d_gemm")])
+def test_cpu_entry_rule(in_channels, out_channels, groups, path):
+    from refvit.kernels.cpu import conv2d
+
+    assert conv2d.choose(in_channels, out_channels, groups).__name__.rsplit(".", 1)[1] == path

@@ -1,0 +1,234 @@
+r"""Dense 2-D convolution (``groups == 1``) on the CPU as matrix products over blocks of output pixels.
+
+The patch matrix holds, for output pixel ``n = (b, u, v)`` and column ``k = (i, j, c)``:
+
+.. math::  P_{n,k} = \tilde x_{b,\,u s_h - p_h + i d_h,\,v s_w - p_w + j d_w,\,c}
+
+(zero where the tap falls in the padding). With the weight as ``M (kh*kw*C_in, C_out)``:
+
+.. math::  Y = P M, \qquad \frac{\partial L}{\partial M} = P^\top \Delta, \qquad
+           \frac{\partial L}{\partial P} = \Delta M^\top
+
+The ``N = B*H_out*W_out`` rows are cut into fixed blocks (:func:`block_rows`, set by the sizes
+only, never by the thread count). One ``prange`` iteration per block copies the block's patch rows
+into a reused workspace and multiplies them at once, while they are still in cache, with Numba's
+``np.dot`` (single-threaded BLAS, see :mod:`refvit.kernels.cpu._threads`): the forward writes
+``Y`` rows, the backward one partial ``P_r^\top \Delta_r`` per block (added in block order
+afterwards) and the ``\partial L/\partial P`` rows. ``dx`` folds those back: every entry
+``(n, k)`` is added to the input number it was copied from (``prange`` over images).
+
+Channels-last makes a patch row a few contiguous runs: with ``d_w = 1`` the ``kw`` taps of one
+kernel row are ``kw*C_in`` consecutive numbers of ``x``, copied as one run (a stem's ``C_in = 3``
+would otherwise copy runs of 3). A ``1x1`` convolution with stride 1 and no padding has ``P = x``
+and skips the copy and the fold.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import config, get_thread_id, njit, prange
+
+from refvit.kernels.cpu._workspace import scratch
+
+# Rows of the patch matrix per block: at least MIN_BLOCK_ROWS (a block's patch rows, a few hundred
+# KiB, stay in L2 between the copy and the product), and at most MAX_BLOCKS blocks (each block of
+# the backward keeps a (kh*kw*C_in, C_out) partial weight gradient).
+MIN_BLOCK_ROWS = 256
+MAX_BLOCKS = 32
+
+
+class Geometry(NamedTuple):
+    """The window of one call, in the integers the kernels use."""
+    out_h: int
+    out_w: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dil_h: int
+    dil_w: int
+
+
+def geometry(window, height, width):
+    out_h, out_w = window.output_size(height, width)
+    (kh, kw), (stride_h, stride_w) = window.kernel, window.stride
+    (pad_h, pad_w), (dil_h, dil_w) = window.padding, window.dilation
+    return Geometry(out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+
+
+def block_rows(rows):
+    """Rows per block for a patch matrix of ``rows`` rows."""
+    return max(MIN_BLOCK_ROWS, -(-rows // MAX_BLOCKS))
+
+
+def is_pointwise(geo):
+    """A ``1x1`` window with stride 1 and no padding: the patch matrix is ``x`` itself."""
+    return (geo.kh, geo.kw, geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w) == (1, 1, 1, 1, 0, 0)
+
+
+@njit(cache=True)
+def _fill_patches(x, cols, first, stop, geo):
+    """Rows ``[first, stop)`` of the patch matrix into ``cols[:stop - first]``; ``x (B, H, W*C)``."""
+    height, channels = x.shape[1], cols.shape[1] // (geo.kh * geo.kw)
+    width = x.shape[2] // channels
+    run = geo.kw * channels
+    for n in range(first, stop):
+        v = n % geo.out_w
+        u = (n // geo.out_w) % geo.out_h
+        b = n // (geo.out_w * geo.out_h)
+        target = cols[n - first]
+        left = v * geo.stride_w - geo.pad_w
+        for i in range(geo.kh):
+            h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
+            row = i * run
+            if h < 0 or h >= height:
+                for t in range(run):
+                    target[row + t] = 0.0
+                continue
+            pixels = x[b, h]
+            if geo.dil_w == 1 and left >= 0 and left + geo.kw <= width:
+                start = left * channels
+                for t in range(run):
+                    target[row + t] = pixels[start + t]
+                continue
+            for j in range(geo.kw):
+                w = left + j * geo.dil_w
+                column = row + j * channels
+                if 0 <= w < width:
+                    for c in range(channels):
+                        target[column + c] = pixels[w * channels + c]
+                else:
+                    for c in range(channels):
+                        target[column + c] = 0.0
+
+
+@njit(cache=True)
+def _bounds(block, rows, size):
+    return block * size, min(rows, (block + 1) * size)
+
+
+@njit(cache=True, parallel=True)
+def _forward_blocks(x, matrix, cols, out, size, geo, pointwise):
+    """``out (N, C_out) = P @ matrix`` block by block; ``x (B, H, W*C_in)``, ``cols (threads, size, K)``
+    one block's patch rows per thread."""
+    rows = out.shape[0]
+    flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
+    for block in prange(-(-rows // size)):
+        first, stop = _bounds(block, rows, size)
+        if pointwise:
+            np.dot(flat[first:stop], matrix, out[first:stop])
+        else:
+            own = cols[get_thread_id()]
+            _fill_patches(x, own, first, stop, geo)
+            np.dot(own[:stop - first], matrix, out[first:stop])
+
+
+@njit(cache=True, parallel=True)
+def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, size, geo, pointwise):
+    """Per block ``r``: ``partials[r] = P_r^T dout_r`` and ``dcols_r = dout_r @ matrix_t``."""
+    rows = dout.shape[0]
+    flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
+    for block in prange(partials.shape[0]):
+        first, stop = _bounds(block, rows, size)
+        if pointwise:
+            np.dot(flat[first:stop].T, dout[first:stop], partials[block])
+        else:
+            own = cols[get_thread_id()]
+            _fill_patches(x, own, first, stop, geo)
+            np.dot(own[:stop - first].T, dout[first:stop], partials[block])
+        np.dot(dout[first:stop], matrix_t, dcols[first:stop])
+
+
+@njit(cache=True, parallel=True)
+def _fold(dcols, dx, geo):
+    """col2im: ``dx (B, H, W*C)`` sums every patch entry copied from it, ``prange`` over images.
+
+    Within an image the rows of ``dcols`` are added back in order, in the same contiguous runs
+    :func:`_fill_patches` copies (the gather form, a loop per input pixel over the taps that
+    reach it, ran 4x slower on a stem with ``C_in = 3``); each image is written by one iteration."""
+    batch, height = dx.shape[0], dx.shape[1]
+    channels = dcols.shape[1] // (geo.kh * geo.kw)
+    width = dx.shape[2] // channels
+    run = geo.kw * channels
+    pixels_per_image = geo.out_h * geo.out_w
+    for b in prange(batch):
+        image = dx[b]
+        image[...] = 0.0
+        for n in range(b * pixels_per_image, (b + 1) * pixels_per_image):
+            v = n % geo.out_w
+            u = (n // geo.out_w) % geo.out_h
+            source = dcols[n]
+            left = v * geo.stride_w - geo.pad_w
+            for i in range(geo.kh):
+                h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
+                if h < 0 or h >= height:
+                    continue
+                pixels = image[h]
+                row = i * run
+                if geo.dil_w == 1 and left >= 0 and left + geo.kw <= width:
+                    start = left * channels
+                    for t in range(run):
+                        pixels[start + t] += source[row + t]
+                    continue
+                for j in range(geo.kw):
+                    w = left + j * geo.dil_w
+                    if 0 <= w < width:
+                        column = row + j * channels
+                        for c in range(channels):
+                            pixels[w * channels + c] += source[column + c]
+
+
+def _patch_workspace(size, columns, dtype):
+    """One block of patch rows per Numba thread (``prange`` iterations index it by thread id)."""
+    return scratch("conv2d.patches", (config.NUMBA_NUM_THREADS, size, columns), dtype)
+
+
+def weight_matrix(weight):
+    """``(C_out, C_in, kh, kw)`` -> ``(kh*kw*C_in, C_out)``, rows ordered ``(i, j, c)``."""
+    out_channels = weight.shape[0]
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, out_channels))
+
+
+def forward(x, weight, bias, window):
+    """``x (B, H, W, C_in)``, ``weight (C_out, C_in, kh, kw)``, ``bias (C_out,)`` or None -> ``out``."""
+    batch, height, width, channels = x.shape
+    geo = geometry(window, height, width)
+    rows = batch * geo.out_h * geo.out_w
+    matrix = weight_matrix(weight)
+    pointwise = is_pointwise(geo)
+    cols = _patch_workspace(1 if pointwise else block_rows(rows), 1 if pointwise else matrix.shape[0], x.dtype)
+    out = np.empty((rows, weight.shape[0]), dtype=x.dtype)
+    flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
+    _forward_blocks(flat, matrix, cols, out, block_rows(rows), geo, pointwise)
+    if bias is not None:
+        out += bias
+    return out.reshape(batch, geo.out_h, geo.out_w, weight.shape[0])
+
+
+def backward(dout, x, weight, has_bias, window, channel_sums):
+    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``."""
+    batch, height, width, channels = x.shape
+    out_channels, _, kh, kw = weight.shape
+    geo = geometry(window, height, width)
+    rows = batch * geo.out_h * geo.out_w
+    matrix_t = np.ascontiguousarray(weight_matrix(weight).T)
+    pointwise = is_pointwise(geo)
+    size = block_rows(rows)
+    dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
+    partials = np.empty((-(-rows // size), kh * kw * channels, out_channels), dtype=x.dtype)
+    if pointwise:
+        cols = _patch_workspace(1, 1, x.dtype)
+        dx = np.empty(x.shape, dtype=x.dtype)
+        dcols = dx.reshape(rows, channels)
+    else:
+        cols = _patch_workspace(size, kh * kw * channels, x.dtype)
+        dcols = scratch("conv2d.patch_grads", (rows, kh * kw * channels), x.dtype)
+    flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
+    _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, size, geo, pointwise)
+    if not pointwise:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        _fold(dcols, dx.reshape(batch, height, width * channels), geo)
+    dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
+    dweight = np.ascontiguousarray(dmatrix.reshape(kh, kw, channels, out_channels).transpose(3, 2, 0, 1))
+    return dx, dweight, channel_sums(dout) if has_bias else None

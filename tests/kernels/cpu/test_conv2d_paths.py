@@ -1,0 +1,92 @@
+"""Each algorithm of the cpu conv2d, called directly, against the NumPy reference of refvit/ops/conv2d.py:
+the blocked patch products of conv2d_gemm (groups == 1) and the direct loops of conv2d_direct (any groups)."""
+import numpy as np
+import pytest
+
+from refvit.kernels.cpu import _threads, conv2d_direct, conv2d_gemm
+from refvit.kernels.cpu.depthwise_conv2d import channel_sums
+from refvit.kernels.cpu._threads import run_as_kernel_entry
+from refvit.ops import conv2d as reference
+from refvit.ops._conv_geometry import Window
+from tests.conftest import tolerance
+
+WINDOWS = {
+    "3x3 padded": Window((3, 3), (1, 1), (1, 1), (1, 1)),
+    "7x7 stride 2 stem": Window((7, 7), (2, 2), (3, 3), (1, 1)),
+    "3x3 stride 2": Window((3, 3), (2, 2), (1, 1), (1, 1)),
+    "2x2 stride 2 unpadded": Window((2, 2), (2, 2), (0, 0), (1, 1)),
+    "pointwise": Window((1, 1), (1, 1), (0, 0), (1, 1)),
+    "1x1 stride 2": Window((1, 1), (2, 2), (0, 0), (1, 1)),
+    "dilated, uneven": Window((3, 2), (2, 1), (2, 1), (2, 3)),
+    "wide padding": Window((3, 3), (3, 2), (4, 3), (1, 2)),
+}
+
+
+def _case(rng, dtype, window, in_channels, out_channels, groups, bias=True):
+    x = rng.standard_normal((3, 9, 10, in_channels)).astype(dtype)
+    weight = rng.standard_normal((out_channels, in_channels // groups, *window.kernel)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype) if bias else None
+    out_h, out_w = window.output_size(9, 10)
+    dout = rng.standard_normal((3, out_h, out_w, out_channels)).astype(dtype)
+    return x, weight, b, dout
+
+
+def _check(path, x, weight, bias, dout, window, groups):
+    out = run_as_kernel_entry(path.forward, (x, weight, bias, window))
+    grads = run_as_kernel_entry(path.backward, (dout, x, weight, bias is not None, window, channel_sums))
+    want_out = reference._forward_numpy(x, weight, bias, window, groups)
+    want = reference._backward_numpy(dout, x, weight, bias is not None, window, groups)
+    tol = tolerance(x.dtype)
+    assert out.dtype == x.dtype and all(g.dtype == x.dtype for g in grads if g is not None)
+    np.testing.assert_allclose(out, want_out, **tol)
+    for got, expected in zip(grads, want):
+        if expected is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, expected, **tol)
+
+
+@pytest.mark.parametrize("name", list(WINDOWS))
+@pytest.mark.parametrize("channels", [(3, 5), (8, 4)], ids=["stem-like", "wider"])
+def test_gemm_path_matches_numpy(dtype, rng, name, channels):
+    window = WINDOWS[name]
+    x, weight, bias, dout = _case(rng, dtype, window, *channels, groups=1, bias=name != "pointwise")
+    _check(conv2d_gemm, x, weight, bias, dout, window, 1)
+
+
+@pytest.mark.parametrize("name", list(WINDOWS))
+@pytest.mark.parametrize("channels, groups", [((8, 12), 4), ((6, 4), 2), ((3, 5), 1)])
+def test_direct_path_matches_numpy(dtype, rng, name, channels, groups):
+    window = WINDOWS[name]
+    x, weight, bias, dout = _case(rng, dtype, window, *channels, groups=groups, bias=groups != 2)
+    _check(conv2d_direct, x, weight, bias, dout, window, groups)
+
+
+@pytest.mark.parametrize("name", ["3x3 stride 2", "pointwise", "dilated, uneven"])
+def test_gemm_blocks_do_not_change_the_result(monkeypatch, rng, name):
+    """Many small blocks on several threads, a last block cut short: the result of one block."""
+    window = WINDOWS[name]
+    x, weight, bias, dout = _case(rng, np.float64, window, 4, 6, groups=1)
+    one_block = [run_as_kernel_entry(conv2d_gemm.forward, (x, weight, bias, window))]
+    one_block += run_as_kernel_entry(conv2d_gemm.backward, (dout, x, weight, True, window, channel_sums))
+    monkeypatch.setattr(conv2d_gemm, "MIN_BLOCK_ROWS", 7)
+    monkeypatch.setattr(conv2d_gemm, "MAX_BLOCKS", 1000)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
+    assert conv2d_gemm.block_rows(3 * 9 * 10) == 7
+    many = [run_as_kernel_entry(conv2d_gemm.forward, (x, weight, bias, window))]
+    many += run_as_kernel_entry(conv2d_gemm.backward, (dout, x, weight, True, window, channel_sums))
+    for got, want in zip(many, one_block):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_direct_path_on_many_threads_matches_numpy(monkeypatch, rng):
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
+    window = WINDOWS["3x3 stride 2"]
+    x, weight, bias, dout = _case(rng, np.float64, window, 8, 16, groups=4)
+    _check(conv2d_direct, x, weight, bias, dout, window, 4)
+
+
+def test_block_rows_keeps_blocks_large_and_few():
+    assert conv2d_gemm.block_rows(10) == conv2d_gemm.MIN_BLOCK_ROWS
+    rows = 100 * conv2d_gemm.MIN_BLOCK_ROWS * conv2d_gemm.MAX_BLOCKS
+    assert -(-rows // conv2d_gemm.block_rows(rows)) == conv2d_gemm.MAX_BLOCKS
