@@ -46,9 +46,12 @@ def autograd(output, dout, leaves):
 
 
 def flatten(values):
-    """``(dx, (dw0, dw1), (db0, db1))`` -> ``[dx, dw0, dw1, db0, db1]``: a user's backward may nest sequences."""
+    """``(dx, (dw0, dw1), (db0, db1))`` -> ``[dx, dw0, dw1, db0, db1]``: a user's backward may nest sequences
+    and return ``None`` for an input that was ``None`` (refvit's own rule), which is dropped."""
     out = []
     for value in values:
+        if value is None:
+            continue
         if isinstance(value, (list, tuple)):
             out.extend(flatten(value))
         else:
