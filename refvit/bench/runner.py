@@ -6,6 +6,9 @@ when ``torch`` is installed and the case describes its PyTorch equivalent; they 
 timed in a child process, since torch's OpenMP runtime slows Numba's threads when both are
 loaded in one process. The ``cuda`` backend is timed with device-resident inputs on a real GPU only (the
 simulator measures Python, not a GPU).
+
+Whole models are compared with their PyTorch ports as well (:mod:`refvit.bench.compare`): inference
+passes and training steps, each side in a process of its own, over several alternating rounds.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from refvit import ops
 from refvit.backend import cuda_available, cuda_simulator_enabled
-from refvit.bench import collect_cases
+from refvit.bench import collect_cases, compare
 from refvit.bench.timing import matmul_gflops, measure
 from refvit.errors import UserError
 
@@ -107,17 +110,48 @@ def select(names, filter_text):
     return [name for name in names if any(part in name for part in parts)]
 
 
-def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None):
-    """Time every matching case; print the table; return the rows as dicts."""
+def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None,
+        rounds=3, compile_too=False, markdown=False):
+    """Time every matching case; print the table (Markdown with ``markdown``); return the rows as dicts.
+
+    Op cases fill ``rows``; the whole-model comparisons with PyTorch (:mod:`refvit.bench.compare`, run
+    when ``torch`` is among the backends and installed) fill ``compare``, over ``rounds`` rounds.
+    """
     out = out or sys.stdout
+    progress = sys.stderr if markdown else out
     every = collect_cases()
     chosen = set(select([c.name for c in every], filter_text))
     cases = [c for c in every if c.name in chosen]
-    if not cases:
+    comparisons = []
+    if "torch" in backends and torch_available():
+        comparisons = compare.selected(compare.compare_cases(), filter_text, select)
+    if not cases and not comparisons:
         raise UserError(f"bench: no case matches {filter_text!r}")
-    real_gpu = cuda_available() and not cuda_simulator_enabled()
     gflops = matmul_gflops()
-    print(f"float32 matmul (1024x1024, NumPy BLAS): {gflops:.1f} GFLOP/s on {os.cpu_count()} cores", file=out)
+    print(f"float32 matmul (1024x1024, NumPy BLAS): {gflops:.1f} GFLOP/s on {os.cpu_count()} cores", file=progress)
+    rows = time_cases(cases, backends, dtype, repeat, progress) if cases else []
+    compared = compare.run_compare(comparisons, rounds, repeat, compile_too, progress) if comparisons else []
+    if markdown:
+        print(markdown_tables(rows, compared, rounds, gflops), file=out)
+    return {"matmul_gflops": gflops, "rows": rows, "compare": compared, "rounds": rounds}
+
+
+def markdown_tables(rows, compared, rounds, gflops):
+    """The header line and the tables of one run, in Markdown."""
+    from refvit.bench import markdown
+
+    parts = [markdown.machine_line(1, rounds if compared else None)
+             + f"; float32 1024x1024 matmul {gflops:.0f} GFLOP/s"]
+    if rows:
+        parts.append(markdown.ops_table(rows))
+    if compared:
+        parts.append(markdown.compare_table(compared))
+    return "\n\n".join(parts)
+
+
+def time_cases(cases, backends, dtype, repeat, out):
+    """The op cases' rows, one per case and backend, each printed as it is timed."""
+    real_gpu = cuda_available() and not cuda_simulator_enabled()
     header = f"{'case':<44} {'backend':<8} {'forward ms':>11} {'fwd+bwd ms':>11} {'vs numpy':>9} {'GFLOP/s':>8}"
     print(header, file=out)
     print("-" * len(header), file=out)
@@ -145,7 +179,7 @@ def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.f
             rows.append(row)
             print(f"{case.name:<44} {backend:<8} {fwd * 1e3:>11.3f} {fwd_bwd * 1e3:>11.3f} "
                   f"{speedup:>8.1f}x {rate:>8.2f}", file=out, flush=True)
-    return {"matmul_gflops": gflops, "rows": rows}
+    return rows
 
 
 def main(argv=None):
@@ -164,18 +198,29 @@ def add_arguments(parser):
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (at least)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--list", action="store_true", help="list the case names and exit")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the tables as Markdown (progress goes to stderr), headed by the machine")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the whole-model comparison with PyTorch (the sides alternate)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a torch.compile column to the comparison (compilation not timed; it takes minutes)")
 
 
 def run_from_args(args):
     if args.list:
         for case in collect_cases():
             print(case.name)
+        for case in compare.compare_cases():
+            print(case.name)
         return 0
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = set(backends) - {"numpy", "cpu", "cuda", "torch"}
     if unknown:
         raise UserError(f"bench: '--backends' must name numpy, cpu, cuda or torch; got {', '.join(sorted(unknown))}")
-    result = run(args.filter, backends, np.dtype(args.dtype).type, args.repeat)
+    if args.rounds < 1:
+        raise UserError(f"bench: '--rounds' must be at least 1; got {args.rounds}")
+    result = run(args.filter, backends, np.dtype(args.dtype).type, args.repeat, rounds=args.rounds,
+                 compile_too=args.compile, markdown=args.markdown)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
