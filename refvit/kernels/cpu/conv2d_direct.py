@@ -31,51 +31,58 @@ def _forward(x, taps, bias, out, geo):
     groups, group_in, group_out = taps.shape[0], taps.shape[3], taps.shape[4]
     for row in prange(batch * geo.out_h):
         b, u = row // geo.out_h, row % geo.out_h
-        sums = np.empty(group_out, dtype=np.float64)
+        sums = np.empty(out.shape[3], dtype=np.float64)
         for v in range(geo.out_w):
-            for g in range(groups):
-                for o in range(group_out):
-                    sums[o] = bias[g * group_out + o]
-                for i in range(geo.kh):
-                    h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
-                    if h < 0 or h >= height:
+            for o in range(out.shape[3]):
+                sums[o] = bias[o]
+            for i in range(geo.kh):
+                h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
+                if h < 0 or h >= height:
+                    continue
+                for j in range(geo.kw):
+                    w = v * geo.stride_w - geo.pad_w + j * geo.dil_w
+                    if w < 0 or w >= width:
                         continue
-                    for j in range(geo.kw):
-                        w = v * geo.stride_w - geo.pad_w + j * geo.dil_w
-                        if w < 0 or w >= width:
-                            continue
+                    pixel = x[b, h, w]
+                    for g in range(groups):
                         for c in range(group_in):
-                            value = np.float64(x[b, h, w, g * group_in + c])
+                            value = np.float64(pixel[g * group_in + c])
                             weights = taps[g, i, j, c]
                             for o in range(group_out):
-                                sums[o] += value * weights[o]
-                for o in range(group_out):
-                    out[b, u, v, g * group_out + o] = sums[o]
+                                sums[g * group_out + o] += value * weights[o]
+            for o in range(out.shape[3]):
+                out[b, u, v, o] = sums[o]
 
 
 @njit(cache=True, parallel=True)
-def _input_grad(dout, taps, dx, geo):
-    """``dx[b, h, w, g C_g + c] = sum over taps (i, j) reaching an output (u, v) of dout[b, u, v, g O_g + o] w[g, i, j, c, o]``."""
-    batch, height, width, _ = dx.shape
-    groups, group_in, group_out = taps.shape[0], taps.shape[3], taps.shape[4]
+def _input_grad(dout, taps_t, dx, geo):
+    """``dx[b, h, w, g C_g + c]``: the sum, over the taps ``(i, j)`` that put input ``(h, w)`` in the
+    window of an output ``(u, v)``, of ``dout[b, u, v, g O_g + o] w[g, i, j, c, o]``;
+    ``taps_t (G, kh, kw, O_g, C_g)``."""
+    batch, height, width, in_channels = dx.shape
+    groups, group_out, group_in = taps_t.shape[0], taps_t.shape[3], taps_t.shape[4]
     for row in prange(batch * height):
         b, h = row // height, row % height
+        sums = np.empty(in_channels, dtype=np.float64)
         for w in range(width):
-            for g in range(groups):
-                for c in range(group_in):
-                    total = 0.0
-                    for i in range(geo.kh):
-                        u = reached_output(h, geo.pad_h, i * geo.dil_h, geo.stride_h, geo.out_h)
-                        if u < 0:
-                            continue
-                        for j in range(geo.kw):
-                            v = reached_output(w, geo.pad_w, j * geo.dil_w, geo.stride_w, geo.out_w)
-                            if v < 0:
-                                continue
-                            weights = taps[g, i, j, c]
-                            for o in range(group_out):
-                                total += dout[b, u, v, g * group_out + o] * weights[o]
-                    dx[b, h, w, g * group_in + c] = total
+            sums[:] = 0.0
+            for i in range(geo.kh):
+                u = reached_output(h, geo.pad_h, i * geo.dil_h, geo.stride_h, geo.out_h)
+                if u < 0:
+                    continue
+                for j in range(geo.kw):
+                    v = reached_output(w, geo.pad_w, j * geo.dil_w, geo.stride_w, geo.out_w)
+                    if v < 0:
+                        continue
+                    grads = dout[b, u, v]
+                    for g in range(groups):
+                        for o in range(group_out):
+                            grad = np.float64(grads[g * group_out + o])
+                            weights = taps_t[g, i, j, o]
+                            for c in range(group_in):
+                                sums[g * group_in + c] += grad * weights[c]
+            for c in range(in_channels):
+                dx[b, h, w, c] = sums[c]
 
 
 @njit(cache=True, parallel=True)
@@ -130,7 +137,7 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
     geo = geometry(window, x.shape[1], x.shape[2])
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
     dx = np.empty_like(x)
-    _input_grad(dout, _taps(weight, groups), dx, geo)
+    _input_grad(dout, np.ascontiguousarray(_taps(weight, groups).transpose(0, 1, 2, 4, 3)), dx, geo)
     blocks = -(-(x.shape[0] * geo.out_h) // ROWS_PER_PARTIAL)
     partials = np.empty((blocks, groups, kh, kw, group_in, out_channels // groups), dtype=np.float64)
     _weight_grad_partials(dout, x, partials, geo)
