@@ -10,6 +10,8 @@ case names from the catalogue.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from refvit.testing.conformance import frameworks as fw
@@ -21,9 +23,10 @@ DEFAULT_RANDOM = 25
 
 
 def check(family, fn, layout, framework="numpy", backward=True, cases="standard", *, backward_fn=None,
-          random=None, exclude=(), strict=False, tolerances=None):
+          random=None, exclude=(), dtype=None, strict=False, tolerances=None):
     """Run ``family``'s cases on ``fn``; return a :class:`Report` (raise :class:`ConformanceError` when
-    ``strict`` and a case fails). See the module docstring and ``docs/testing.md``."""
+    ``strict`` and a case fails). ``dtype="float32"`` runs every case in that dtype (for kernels without
+    float64). See the module docstring and ``docs/testing.md``."""
     if layout not in family.layouts:
         raise ValueError(f"{family.op}: layout must be one of {tuple(family.layouts)}; got {layout!r}")
     fw.check_framework(framework)
@@ -32,6 +35,11 @@ def check(family, fn, layout, framework="numpy", backward=True, cases="standard"
                          "(or framework='torch' for torch autograd, or backward=False)")
     tolerances = {**TOLERANCES, **(tolerances or {})}
     catalogue, draw = _select(family, cases, random, exclude)
+    if dtype is not None:
+        if dtype not in tolerances:
+            raise ValueError(f"dtype must be one of {tuple(tolerances)}; got {dtype!r}")
+        catalogue = [_in_dtype(case, dtype) for case in catalogue]
+        family = dataclasses.replace(family, strategy=_strategy_in_dtype(family.strategy, dtype))
     report = Report(family.op, layout, framework, backward)
     run = _Runner(family, fn, layout, framework, backward, backward_fn, tolerances)
     for case in catalogue:
@@ -44,6 +52,14 @@ def check(family, fn, layout, framework="numpy", backward=True, cases="standard"
     if strict and not report.passed:
         raise ConformanceError(report)
     return report
+
+
+def _in_dtype(case, dtype):
+    return dataclasses.replace(case, dtype=dtype, features=case.features - set(TOLERANCES) | {dtype})
+
+
+def _strategy_in_dtype(strategy, dtype):
+    return lambda: strategy().map(lambda case: _in_dtype(case, dtype))
 
 
 def _select(family, cases, random, exclude):

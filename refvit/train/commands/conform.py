@@ -30,6 +30,8 @@ def add_arguments(parser):
     parser.add_argument("--random", type=int, default=None, metavar="N", help="how many random cases to draw")
     parser.add_argument("--exclude", action="append", default=[], metavar="FEATURE",
                         help="leave out the cases using FEATURE (rpb, stride, causal, dilation, float32, ...)")
+    parser.add_argument("--dtype", choices=("float32", "float64"),
+                        help="run every case in this dtype (default: each case's own; most are float64)")
     parser.add_argument("--forward-only", action="store_true", help="compare outputs only, no gradients")
     parser.add_argument("--backward-fn", metavar="MODULE:FUNCTION",
                         help="your backward: backward_fn(dout, *args, **kwargs) -> gradients")
@@ -71,7 +73,8 @@ def run_from_args(args):
         else [name.strip() for name in args.cases.split(",") if name.strip()]
     try:
         report = CHECKS[args.op](fn, layout=layout, framework=args.framework, backward=not args.forward_only,
-                                 cases=cases, backward_fn=backward_fn, random=args.random, exclude=args.exclude)
+                                 cases=cases, backward_fn=backward_fn, random=args.random, exclude=args.exclude,
+                                 dtype=args.dtype)
     except (ValueError, ImportError) as error:
         raise UserError(f"{COMMAND}: {error}") from None
     print(report)

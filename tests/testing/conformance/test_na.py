@@ -145,3 +145,12 @@ def test_a_torch_reproducer_differentiates_with_autograd():
     text = report.failure("causal").reproducer
     assert "from tests.testing.conformance.na_impls import na2d_causal_one_late_torch as fn" in text
     assert 'out.backward(torch.tensor(data["dout"]))' in text and 'report("grad v"' in text
+
+
+def test_dtype_runs_every_case_in_float32_with_float32_tolerances():
+    fn, backward_fn = broken(None)
+    report = check_na2d(fn, backward_fn=backward_fn, dtype="float32", cases="standard+random", random=3)
+    assert report.passed, str(report)
+    assert {case.dtype for case in report.results.values()} == {"float32"}
+    with pytest.raises(ValueError, match="dtype"):
+        check_na2d(fn, backward_fn=backward_fn, dtype="float16")
