@@ -1,6 +1,6 @@
-"""The float32 path of the ``cpu`` GELU kernels (on the helpers of :mod:`refvit.kernels.cpu.vector_math`,
-tested in ``test_vector_math.py``): accuracy in float32 ulps against float64 formulas, non-finite
-values, block and chunk edges."""
+"""The float32 path of the ``cpu`` GELU kernels (float32 math on the constants of
+:mod:`refvit.kernels.cpu.vector_math`, tested in ``test_vector_math.py``): accuracy in float32 ulps
+against float64 formulas, non-finite values, vector-loop and chunk edges."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -15,6 +15,10 @@ from refvit.testing.strategies import random_array, seeds, shapes
 TANH_COEFF = 0.044715
 SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 FORMS = [False, True]  # tanh_approx
+FORWARD_ULPS = 8  # measured: at most 6 (exact) and 3 (tanh) over full_range_float32
+BACKWARD_ULPS = 8
+CANCELLATION = 1e-6  # of the two terms' magnitudes, near the derivative's zero (measured: under 4e-7)
+FLUSHED = 1e-35  # results smaller than this may come out as 0 (exp below the least normal float32)
 
 
 def full_range_float32(rng):
@@ -47,23 +51,32 @@ def float32_ulps(result, expected):
     return np.abs(result.astype(np.float64) - rounded) / np.spacing(np.abs(rounded)).astype(np.float64)
 
 
+def forward_errors_within_bounds(y, expected):
+    """Within :data:`FORWARD_ULPS` ulps, or :data:`FLUSHED` absolutely for the flushed tail."""
+    close = np.abs(y.astype(np.float64) - expected) <= FLUSHED
+    return np.all(close | (float32_ulps(y, expected) <= FORWARD_ULPS))
+
+
 @pytest.mark.parametrize("tanh_approx", FORMS)
-def test_float32_forward_within_one_ulp(tanh_approx):
+def test_float32_forward_within_a_few_ulps(tanh_approx):
     x = full_range_float32(np.random.default_rng(0))
     y = gelu_cpu.forward(x, tanh_approx)
     expected, _, _ = reference(x, tanh_approx)
     assert y.dtype == np.float32
-    assert float32_ulps(y, expected).max() <= 1.0
+    assert forward_errors_within_bounds(y, expected)
+    normal = np.abs(expected) >= 1e-30
+    assert float32_ulps(y, expected)[normal & (np.abs(x) < 9)].max() <= FORWARD_ULPS
 
 
 @pytest.mark.parametrize("tanh_approx", FORMS)
-def test_float32_backward_within_one_ulp_or_cancellation_level(tanh_approx):
+def test_float32_backward_within_a_few_ulps_or_cancellation_level(tanh_approx):
     x = full_range_float32(np.random.default_rng(1))
     dout = np.random.default_rng(2).uniform(0.5, 2.0, x.shape).astype(np.float32)
     dx = gelu_cpu.backward(dout, x, tanh_approx)
     _, slope, scale = reference(x, tanh_approx)
     expected = dout * slope
-    allowed = np.maximum(np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64), 1e-8 * dout * scale)
+    allowed = np.maximum.reduce([BACKWARD_ULPS * np.spacing(np.abs(expected).astype(np.float32)).astype(np.float64),
+                                 CANCELLATION * dout * scale, np.full(x.shape, FLUSHED)])
     assert dx.dtype == np.float32
     assert np.all(np.abs(dx - expected) <= allowed)
 
@@ -83,7 +96,7 @@ def test_nonfinite_and_extreme_values_give_the_numpy_reference(tanh_approx):
 
 
 @pytest.mark.parametrize("tanh_approx", FORMS)
-@pytest.mark.parametrize("size", [1, gelu_cpu.BLOCK - 1, gelu_cpu.BLOCK + 1, 2 * gelu_cpu.CHUNK + 5])
+@pytest.mark.parametrize("size", [1, 15, 17, gelu_cpu.CHUNK - 1, 2 * gelu_cpu.CHUNK + 5])
 def test_every_block_and_chunk_is_written(tanh_approx, size):
     x = np.random.default_rng(size).standard_normal(size).astype(np.float32) * 4
     dout = np.ones_like(x)
@@ -101,8 +114,8 @@ def test_results_do_not_depend_on_the_thread_count():
 
 @given(shape=shapes(max_dims=3), seed=seeds(), scale=st.sampled_from([0.1, 3.0, 12.0]),
        tanh_approx=st.booleans())
-def test_float32_op_within_one_ulp_on_drawn_shapes(shape, seed, scale, tanh_approx):
+def test_float32_op_within_a_few_ulps_on_drawn_shapes(shape, seed, scale, tanh_approx):
     x = random_array(shape, seed, dtype=np.float32, scale=scale)
     out, _ = ops.gelu.forward(x, approximate="tanh" if tanh_approx else "none", backend="cpu")
     expected, _, _ = reference(x, tanh_approx)
-    assert out.shape == x.shape and float32_ulps(out, expected).max() <= 1.0
+    assert out.shape == x.shape and forward_errors_within_bounds(out, expected)
