@@ -9,8 +9,11 @@
 * :func:`check_module_gradients`: ``Tensor.backward`` through a whole module at probed entries.
 * :func:`assert_close`: an ``allclose`` that says where and by how much.
 * :mod:`refvit.testing.strategies`: Hypothesis strategies for shapes, seeds and layouts.
+* :mod:`refvit.testing.conformance`: check anyone's implementation of an op family (``check_na2d``,
+  ``check_conv2d``, ...) against refvit, case by case, with a reproducer per failing case.
 """
 from refvit.testing.compare import assert_close, to_numpy
+from refvit.testing.conformance import ConformanceError
 from refvit.testing.modules import check_module_gradients
 from refvit.testing.gradients import (
     GradcheckError,
@@ -23,6 +26,7 @@ from refvit.testing.gradients import (
 )
 
 __all__ = [
+    "ConformanceError",
     "GradcheckError",
     "assert_close",
     "bind_inputs",
