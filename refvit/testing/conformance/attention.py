@@ -119,13 +119,18 @@ def _rpb_reference(inputs, params):
     return out, lambda dout: {"table": relative_position_bias.backward(dout, cache)[0]}, {}
 
 
+def _rpb_arguments(inputs, params, layout):
+    return (inputs["table"], params["window"]), {}
+
+
 @composite
 def _rpb_strategy(draw, st):
     return case("random", window=(draw(st.integers(1, 5)), draw(st.integers(1, 5))), seed=draw(st.integers(0, 2**16)))
 
 
 ATTENTION = Family("attention", ATTENTION_CASES,
-                   {"refvit": Layout(), "heads_last": Layout(axes=dict.fromkeys(("q", "k", "v", "out"), HEADS_LAST_4D))},
+                   {"refvit": Layout(),
+                    "heads_last": Layout(axes=dict.fromkeys(("q", "k", "v", "out"), HEADS_LAST_4D))},
                    _attention_inputs, _attention_reference, _attention_arguments,
                    lambda case: ["q", "k", "v"] + (["bias"] if case.params["bias"] != "none" else []),
                    _attention_strategy)
@@ -137,7 +142,7 @@ STRIPE_ATTENTION = Family(
                                     "weight+bias": ["lepe_weight", "lepe_bias"]}[case.params["lepe"]],
     _stripe_strategy)
 RELATIVE_POSITION_BIAS = Family("relative_position_bias", RPB_CASES, {"refvit": Layout()}, _rpb_inputs,
-                                _rpb_reference, lambda inputs, params, layout: ((inputs["table"], params["window"]), {}),
+                                _rpb_reference, _rpb_arguments,
                                 lambda case: ["table"], _rpb_strategy)
 
 

@@ -62,6 +62,3 @@ def flatten(values):
 def permute(array, axes):
     return array if axes is None else np.transpose(array, axes)
 
-
-def inverse(axes):
-    return None if axes is None else tuple(int(i) for i in np.argsort(axes))

@@ -9,7 +9,6 @@ and ``exclude=("stride",)`` one without strides (NATTEN < 0.20).
 """
 from __future__ import annotations
 
-import numpy as np
 from refvit.testing.conformance.cases import Family, Layout, case, composite, random_inputs
 from refvit.testing.conformance.runner import check
 

@@ -53,7 +53,8 @@ def script(fn, case, call, framework, differentiable, backward_fn=False):
     if differentiable:
         if torch_autograd:
             lines.append('out.backward(torch.tensor(data["dout"]))')
-            lines += [f'report("grad {name}", t["{name}"].grad, data["expected_grad_{name}"])' for name in differentiable]
+            lines += [f'report("grad {name}", t["{name}"].grad, data["expected_grad_{name}"])'
+                      for name in differentiable]
         elif backward_fn:
             lines.append("backward_fn = ...  # your backward: backward_fn(dout, *args, **kwargs) -> gradients")
             lines.append("grads = " + call.replace("fn(", 'backward_fn(data["dout"], ', 1))

@@ -111,7 +111,8 @@ class _Runner:
                                                           case.params)
         differentiable = self.family.differentiable(case) if self.backward else []
         layout = self.layout
-        user_arrays = {name: np.ascontiguousarray(fw.permute(a, layout.permutation(name))) for name, a in inputs.items()}
+        user_arrays = {name: np.ascontiguousarray(fw.permute(a, layout.permutation(name)))
+                       for name, a in inputs.items()}
         user_inputs = {name: fw.to_user(a, self.framework, name in differentiable and self.backward_fn is None)
                        for name, a in user_arrays.items()}
         args, kwargs = self.family.arguments(user_inputs, case.params, self.layout_name)

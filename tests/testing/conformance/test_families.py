@@ -35,7 +35,8 @@ def test_torch_functions_pass_their_families():
                    check_attention(sdpa_heads_last, layout="heads_last", framework="torch"),
                    check_conv2d(F.conv2d, layout="nchw", framework="torch", cases="standard+random", random=5),
                    check_layer_norm(F.layer_norm, layout="torch", framework="torch"),
-                   check_batch_norm(F.batch_norm, layout="torch", framework="torch", cases="standard+random", random=5)):
+                   check_batch_norm(F.batch_norm, layout="torch", framework="torch", cases="standard+random",
+                                    random=5)):
         assert report.passed, str(report)
 
 
@@ -91,7 +92,8 @@ def test_numpy_backward_fn_may_return_nested_gradients():
         leaves = [torch.tensor(a, requires_grad=True) for a in [x, *weights, *(biases or [])]]
         count = len(weights)
         bias_leaves = leaves[1 + count:] or None
-        out = other_impls.multiscale_dwconv_torch(leaves[0].permute(0, 3, 1, 2), leaves[1:1 + count], bias_leaves, heads)
+        x = leaves[0].permute(0, 3, 1, 2)
+        out = other_impls.multiscale_dwconv_torch(x, leaves[1:1 + count], bias_leaves, heads)
         out.permute(0, 2, 3, 1).backward(torch.tensor(dout))
         grads = [leaf.grad.numpy() for leaf in leaves]
         return grads[0], tuple(grads[1:1 + count]), tuple(grads[1 + count:]) or None

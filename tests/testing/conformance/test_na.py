@@ -49,7 +49,8 @@ def test_correct_torch_autograd_implementation_passes():
 
 
 def test_window_start_off_by_one_at_the_border_fails_the_border_cases_only():
-    report = check_na2d(*broken("border-off-by-one")[:1], backward_fn=broken("border-off-by-one")[1])
+    fn, backward_fn = broken("border-off-by-one")
+    report = check_na2d(fn, backward_fn=backward_fn)
     assert {"basic", "border-rectangular-map", "rectangular-kernel"} <= failing(report)
     assert {"kernel-equals-map", "causal", "tiny-map"}.isdisjoint(failing(report))  # no room to shift the window
     assert report.failure("border-rectangular-map").what[0] == "out"
