@@ -1,13 +1,13 @@
 """2-D neighbourhood attention on the CPU (``na1d`` runs here too, as a map of height 1).
 
-Three paths, ``dense``, ``wide`` and ``general``, one module each; :mod:`.dispatch` holds the rule
+Four paths, ``dense``, ``tiled``, ``wide`` and ``general``, one module each; :mod:`.dispatch` holds the rule
 that picks one, its thresholds and figures, and the table of which shapes take which path. Read it
 first.
 """
-from refvit.kernels.cpu.na2d import dense, dispatch, general, wide
+from refvit.kernels.cpu.na2d import dense, dispatch, general, tiled, wide
 
-_FORWARD = {"dense": dense.forward, "wide": wide.forward, "general": general.forward}
-_BACKWARD = {"dense": dense.backward, "wide": wide.backward, "general": general.backward}
+_FORWARD = {"dense": dense.forward, "tiled": tiled.forward, "wide": wide.forward, "general": general.forward}
+_BACKWARD = {"dense": dense.backward, "tiled": tiled.backward, "wide": wide.backward, "general": general.backward}
 
 
 def forward(q, k, v, rpb, options):
@@ -15,7 +15,7 @@ def forward(q, k, v, rpb, options):
     (:class:`refvit.ops._neighborhood.Options`) -> ``(out, attn)``, ``attn (B, heads, H, W, kh*kw)``."""
     height, width = q.shape[2:4]
     path = dispatch.choose_path(height, width, options, "forward")
-    if path == "wide" and not dispatch.all_finite(q, k, v, rpb):
+    if path in dispatch.NEEDS_FINITE and not dispatch.all_finite(q, k, v, rpb):
         path = dispatch.choose_path(height, width, options, "forward", finite=False)
     dispatch.last_path["forward"] = path
     return _FORWARD[path](q, k, v, rpb, options)
@@ -25,7 +25,7 @@ def backward(dout, q, k, v, rpb, out, attn, options):
     """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; ``attn`` from any path."""
     height, width = q.shape[2:4]
     path = dispatch.choose_path(height, width, options, "backward")
-    if path == "wide" and not dispatch.all_finite(dout, q, k, v, rpb):
+    if path in dispatch.NEEDS_FINITE and not dispatch.all_finite(dout, q, k, v, rpb):
         path = dispatch.choose_path(height, width, options, "backward", finite=False)
     dispatch.last_path["backward"] = path
     return _BACKWARD[path](dout, q, k, v, rpb, out, attn, options)

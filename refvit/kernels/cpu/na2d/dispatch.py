@@ -1,74 +1,70 @@
-r"""Which of the three ``cpu`` paths of ``na2d`` computes a call, and why: the whole rule.
+r"""Which of the four ``cpu`` paths of ``na2d`` computes a call, and why: the whole rule.
 
-``na2d`` on the CPU has three paths, one file each in this package. All three take and return the
+``na2d`` on the CPU has four paths, one file each in this package. All four take and return the
 same arrays and store the softmax weights alike, ``attn (B, heads, H, W, kh*kw)`` with slot
 ``u*kw + w``, so any path's backward reads any path's forward cache.
 
 * ``dense`` (:mod:`.dense`): small maps. The logits of a whole map by one ``gemm``
-  (:math:`QK^\top`, ``(HW, HW)``) and the window's entries picked out of it; backward likewise with
-  :math:`\partial O\,V^\top`. Any options.
-* ``wide`` (:mod:`.wide`, loops in :mod:`.wide_layout`): stride 1, no causal window, wide maps. The
-  maps of all batch elements and heads side by side in *wide rows*, every inner loop along the width
-  so that it vectorises. Needs finite inputs (a NaN in one map would reach its neighbours through
-  zero weights).
-* ``general`` (:mod:`.general`): everything else (any stride, dilation, causal window, size). One
-  query per inner loop, dot products over the head dimension.
+  (:math:`QK^\top`, ``(HW, HW)``) and the window's entries picked out of it. Any options.
+* ``tiled`` (:mod:`.tiled`): windows of at least :data:`TILED_MIN_SLOTS` slots. Tiles of 16
+  queries of one row, each by ``gemm`` against the band of keys its windows hold (about
+  ``(16 + kw - 1) / kw`` products per useful one); the backward's four products are ``gemm`` calls
+  too. Any options; finite inputs.
+* ``wide`` (:mod:`.wide`, loops in :mod:`.wide_kernels`, :mod:`.wide_layout`): stride 1, no causal
+  window, wide maps. The maps of all batch elements and heads side by side in *wide rows*, every
+  inner loop along the width so that it vectorises. Needs finite inputs (a NaN in one map would
+  reach its neighbours through zero weights). Forward only: its backward is slower than ``tiled``'s.
+* ``general`` (:mod:`.general`): one query per inner loop, dot products over the head dimension;
+  small windows on large maps, where a tile's ``gemm`` would compute mostly products no window holds.
 
-The rule (:func:`choose_path`):
+The rule (:func:`choose_path`), with ``K = kh kw``; ``tiled`` and ``wide`` need finite inputs
+(:data:`NEEDS_FINITE`: a NaN or infinity would reach, through zero weights, the other queries of its
+tile or wide row), so a call with any other input takes ``dense`` or ``general``:
 
-1. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * kh kw)``: ``dense``, both directions;
-2. stride 1, no causal window, every input finite, and the narrowest dilation group at least
-   ``WIDE_MIN_GROUP_COLS[direction]`` columns wide (``W // dilation_w``; 24 forward, 48 backward):
-   ``wide``;
-3. otherwise ``general``.
+1. backward with ``K >= TILED_MIN_SLOTS`` (25): ``tiled``;
+2. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * K)``: ``dense``;
+3. ``K < TILED_MIN_SLOTS``: ``general``;
+4. forward, stride 1, no causal window, and the narrowest dilation group at least
+   :data:`WIDE_MIN_GROUP_COLS` (48) columns wide (``W // dilation_w``): ``wide``;
+5. otherwise ``tiled``.
 
-Measured in ms on a shared 2-core machine that other jobs kept busy (load 4 to 12: one figure moved
-by up to 2x between runs, so the tables give the minimum and the median): float32, ``d = 32``, rpb,
-BLAS on one thread; each path forced through :func:`refvit.kernels.cpu.na2d.forward` / ``backward``
-by replacing :func:`choose_path` (as ``tests/kernels/cpu/na2d/test_paths.py`` does), the paths
-alternating in one process.
+Figures: milliseconds of CPU time (``time.process_time``) on one thread (``NUMBA_NUM_THREADS=1``, BLAS
+on one thread), the minimum of 7 runs, forward / forward + backward, float32, ``heads = 4``,
+``d = 32``, a bias; each path forced by replacing :func:`choose_path`. CPU time on one thread measures
+the work: the machine is a shared 2-core one that other jobs kept at load 7 to 10, where wall-clock
+figures of one shape moved by 3x between runs.
 
-* ``wide`` against ``general``, forward, (1, 4, 56, 56, 32), k 7, 61 rounds, min / median:
+=====================  ===============  ===============  ===============  ===============
+B, map, kernel (dil.)  dense / wide     tiled            general          rule now
+=====================  ===============  ===============  ===============  ===============
+1, 56, 7               wide 11.9/35.0   13.0/29.6        -                wide / tiled
+1, 56, 7 (8)           -                12.2/28.8        17.0/41.3        tiled / tiled
+1, 112, 7              wide 43.3/135.7  51.0/113.0       -                wide / tiled
+1, 56, 13              wide 29.5/96.7   30.7/63.7        -                wide / tiled
+1, 28, 7               dense 3.8/10.1   3.8/7.8          -                dense / tiled
+1, 28, 7 (4)           dense 4.4/11.1   3.8/7.8          4.6/10.9         dense / tiled
+8, 28, 7               dense 29.1/75.9  28.8/62.2        31.1/69.4        dense / tiled
+1, 28, 13              dense 9.5/26.1   9.3/19.0         12.7/30.3        dense / tiled
+1, 14, 7               dense 0.70/1.91  1.10/2.28        1.13/2.80        dense / tiled
+8, 14, 13              dense 13.1/41.2  14.8/30.1        23.8/57.9        dense / tiled
+4, 7, 7                dense 0.62/1.79  1.01/2.05        1.17/2.72        dense / tiled
+1, 28, 5               dense 2.9/7.1    2.4/5.2          2.5/5.7          dense / tiled
+1, 56, 5               wide 8.6/24.8    9.2/21.6         9.7/21.5         wide / tiled
+1, 56, 3               wide 6.2/17.9    5.8/14.7         4.6/10.7         general
+1, 112, 3              wide 22.0/62.2   21.1/52.3        16.4/36.3        general
+8, 28, 3               wide 13.7/27.1   11.1/30.0        8.7/22.6         general
+8, 14, 3               dense 2.2/5.8    3.2/7.3          2.5/5.7          dense
+16, 8, 3               dense 0.86/2.55  1.86/3.93        1.54/3.77        dense
+=====================  ===============  ===============  ===============  ===============
 
-  ========================  ==========================  ==========================
-  groups (dilation)         one thread                  two threads
-  ========================  ==========================  ==========================
-  56 columns (1)            6.4 / 7.6 vs 12.6 / 16.8    4.3 / 9.2 vs 7.5 / 13.3
-  28 columns (2)            7.5 / 9.3 vs 12.6 / 17.1    18.4 / 20.0 vs 12.4 / 13.7
-  18 columns (3)            10.3 / 12.0 vs 12.8 / 13.6  23.1 / 46.7 vs 9.6 / 17.0
-  ========================  ==========================  ==========================
-
-  One thread measures the work: the wide path does it in half the time down to 28-column groups.
-  On two busy cores each dilation group's five parallel regions wait for descheduled workers, which
-  costs the wide path more the more groups there are; ``WIDE_MIN_GROUP_COLS["forward"]`` = 24 keeps the wide
-  path where the bench measured it on a quiet machine (``na2d 7x7`` forward 3.3 ms at dilation 1,
-  3.6 ms at dilation 2) and sends the narrower groups to ``general``. At 7-column groups (dilation 8,
-  DiNAT level 1, (1, 2, 56, 56, 32)) forward + backward took 70 ms with the wide forward against 22 ms
-  (minima over 15 rounds, two threads).
-* ``wide`` against ``general``, backward, (1, 4, 56, 56, 32), k 7, two threads, min / median of 40
-  rounds. Quiet machine (load below 1), dilation 1: 7.1 / 7.4 vs 7.5 / 7.7 and 7.3 / 7.5 vs 7.6 / 7.9
-  (two runs); through ``ops.na2d.backward`` 6.5-6.8 vs 7.2. Busy machine: dilation 1 17.2 / 35.1 vs
-  15.0 / 31.8, dilation 2 (28-column groups) 25.5 / 67.9 vs 18.8 / 33.6. The wide backward saves
-  5 to 10% on the 56x56 layers of the shipped models, and loses on narrower groups:
-  ``WIDE_MIN_GROUP_COLS["backward"]`` = 48.
-* ``dense`` against ``general``, forward / forward + backward medians, two threads, 15 rounds:
-
-  ==============================  ===================  ===================
-  layer                           dense                general
-  ==============================  ===================  ===================
-  28x28 k 7 (Mini level 2)        7.9 / 16.3           8.5 / 18.9
-  28x28 k 7 d 4 (DiNAT level 2)   1.7 / 9.9            9.9 / 20.0
-  14x14 k 7 d 2 (DiNAT level 3)   0.49 / 1.24          0.99 / 10.2
-  7x7 k 7 (level 4, 16 heads)     0.19 / 0.54          0.45 / 1.12
-  8x8 k 3 (nano level 1, B 64)    0.36 / 0.89          0.66 / 1.65
-  8x8 k 3 d 2 (dinat_nano)        0.35 / 0.95          0.71 / 1.68
-  4x4 k 3 (nano level 2)          0.18 / 0.43          0.35 / 0.85
-  3x3 k 3 (nano level 3)          0.24 / 0.57 (min)    0.39 / 0.94 (min)
-  ==============================  ===================  ===================
-
-  (28x28 k 7: the first of two runs; the second gave 6.8 / 11.8 against 6.0 / 16.1.) Above
-  :data:`DENSE_MAX_TOKENS_PER_SLOT` tokens per slot the ``(HW)^2`` products outgrow the
-  window's: on 56x56 maps with k 7 (64 per slot) ``general`` and ``wide`` are the only candidates.
+(The "dense / wide" column is the path the previous rule took: ``wide`` forward and backward on the
+large maps.) So: the ``tiled`` backward beats every other backward from ``K = 25`` up (ties on the
+7x7 and 14x14 maps, 15-35% less work from 28x28 up); on 3x3 windows ``general`` does the least work
+on large maps and ``dense`` on small ones; the ``wide`` forward stays 8-15% ahead of ``tiled`` on
+56- and 112-column maps with dilation 1, and the ``dense`` forward ahead on the small maps (the
+bench measured the wide forward on a quiet machine: ``na2d 7x7`` 3.3 ms at dilation 1, 3.6 ms at
+dilation 2; on two busy cores each of its parallel regions waits for descheduled workers, hence the
+48-column group threshold, which sends dilation 2 at 56 columns to ``tiled``).
 
 Every layer of every shipped model and the bench cases, and the path each takes
 (:data:`SHIPPED_LAYERS`; ``tests/kernels/cpu/na2d/test_dispatch.py`` checks it against the models):
@@ -76,17 +72,17 @@ Every layer of every shipped model and the bench cases, and the path each takes
     =====  ======  ========  =======  ========  ====================================================
     map    kernel  dilation  forward  backward  where
     =====  ======  ========  =======  ========  ====================================================
-    56x56    7        1      wide     wide      dinat_mini, dinat_tiny, nat_mini, nat_tiny
+    56x56    7        1      wide     tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
                                                 bench na2d 7x7 (1,4,56,56,32) rpb
-    56x56    7        2      wide     general   bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
-    56x56    7        8      general  general   dinat_mini, dinat_tiny
+    56x56    7        2      tiled    tiled     bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
+    56x56    7        8      tiled    tiled     dinat_mini, dinat_tiny
                                                 bench NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8
-    28x28    7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
-    28x28    7        4      dense    dense     dinat_mini, dinat_tiny
-    14x14    7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
-    14x14    7        2      dense    dense     dinat_mini, dinat_tiny
+    28x28    7        1      dense    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
+    28x28    7        4      dense    tiled     dinat_mini, dinat_tiny
+    14x14    7        1      dense    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
+    14x14    7        2      dense    tiled     dinat_mini, dinat_tiny
                                                 bench NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2
-     7x7     7        1      dense    dense     dinat_mini, dinat_tiny, nat_mini, nat_tiny
+     7x7     7        1      dense    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
      8x8     3        1      dense    dense     dinat_nano, nat_nano
      8x8     3        2      dense    dense     dinat_nano
      4x4     3        1      dense    dense     dinat_nano, nat_nano
@@ -97,7 +93,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-PATHS = ("dense", "wide", "general")
+PATHS = ("dense", "tiled", "wide", "general")
 
 # The dense path takes maps of at most this many tokens per window slot and at most DENSE_MAX_TOKENS
 # tokens (its scratch matrix is (H W)^2 per thread). Above, the general path: on 56x56 maps with
@@ -105,11 +101,19 @@ PATHS = ("dense", "wide", "general")
 DENSE_MAX_TOKENS_PER_SLOT = 32
 DENSE_MAX_TOKENS = 1024
 
+# Windows of at least this many slots take the tiled path (backward always, forward above the dense
+# limit): below, a tile's gemm computes mostly products that no window holds.
+TILED_MIN_SLOTS = 25
+
 # The narrowest dilation group (in columns) on which the forward takes the wide path. A wide row
 # holds B*heads*W_g lanes of which 2*(kw//2) per map are border columns that need the tall-column
 # pass and the corners, and every dilation group is five parallel regions of its own: on narrow
 # groups those cost more than the shifted products save (figures in the module docstring).
-WIDE_MIN_GROUP_COLS = {"forward": 24, "backward": 48}
+WIDE_MIN_GROUP_COLS = 48
+
+# The paths that need finite inputs: they multiply zero weights with every key of a band or a wide
+# row, so one NaN or infinity would reach queries whose windows do not hold it.
+NEEDS_FINITE = ("tiled", "wide")
 
 # The last path taken per direction, for tests and for reading a profile.
 last_path = {"forward": None, "backward": None}
@@ -121,21 +125,26 @@ def dense_applies(height, width, options):
     return height * width <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * slots)
 
 
-def wide_applies(width, options, direction):
-    """Whether the wide path computes a ``direction`` call with these options on a map ``width`` columns
+def wide_applies(width, options):
+    """Whether the wide path computes a forward call with these options on a map ``width`` columns
     wide (finite inputs assumed): stride 1, no causal window, dilation groups wide enough."""
     return (all(s == 1 for s in options.stride) and not any(options.is_causal)
-            and width // options.dilation[1] >= WIDE_MIN_GROUP_COLS[direction])
+            and width // options.dilation[1] >= WIDE_MIN_GROUP_COLS)
 
 
 def choose_path(height, width, options, direction, finite=True):
     """The path (one of :data:`PATHS`) of a ``direction`` (``"forward"`` or ``"backward"``) call on a
     ``height x width`` map with these ``Options``; ``finite``: whether every input is finite."""
+    slots = options.kernel_size[0] * options.kernel_size[1]
+    if finite and direction == "backward" and slots >= TILED_MIN_SLOTS:
+        return "tiled"
     if dense_applies(height, width, options):
         return "dense"
-    if finite and wide_applies(width, options, direction):
+    if not finite or slots < TILED_MIN_SLOTS:
+        return "general"
+    if direction == "forward" and wide_applies(width, options):
         return "wide"
-    return "general"
+    return "tiled"
 
 
 def all_finite(*arrays):
@@ -163,14 +172,14 @@ _NANO = ("dinat_nano", "nat_nano")
 # to ``kernel * dilation``) and every na2d bench case. Checked against the models and against
 # :func:`choose_path` by the tests; rendered into the module docstring by :func:`layer_table`.
 SHIPPED_LAYERS = (
-    Layer(56, 7, 1, "wide", "wide", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
-    Layer(56, 7, 2, "wide", "general", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
-    Layer(56, 7, 8, "general", "general", _DINAT, ("NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8",)),
-    Layer(28, 7, 1, "dense", "dense", _MINI_TINY, ()),
-    Layer(28, 7, 4, "dense", "dense", _DINAT, ()),
-    Layer(14, 7, 1, "dense", "dense", _MINI_TINY, ()),
-    Layer(14, 7, 2, "dense", "dense", _DINAT, ("NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2",)),
-    Layer(7, 7, 1, "dense", "dense", _MINI_TINY, ()),
+    Layer(56, 7, 1, "wide", "tiled", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
+    Layer(56, 7, 2, "tiled", "tiled", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
+    Layer(56, 7, 8, "tiled", "tiled", _DINAT, ("NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8",)),
+    Layer(28, 7, 1, "dense", "tiled", _MINI_TINY, ()),
+    Layer(28, 7, 4, "dense", "tiled", _DINAT, ()),
+    Layer(14, 7, 1, "dense", "tiled", _MINI_TINY, ()),
+    Layer(14, 7, 2, "dense", "tiled", _DINAT, ("NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2",)),
+    Layer(7, 7, 1, "dense", "tiled", _MINI_TINY, ()),
     Layer(8, 3, 1, "dense", "dense", _NANO, ()),
     Layer(8, 3, 2, "dense", "dense", ("dinat_nano",), ()),
     Layer(4, 3, 1, "dense", "dense", _NANO, ()),

@@ -61,25 +61,30 @@ def test_dense_by_tokens_per_slot():
     assert dispatch.choose_path(16, 16, options, "backward") == "dense"    # 28 tokens per slot
     assert dispatch.choose_path(20, 20, options, "backward") == "general"  # 44 per slot
     assert dispatch.choose_path(56, 56, _options(7), "forward") == "wide"  # 64 per slot
-    assert dispatch.choose_path(33, 33, _options(7), "backward") == "general"  # 1089 tokens: above 1024
+    assert dispatch.choose_path(33, 33, _options(7), "forward") == "tiled"  # 1089 tokens: above 1024
 
 
 @pytest.mark.parametrize("options, width, expected", [
-    (dict(), 56, "wide"), (dict(), 23, "general"), (dict(dilation=(1, 2)), 56, "wide"),
-    (dict(dilation=(1, 3)), 56, "general"), (dict(stride=2), 56, "general"),
-    (dict(is_causal=(False, True)), 56, "general"),
+    (dict(), 56, "wide"), (dict(), 47, "tiled"), (dict(dilation=(1, 2)), 96, "wide"),
+    (dict(dilation=(1, 2)), 56, "tiled"), (dict(stride=2), 56, "tiled"),
+    (dict(is_causal=(False, True)), 56, "tiled"),
 ])
-def test_wide_forward_by_options_and_group_width(options, width, expected):
+def test_large_window_forward_by_options_and_group_width(options, width, expected):
     opts = _options(7, **options)
     assert dispatch.choose_path(56, width, opts, "forward") == expected
     assert dispatch.choose_path(56, width, opts, "forward", finite=False) == "general"
 
 
-@pytest.mark.parametrize("options, width, expected", [
-    (dict(), 56, "wide"), (dict(), 47, "general"), (dict(dilation=(1, 2)), 96, "wide"),
-    (dict(dilation=(1, 2)), 56, "general"), (dict(stride=2), 56, "general"),
+@pytest.mark.parametrize("kernel, side, expected", [
+    (7, 56, "tiled"), (7, 7, "tiled"), (5, 14, "tiled"), (3, 56, "general"), (3, 8, "dense"), ((3, 7), 56, "general"),
 ])
-def test_wide_backward_by_options_and_group_width(options, width, expected):
-    opts = _options(7, **options)
-    assert dispatch.choose_path(56, width, opts, "backward") == expected
-    assert dispatch.choose_path(56, width, opts, "backward", finite=False) == "general"
+def test_backward_by_window_size(kernel, side, expected):
+    opts = _options(kernel)
+    assert dispatch.choose_path(side, side, opts, "backward") == expected
+    non_finite = "dense" if dispatch.dense_applies(side, side, opts) else "general"
+    assert dispatch.choose_path(side, side, opts, "backward", finite=False) == non_finite
+
+
+def test_small_windows_on_large_maps_take_general():
+    assert dispatch.choose_path(56, 56, _options(3), "forward") == "general"
+    assert dispatch.choose_path(112, 112, _options(3), "forward") == "general"

@@ -1,16 +1,16 @@
-"""Each ``cpu`` path of ``na2d`` (``dense``, ``wide``, ``general``), forced through ``ops.na2d.forward`` and
+"""Each ``cpu`` path of ``na2d`` (``dense``, ``tiled``, ``wide``, ``general``), forced through ``ops.na2d.forward`` and
 ``backward``, against the NumPy reference; the record of the path taken says that it ran.
 
 The shapes exercise what the paths treat specially: border columns (clamped windows) next to interior
 ones, several maps side by side in one wide row and split across tasks, maps only as wide as the
 kernel, kernels taller than wide and wider than tall, kernel 1 on one axis (no border on it), dilation
-groups of unequal size, bias tables with and without rows, and, for ``dense`` and ``general``, stride
-and causal windows."""
+groups of unequal size, bias tables with and without rows, and, for ``dense``, ``tiled`` and ``general``,
+stride and causal windows (for ``tiled`` also on rows of several tiles)."""
 import numpy as np
 import pytest
 
 from refvit import ops
-from refvit.kernels.cpu.na2d import dispatch, wide
+from refvit.kernels.cpu.na2d import dispatch, tiled, wide
 from refvit.testing import assert_close
 from tests.conftest import tolerance
 
@@ -30,7 +30,7 @@ SHAPES = [
 IDS = ["odd-head-dim", "many-maps", "kernel-covers-map", "dilation-unequal-groups", "dilation-no-rpb", "one-row",
        "tall-kernel", "wide-kernel", "kernel-1-rows", "kernel-1-cols"]
 # the backward path run after each forced forward path
-BACKWARD = {"dense": "dense", "wide": "wide", "general": "general"}
+BACKWARD = {"dense": "dense", "tiled": "tiled", "wide": "wide", "general": "general"}
 
 
 @pytest.fixture
@@ -81,11 +81,23 @@ def test_path_matches_numpy(rng, dtype, force_path, path, batch, heads, size, he
 @pytest.mark.parametrize("options", [dict(stride=2), dict(is_causal=(True, False)), dict(is_causal=True, dilation=2),
                                      dict(stride=(1, 3), dilation=(2, 1))],
                          ids=["stride", "causal-rows", "causal-dilated", "stride-dilated"])
-@pytest.mark.parametrize("path", ["dense", "general"])
+@pytest.mark.parametrize("path", ["dense", "tiled", "general"])
 def test_strided_and_causal_windows_match_numpy(rng, dtype, force_path, path, options):
     force_path(path)
     q, k, v, dout, rpb = _inputs(rng, 2, 2, (7, 9), 4, 3, True)
     _compare(path, dtype, q, k, v, dout, rpb, 3, **options)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(stride=(1, 2)), dict(is_causal=(False, True)), dict(dilation=(1, 2)),
+                                     dict(dilation=(2, 3), stride=(2, 2), is_causal=(True, False))],
+                         ids=["plain", "stride", "causal-cols", "dilation", "all"])
+def test_tiled_rows_of_several_tiles_match_numpy(rng, dtype, force_path, options):
+    """Rows wider than a tile (and than two): the key bands of neighbouring tiles overlap, and the
+    last tile of a dilation group is partial."""
+    assert 2 * tiled.TILE < 37
+    force_path("tiled")
+    q, k, v, dout, rpb = _inputs(rng, 1, 2, (6, 37), 4, (3, 5), True)
+    _compare("tiled", dtype, q, k, v, dout, rpb, (3, 5), **options)
 
 
 @pytest.mark.parametrize("path", dispatch.PATHS)
@@ -133,12 +145,13 @@ def test_wide_rows_split_across_tasks(rng, force_path, monkeypatch, row_length):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("path", ["dense", "general", "rule"])  # wide mixes maps: the rule keeps NaN away
+@pytest.mark.parametrize("path", ["dense", "general", "rule"])  # tiled, wide mix queries: the rule keeps NaN away
 def test_non_finite_values_stay_in_their_own_map(force_path, monkeypatch, path):
     """A NaN in one batch element's map must not reach another element's outputs or gradients. By the
-    rule, a call that would take the wide path takes the general one when an input is not finite."""
+    rule, a call that would take the tiled or wide path takes the general one when an input is not finite."""
     if path == "rule":
-        monkeypatch.setattr(dispatch, "WIDE_MIN_GROUP_COLS", {"forward": 1, "backward": 1})  # any width
+        monkeypatch.setattr(dispatch, "WIDE_MIN_GROUP_COLS", 1)  # any width
+        monkeypatch.setattr(dispatch, "TILED_MIN_SLOTS", 1)      # any window
         monkeypatch.setattr(dispatch, "DENSE_MAX_TOKENS", 0)
     else:
         force_path(path)
@@ -167,8 +180,8 @@ def test_na1d_runs_on_the_na2d_paths(rng):
     expected, ref_cache = ops.na1d.forward(q, k, v, 7, dilation=2, rpb=rpb, backend="numpy")
     out, cache = ops.na1d.forward(q, k, v, 7, dilation=2, rpb=rpb, backend="cpu")
     grads = ops.na1d.backward(dout, cache)
-    # a 1 x 300 map with 7 slots: above the dense limit, dilation groups 150 columns wide
-    assert dispatch.last_path == {"forward": "wide", "backward": "wide"}
+    # a 1 x 300 map with 7 slots: above the dense limit, a window too small for tiles
+    assert dispatch.last_path == {"forward": "general", "backward": "general"}
     assert_close(out, expected, **tolerance(np.float64))
     for got, want in zip(grads, ops.na1d.backward(dout, ref_cache)):
         assert_close(got, want, **tolerance(np.float64))
