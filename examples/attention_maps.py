@@ -26,7 +26,8 @@ drawn over the image. Default layer: the last one on the largest map; default qu
 token. CoAtNet has attention only in its last two stages: ``coatnet_nano`` at its 32x32 input
 works there on 2x2 and 1x1 maps, so its default is a 2x2 map (a stage-3 block, each query over
 all four tokens), the largest it has; the command says so when it draws a map that small. The
-NAT, DiNAT and CSWin nano models attend from their first stage on (8x8 maps at 32x32). Needs matplotlib, and scikit-learn for the digits (``pip install 'refvit[examples]'``).
+NAT, DiNAT and CSWin nano models attend from their first stage on (8x8 maps at 32x32). Needs
+matplotlib, and scikit-learn for the digits (``pip install 'refvit[examples]'``).
 """
 from __future__ import annotations
 

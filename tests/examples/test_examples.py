@@ -109,8 +109,9 @@ def test_attention_maps_trains_then_draws(attention_maps, tmp_path, capsys):
 
 def test_attention_maps_coatnet_nano_draws_its_largest_map_and_says_so(attention_maps, tmp_path, capsys):
     out = tmp_path / "coat"
-    assert attention_maps.main(["--train-quick", "--model", "coatnet_nano", "--out", str(out), "--quick-epochs", "1",
-                                "--quick-batches", "1", "--batch-size", "4", "--backend", "numpy", "--images", "1"]) == 0
+    quick = ["--train-quick", "--model", "coatnet_nano", "--out", str(out), "--quick-epochs", "1",
+             "--quick-batches", "1", "--batch-size", "4", "--backend", "numpy", "--images", "1"]
+    assert attention_maps.main(quick) == 0
     printed = capsys.readouterr().out
     # attention only in the last two stages: 2x2 and 1x1 maps at 32x32; the default is the last 2x2 layer
     assert ("stages.2.blocks.1.attn attends on a 2x2 map (4 tokens per query): the largest attention map "
