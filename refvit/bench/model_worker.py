@@ -5,7 +5,8 @@
 training step (forward, cross-entropy, backward, AdamW with weight decay 0.05 on weights and none
 on norms, biases and tables), and the process's peak resident memory (``ru_maxrss``) after building
 the model (``rss_base_mb``) and after each mode's timed calls (``infer_rss_mb``, ``train_rss_mb``).
-Inference is timed before training, so ``train_rss_mb`` is the peak of the training steps. Both sides build refvit's model seeded at 0;
+Inference is timed before training, so ``train_rss_mb`` is the peak of the training steps.
+Both sides build refvit's model seeded at 0;
 the PyTorch sides load its ``state_dict`` into the port (:mod:`refvit.torch_ports.build`) and check,
 before timing, that the logits agree at float32 tolerance (refvit's ``numpy`` backend computes its
 side of that check, so Numba's threads never run next to torch's). ``torch.compile`` is called

@@ -1,7 +1,8 @@
 """CoAtNet written with torch functional ops on NCHW tensors, from timm's ``maxxvit.py`` semantics.
 
 Every function reads its weights from a ``state_dict`` of torch tensors keyed by timm's names,
-so the same dict loads into refvit's modules and runs here. The tests check refvit's CoAtNet against it, and ``refvit bench`` times it (needs torch).
+so the same dict loads into refvit's modules and runs here. The tests check refvit's CoAtNet
+against it, and ``refvit bench`` times it (needs torch).
 """
 import torch
 import torch.nn.functional as F
