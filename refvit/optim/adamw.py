@@ -11,7 +11,8 @@ learning rate :math:`\eta`, weight decay :math:`\lambda`, betas :math:`\beta_1, 
            \frac{m_t}{\sqrt{v_t}\,/\sqrt{1-\beta_2^t} + \epsilon}
 
 :math:`m_0 = v_0 = 0`. Note that :math:`\epsilon` is added after the bias correction of
-:math:`\sqrt{v_t}`, exactly as PyTorch does.
+:math:`\sqrt{v_t}`, exactly as PyTorch does. The update of each parameter is one compiled pass
+(:mod:`refvit.optim._adamw_kernel`), with the same results as the NumPy expressions to the last bit.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import math
 
 import numpy as np
 
+from refvit.optim import _adamw_kernel
 from refvit.optim.optimizer import Optimizer
 
 
@@ -44,19 +46,19 @@ class AdamW(Optimizer):
         beta1, beta2 = group["betas"]
         if not state:
             state["step"] = 0
-            state["exp_avg"] = np.zeros_like(parameter.data)
-            state["exp_avg_sq"] = np.zeros_like(parameter.data)
+            state["exp_avg"] = np.zeros(parameter.data.shape, parameter.data.dtype)
+            state["exp_avg_sq"] = np.zeros(parameter.data.shape, parameter.data.dtype)
         state["step"] += 1
         step = state["step"]
+        for key in ("exp_avg", "exp_avg_sq"):  # loaded state may come in another layout
+            if not state[key].flags.c_contiguous:
+                state[key] = np.ascontiguousarray(state[key])
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
 
-        parameter.data *= 1.0 - lr * weight_decay
-        exp_avg *= beta1
-        exp_avg += (1.0 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1.0 - beta2) * (grad * grad)
-
-        step_size = lr / (1.0 - beta1 ** step)
-        bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
-        denominator = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
-        parameter.data -= step_size * (exp_avg / denominator)
+        contiguous = parameter.data.flags.c_contiguous
+        target = parameter.data if contiguous else np.ascontiguousarray(parameter.data)
+        _adamw_kernel.update(target, grad, exp_avg, exp_avg_sq, (
+            1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
+            lr / (1.0 - beta1 ** step), math.sqrt(1.0 - beta2 ** step), eps))
+        if not contiguous:
+            parameter.data[...] = target
