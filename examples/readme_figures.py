@@ -69,19 +69,19 @@ def merge_runs(results):
     return list(rows.values()), list(compared.values())
 
 
-def bench_markdown(runs, repeat, filter_text, compile_too):
+def bench_markdown(runs, repeat, filter_text, backends, compile_too):
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(runs):
             path = os.path.join(tmp, f"run{index}.json")
             command = [sys.executable, "-m", "refvit", "bench", "--markdown", "--json", path, "--rounds", "1",
-                       "--repeat", str(repeat), "--backends", "numpy,cpu,torch", "--filter", filter_text]
+                       "--repeat", str(repeat), "--backends", backends, "--filter", filter_text]
             subprocess.run(command + (["--compile"] if compile_too else []), check=True, stdout=subprocess.DEVNULL)
             with open(path) as handle:
                 results.append(json.load(handle))
     rows, compared = merge_runs(results)
     gflops = [r["matmul_gflops"] for r in results]
-    command = f"python examples/readme_figures.py --runs {runs} --only bench"
+    command = f"python examples/readme_figures.py --only bench --runs {runs} --backends {backends}"
     parts = [f"{markdown.machine_line(runs)}; float32 1024x1024 matmul {markdown.cell(gflops, 0)} GFLOP/s. "
              f"Produced by `{command}`."]
     if rows:
@@ -118,6 +118,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="runs of refvit bench")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement in refvit bench")
     parser.add_argument("--filter", default=BENCH_FILTER, help="refvit bench's --filter")
+    parser.add_argument("--backends", default="cpu,torch",
+                        help="refvit bench's --backends (numpy adds the reference's column; it is slow)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile column (slow to compile)")
     parser.add_argument("--results-root", help="finished results_table.py runs to reuse (default: train afresh)")
     parser.add_argument("--epochs", type=int, default=20)
@@ -128,7 +130,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     if "bench" in parts:
-        rewrite(args.readme, "bench", bench_markdown(args.runs, args.repeat, args.filter, args.compile))
+        rewrite(args.readme, "bench", bench_markdown(args.runs, args.repeat, args.filter, args.backends, args.compile))
     if "results" in parts:
         if args.results_root:
             body = results_markdown(args.results_root, args.epochs)
