@@ -3,7 +3,7 @@ the blocked patch products of conv2d_gemm (groups == 1) and the direct loops of 
 import numpy as np
 import pytest
 
-from refvit.kernels.cpu import _threads, conv2d_direct, conv2d_gemm
+from refvit.kernels.cpu import _threads, conv2d_direct, conv2d_gemm, depthwise_conv2d
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 from refvit.kernels.cpu._threads import run_as_kernel_entry
 from refvit.ops import conv2d as reference
@@ -90,3 +90,15 @@ def test_block_rows_keeps_blocks_large_and_few():
     assert conv2d_gemm.block_rows(10) == conv2d_gemm.MIN_BLOCK_ROWS
     rows = 100 * conv2d_gemm.MIN_BLOCK_ROWS * conv2d_gemm.MAX_BLOCKS
     assert -(-rows // conv2d_gemm.block_rows(rows)) == conv2d_gemm.MAX_BLOCKS
+
+
+@pytest.mark.parametrize("name", ["3x3 padded", "3x3 stride 2", "dilated, uneven"])
+def test_direct_path_equals_the_depthwise_kernels_at_one_channel_per_group(rng, name):
+    window = WINDOWS[name]
+    x, weight, bias, dout = _case(rng, np.float64, window, 6, 6, groups=6)
+    want = [run_as_kernel_entry(depthwise_conv2d.forward, (x, weight, bias, window))]
+    want += run_as_kernel_entry(depthwise_conv2d.backward, (dout, x, weight, True, window))
+    got = [run_as_kernel_entry(conv2d_direct.forward, (x, weight, bias, window))]
+    got += run_as_kernel_entry(conv2d_direct.backward, (dout, x, weight, True, window, channel_sums))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
