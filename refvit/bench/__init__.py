@@ -3,7 +3,8 @@
 A benchmark case names an op, a function that builds its inputs, and optionally
 the same computation in PyTorch (timed on the CPU when ``torch`` is installed).
 Cases live in ``refvit/bench/cases_*.py`` modules, each exporting ``CASES``;
-:func:`collect_cases` gathers them all.
+:func:`collect_cases` gathers them all. Whole models against their PyTorch ports are the
+``vs torch`` rows of :mod:`refvit.bench.compare`.
 """
 from __future__ import annotations
 
