@@ -24,7 +24,9 @@ Versions
 Accumulate
     A tensor used by several ops receives the sum of their gradients; a leaf tensor
     that requires a gradient adds it to ``.grad`` (which also sums over several
-    ``backward`` calls). After a pass the caches are freed unless ``retain_graph=True``.
+    ``backward`` calls). A leaf's first gradient that an op's backward made for the pass
+    alone becomes its ``.grad`` without a copy (see :func:`_accumulate_leaf`). After a
+    pass the caches are freed unless ``retain_graph=True``.
 
 No gradient here is computed by this module: it only calls the ops' ``backward``.
 """
@@ -39,6 +41,8 @@ from refvit.autograd import tensor as _tensor
 from refvit.autograd.grad_mode import is_grad_enabled
 
 _signatures = {}
+_names = {}
+_required = {}
 
 
 class Node:
@@ -120,6 +124,36 @@ def _signature(op):
     if signature is None:
         signature = _signatures[op.forward] = inspect.signature(op.forward)
     return signature
+
+
+def _names_of(op):
+    """The parameter names of ``op.forward`` when every one of them may be passed by position or by
+    keyword (all ops of :mod:`refvit.ops` and :mod:`refvit.autograd.shape`), else ``None``."""
+    names = _names.get(op.forward, False)
+    if names is False:
+        parameters = _signature(op).parameters.values()
+        plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+        names = _names[op.forward] = tuple(p.name for p in parameters) if plain else None
+        _required[op.forward] = frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty)
+    return names
+
+
+def _bind(op, args, kwargs):
+    """``{name: value}`` of the arguments given, in the order of ``op.forward``'s parameters.
+
+    The common case (positional arguments, then keywords, all named by a plain signature) is read
+    off the cached parameter names; anything else goes through ``inspect.Signature.bind``, which also
+    raises the ``TypeError`` of a bad call."""
+    names = _names_of(op)
+    if names is not None and len(args) <= len(names):
+        arguments = dict(zip(names, args))
+        if not kwargs or (not arguments.keys() & kwargs.keys() and all(k in names for k in kwargs)):
+            if kwargs:
+                arguments.update(kwargs)
+                arguments = {name: arguments[name] for name in names if name in arguments}
+            if _required[op.forward] <= arguments.keys():
+                return arguments
+    return dict(_signature(op).bind(*args, **kwargs).arguments)
 
 
 def _unwrap(value):
@@ -210,12 +244,9 @@ def apply(op, *args, **kwargs):
     running statistics) are passed as their own array, so in-place updates reach it.
     Returns a ``Tensor``, or a tuple of ``Tensor``s for an op with several outputs.
     """
-    bound = _signature(op).bind(*args, **kwargs)
-    parents = tuple(_parent_of(bound.arguments.get(name)) for name in op.DIFFERENTIABLE)
-    arguments = dict(bound.arguments)
-    for name, value in arguments.items():
-        bound.arguments[name] = _unwrap(value)
-    out, cache = op.forward(*bound.args, **bound.kwargs)
+    arguments = _bind(op, args, kwargs)
+    parents = tuple(_parent_of(arguments.get(name)) for name in op.DIFFERENTIABLE)
+    out, cache = op.forward(**{name: _unwrap(value) for name, value in arguments.items()})
 
     multi_output = isinstance(out, tuple)
     arrays = tuple(_host(o) for o in out) if multi_output else (_host(out),)
@@ -250,9 +281,24 @@ def _topological_order(root):
     return post_order[::-1]
 
 
-def _accumulate_leaf(tensor, grad):
+def _accumulate_leaf(tensor, grad, taken=None):
+    """Add ``grad`` to ``tensor.grad``.
+
+    ``taken`` (a pass without ``retain_graph``): the ``id``s of the arrays this pass has already made
+    some leaf's ``.grad``, and of the caller's own gradient. A first gradient that owns its memory,
+    is writeable, has the leaf's dtype and is not among them was made by an op's backward for this
+    pass alone: it becomes ``.grad`` without a copy. Such a ``.grad`` may still be read by the nodes
+    the pass has not reached yet, so within the pass a further gradient makes a new sum instead of
+    adding in place."""
     if tensor.grad is None:
-        tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        if (taken is not None and isinstance(grad, np.ndarray) and grad.base is None and grad.flags.writeable
+                and grad.dtype == tensor.dtype and id(grad) not in taken):
+            taken.add(id(grad))
+            tensor.grad = grad
+        else:
+            tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+    elif taken is not None and id(tensor.grad) in taken:
+        tensor.grad = (tensor.grad + grad).astype(tensor.dtype, copy=False)
     else:
         tensor.grad += grad
 
@@ -272,6 +318,7 @@ def run_backward(root, grad, retain_graph=False):
         return
     pending = {root._node: [None] * len(root._node.output_specs)}
     pending[root._node][root._output_index] = grad
+    taken = None if retain_graph else {id(grad)}  # the caller's array is never taken over
     for node in _topological_order(root._node):
         douts = pending.pop(node, None)
         if douts is None or all(d is None for d in douts):
@@ -300,7 +347,7 @@ def run_backward(root, grad, retain_graph=False):
                 g = _host(g)
                 _check_gradient(node, name, tensor, g)
                 if tensor._node is None:
-                    _accumulate_leaf(tensor, g)
+                    _accumulate_leaf(tensor, g, taken)
                     continue
                 slots = pending.setdefault(tensor._node, [None] * len(tensor._node.output_specs))
                 current = slots[tensor._output_index]
