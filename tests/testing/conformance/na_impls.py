@@ -146,3 +146,12 @@ def na2d_causal_one_late_torch(q, k, v, kernel_size, dilation=1, is_causal=False
 def na2d_border_off_by_one_numpy(q, k, v, kernel_size, dilation=1, is_causal=False, scale=None, stride=1, rpb=None):
     """:func:`na_numpy` whose windows stop one key short of the far border."""
     return na_numpy(q, k, v, kernel_size, dilation, is_causal, scale, stride, rpb, bug="border-off-by-one")
+
+
+def na2d_natten_torch(query, key, value, kernel_size, dilation=1, is_causal=False, scale=None, stride=1):
+    """NATTEN 0.20's call (no ``rpb``) on heads-last torch tensors around :func:`na_torch`."""
+    def first(x):
+        return x.permute(0, 3, 1, 2, 4)
+
+    out = na_torch(first(query), first(key), first(value), kernel_size, dilation, is_causal, scale, stride)
+    return out.permute(0, 2, 3, 1, 4)

@@ -48,6 +48,14 @@ def test_correct_torch_autograd_implementation_passes():
     assert report.passed, str(report)
 
 
+def test_a_natten_style_torch_function_without_rpb_passes_with_rpb_excluded():
+    report = check_na2d(na_impls.na2d_natten_torch, layout="natten", framework="torch", exclude=("rpb",))
+    assert report.passed, str(report)
+    assert not any("rpb" in case.features for case in report.results.values())
+    without_exclude = check_na2d(na_impls.na2d_natten_torch, layout="natten", framework="torch", cases=["rpb"])
+    assert without_exclude.failure("rpb").error.startswith("TypeError: ")  # it has no rpb argument
+
+
 def test_window_start_off_by_one_at_the_border_fails_the_border_cases_only():
     fn, backward_fn = broken("border-off-by-one")
     report = check_na2d(fn, backward_fn=backward_fn)
