@@ -54,3 +54,12 @@ def test_mistakes_in_the_command_exit_2_with_one_line(capsys):
 
 def test_the_parser_lists_every_op_of_the_kit():
     assert OPS == tuple(sorted(CHECKS))
+
+
+def test_head_dim_and_dtype_reach_the_check(capsys):
+    argv = ["conform", f"{IMPLS}:na2d_natten_torch", "--op", "na2d", "--layout", "natten", "--framework", "torch",
+            "--cases", "basic,causal", "--head-dim", "8", "--dtype", "float32"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert ["basic", "float32", "ok"] in [line.split() for line in out.splitlines()]
+    assert cli.main(["conform", f"{IMPLS}:na_torch", "--op", "conv2d", "--head-dim", "8"]) == 2

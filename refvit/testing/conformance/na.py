@@ -86,7 +86,7 @@ NA1D_CASES = (
 def _inputs(case):
     params = case.params
     kernel = _per_axis(params["kernel_size"], len(params["shape"]))
-    shape = (params.get("batch", 1), HEADS) + tuple(params["shape"]) + (HEAD_DIM,)
+    shape = (params.get("batch", 1), HEADS) + tuple(params["shape"]) + (params.get("head_dim", HEAD_DIM),)
     shapes = {"q": shape, "k": shape, "v": shape}
     if params.get("rpb"):
         shapes["rpb"] = (HEADS,) + tuple(2 * k - 1 for k in kernel)
@@ -95,7 +95,7 @@ def _inputs(case):
 
 def _options(params):
     options = {"dilation": params.get("dilation", 1), "is_causal": params.get("is_causal", False),
-               "scale": params.get("scale", HEAD_DIM ** -0.5)}
+               "scale": params.get("scale", params.get("head_dim", HEAD_DIM) ** -0.5)}
     if "stride" in params:
         options["stride"] = params["stride"]
     return options
@@ -162,15 +162,18 @@ NA1D = _family("na1d", NA1D_CASES, 1)
 NA2D = _family("na2d", NA2D_CASES, 2)
 
 
-def check_na2d(fn, layout="refvit", framework="numpy", backward=True, cases="standard", **options):
+def check_na2d(fn, layout="refvit", framework="numpy", backward=True, cases="standard", head_dim=None, **options):
     """Check a 2-D neighbourhood attention ``fn`` against ``refvit.ops.na2d``; returns a :class:`Report`.
 
+    ``head_dim``: the size of each head (default 3; fused kernels often take only 32, 64, ...).
     ``options``: ``backward_fn=`` (``backward_fn(dout, *args, **kwargs) -> (dq, dk, dv[, drpb])``, called
-    with the arguments ``fn`` got), ``random=N``, ``exclude=("rpb", ...)``, ``strict=True``,
+    with the arguments ``fn`` got), ``random=N``, ``exclude=("rpb", ...)``, ``dtype=``, ``strict=True``,
     ``tolerances={"float32": (rtol, atol)}``."""
-    return check(NA2D, fn, layout, framework, backward, cases, **options)
+    overrides = {} if head_dim is None else {"head_dim": int(head_dim)}
+    return check(NA2D, fn, layout, framework, backward, cases, overrides=overrides, **options)
 
 
-def check_na1d(fn, layout="refvit", framework="numpy", backward=True, cases="standard", **options):
+def check_na1d(fn, layout="refvit", framework="numpy", backward=True, cases="standard", head_dim=None, **options):
     """Check a 1-D neighbourhood attention ``fn`` against ``refvit.ops.na1d``; options as :func:`check_na2d`."""
-    return check(NA1D, fn, layout, framework, backward, cases, **options)
+    overrides = {} if head_dim is None else {"head_dim": int(head_dim)}
+    return check(NA1D, fn, layout, framework, backward, cases, overrides=overrides, **options)

@@ -23,10 +23,11 @@ DEFAULT_RANDOM = 25
 
 
 def check(family, fn, layout, framework="numpy", backward=True, cases="standard", *, backward_fn=None,
-          random=None, exclude=(), dtype=None, strict=False, tolerances=None):
+          random=None, exclude=(), dtype=None, strict=False, tolerances=None, overrides=None):
     """Run ``family``'s cases on ``fn``; return a :class:`Report` (raise :class:`ConformanceError` when
     ``strict`` and a case fails). ``dtype="float32"`` runs every case in that dtype (for kernels without
-    float64). See the module docstring and ``docs/testing.md``."""
+    float64); ``overrides`` is merged into every case's ``params`` (``check_na2d``'s ``head_dim``).
+    See the module docstring and ``docs/testing.md``."""
     if layout not in family.layouts:
         raise ValueError(f"{family.op}: layout must be one of {tuple(family.layouts)}; got {layout!r}")
     fw.check_framework(framework)
@@ -35,11 +36,12 @@ def check(family, fn, layout, framework="numpy", backward=True, cases="standard"
                          "(or framework='torch' for torch autograd, or backward=False)")
     tolerances = {**TOLERANCES, **(tolerances or {})}
     catalogue, draw = _select(family, cases, random, exclude)
-    if dtype is not None:
-        if dtype not in tolerances:
-            raise ValueError(f"dtype must be one of {tuple(tolerances)}; got {dtype!r}")
-        catalogue = [_in_dtype(case, dtype) for case in catalogue]
-        family = dataclasses.replace(family, strategy=_strategy_in_dtype(family.strategy, dtype))
+    if dtype is not None and dtype not in tolerances:
+        raise ValueError(f"dtype must be one of {tuple(tolerances)}; got {dtype!r}")
+    if dtype is not None or overrides:
+        catalogue = [_changed(case, dtype, overrides) for case in catalogue]
+        strategy = family.strategy
+        family = dataclasses.replace(family, strategy=lambda: strategy().map(lambda c: _changed(c, dtype, overrides)))
     report = Report(family.op, layout, framework, backward)
     run = _Runner(family, fn, layout, framework, backward, backward_fn, tolerances)
     for case in catalogue:
@@ -54,12 +56,11 @@ def check(family, fn, layout, framework="numpy", backward=True, cases="standard"
     return report
 
 
-def _in_dtype(case, dtype):
-    return dataclasses.replace(case, dtype=dtype, features=case.features - set(TOLERANCES) | {dtype})
-
-
-def _strategy_in_dtype(strategy, dtype):
-    return lambda: strategy().map(lambda case: _in_dtype(case, dtype))
+def _changed(case, dtype, overrides):
+    """``case`` in ``dtype`` (``None``: its own) with ``overrides`` merged into its params."""
+    dtype = dtype or case.dtype
+    return dataclasses.replace(case, params={**case.params, **(overrides or {})}, dtype=dtype,
+                               features=case.features - set(TOLERANCES) | {dtype})
 
 
 def _select(family, cases, random, exclude):

@@ -32,6 +32,7 @@ def add_arguments(parser):
                         help="leave out the cases using FEATURE (rpb, stride, causal, dilation, float32, ...)")
     parser.add_argument("--dtype", choices=("float32", "float64"),
                         help="run every case in this dtype (default: each case's own; most are float64)")
+    parser.add_argument("--head-dim", type=int, metavar="D", help="na1d/na2d: the size of each head (default 3)")
     parser.add_argument("--forward-only", action="store_true", help="compare outputs only, no gradients")
     parser.add_argument("--backward-fn", metavar="MODULE:FUNCTION",
                         help="your backward: backward_fn(dout, *args, **kwargs) -> gradients")
@@ -71,10 +72,15 @@ def run_from_args(args):
     layout = args.layout or next(iter(family.layouts))
     cases = args.cases if "," not in args.cases and args.cases in ("standard", "random", "standard+random") \
         else [name.strip() for name in args.cases.split(",") if name.strip()]
+    extra = {}
+    if args.head_dim is not None:
+        if args.op not in ("na1d", "na2d") or args.head_dim < 1:
+            raise UserError(f"{COMMAND}: --head-dim takes a positive size and is for --op na1d or na2d")
+        extra["head_dim"] = args.head_dim
     try:
         report = CHECKS[args.op](fn, layout=layout, framework=args.framework, backward=not args.forward_only,
                                  cases=cases, backward_fn=backward_fn, random=args.random, exclude=args.exclude,
-                                 dtype=args.dtype)
+                                 dtype=args.dtype, **extra)
     except (ValueError, ImportError) as error:
         raise UserError(f"{COMMAND}: {error}") from None
     print(report)

@@ -163,3 +163,12 @@ def test_dtype_runs_every_case_in_float32_with_float32_tolerances():
     assert {case.dtype for case in report.results.values()} == {"float32"}
     with pytest.raises(ValueError, match="dtype"):
         check_na2d(fn, backward_fn=backward_fn, dtype="float16")
+
+
+def test_head_dim_sets_the_size_of_every_head():
+    fn, backward_fn = broken(None)
+    report = check_na2d(fn, backward_fn=backward_fn, head_dim=8, cases=["basic", "rpb"])
+    assert report.passed, str(report)
+    assert report.failures == [] and report.results["basic"].params["head_dim"] == 8
+    report = check_na2d(na_impls.na2d_border_off_by_one_numpy, backward=False, head_dim=8, cases=["basic"])
+    assert report.failure("basic").arrays["q"].shape == (1, 2, 5, 5, 8)
