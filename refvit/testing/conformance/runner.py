@@ -93,7 +93,7 @@ def _random(family, run, draw, exclude, report):
         shrunk = find(strategy, lambda case: run(case) is not None, settings=options)
     except NoSuchExample:
         return
-    shrunk = type(shrunk)("random-shrunk", shrunk.params, shrunk.dtype, shrunk.seed, shrunk.features)
+    shrunk = dataclasses.replace(shrunk, name="random-shrunk")
     report.results[shrunk.name] = shrunk
     report.failures.append(run(shrunk))
 
@@ -107,31 +107,9 @@ class _Runner:
         self.framework, self.backward, self.backward_fn, self.tolerances = framework, backward, backward_fn, tolerances
 
     def __call__(self, case):
-        inputs = self.family.inputs(case)
-        out64, reference_backward, changed = self.family.reference({k: v.astype(np.float64) for k, v in inputs.items()},
-                                                          case.params)
         differentiable = self.family.differentiable(case) if self.backward else []
-        layout = self.layout
-        user_arrays = {name: np.ascontiguousarray(fw.permute(a, layout.permutation(name)))
-                       for name, a in inputs.items()}
-        user_inputs = {name: fw.to_user(a, self.framework, name in differentiable and self.backward_fn is None)
-                       for name, a in user_arrays.items()}
-        args, kwargs = self.family.arguments(user_inputs, case.params, self.layout_name)
-        names = {layout.user_name(name): value for name, value in user_inputs.items()}
-        arrays = {layout.user_name(name): a for name, a in user_arrays.items()}
-        expected = {"out": fw.permute(out64, layout.permutation("out"))}
-        dout = upstream_gradient(case.seed, out64.shape, case.dtype)
-        if differentiable:
-            grads = reference_backward(dout.astype(np.float64))
-            for name in differentiable:
-                expected[f"grad {layout.user_name(name)}"] = fw.permute(grads[name], layout.permutation(name))
-        dout_user = np.ascontiguousarray(fw.permute(dout, layout.permutation("out")))
-        arrays["dout"] = dout_user
-        arrays.update({"expected_" + key.replace("grad ", "grad_"): value for key, value in expected.items()})
-        diff_names = [layout.user_name(name) for name in differentiable]
-        failure = Failure(case, arrays=arrays, reproducer=script(
-            self.fn, case, render_call(args, kwargs, names, "t"), self.framework, diff_names,
-            backward_fn=self.backward_fn is not None))
+        call, expected, failure = self._prepare(case, differentiable)
+        args, kwargs, user_inputs, dout_user, changed = call
         try:
             actual = self._call(args, kwargs, user_inputs, differentiable, dout_user)
         except _WrongShape as error:
@@ -141,16 +119,45 @@ class _Runner:
             failure.error = f"{type(error).__name__}: {error}"
             return failure
         for name, value in changed.items():  # inputs the call updates in place (running statistics)
-            expected[layout.user_name(name)] = fw.permute(value, layout.permutation(name))
-            actual[layout.user_name(name)] = fw.to_numpy(user_inputs[name])
+            expected[self.layout.user_name(name)] = fw.permute(value, self.layout.permutation(name))
+            actual[self.layout.user_name(name)] = fw.to_numpy(user_inputs[name])
+        return self._verdict(case, expected, actual, failure)
+
+    def _prepare(self, case, differentiable):
+        """The user's call, the expected values (user layout) and the :class:`Failure` to fill in, whose
+        reproducer and arrays are ready."""
+        layout = self.layout
+        inputs = self.family.inputs(case)
+        out64, reference_backward, changed = self.family.reference(
+            {name: a.astype(np.float64) for name, a in inputs.items()}, case.params)
+        user_arrays = {name: np.ascontiguousarray(fw.permute(a, layout.permutation(name)))
+                       for name, a in inputs.items()}
+        user_inputs = {name: fw.to_user(a, self.framework, name in differentiable and self.backward_fn is None)
+                       for name, a in user_arrays.items()}
+        args, kwargs = self.family.arguments(user_inputs, case.params, self.layout_name)
+        expected = {"out": fw.permute(out64, layout.permutation("out"))}
+        dout = upstream_gradient(case.seed, out64.shape, case.dtype)
+        if differentiable:
+            grads = reference_backward(dout.astype(np.float64))
+            for name in differentiable:
+                expected[f"grad {layout.user_name(name)}"] = fw.permute(grads[name], layout.permutation(name))
+        dout_user = np.ascontiguousarray(fw.permute(dout, layout.permutation("out")))
+        arrays = {layout.user_name(name): a for name, a in user_arrays.items()}
+        arrays["dout"] = dout_user
+        arrays.update({"expected_" + key.replace("grad ", "grad_"): value for key, value in expected.items()})
+        names = {layout.user_name(name): value for name, value in user_inputs.items()}
+        reproducer = script(self.fn, case, render_call(args, kwargs, names, "t"), self.framework,
+                            [layout.user_name(name) for name in differentiable], self.backward_fn is not None)
+        failure = Failure(case, arrays=arrays, reproducer=reproducer)
+        return (args, kwargs, user_inputs, dout_user, changed), expected, failure
+
+    def _verdict(self, case, expected, actual, failure):
         rtol, atol = self.tolerances[case.dtype]
         for what, value in expected.items():
             got = actual.get(what)
-            if got is None:
-                failure.error = f"{what}: missing"
-                return failure
-            if got.shape != value.shape:
-                failure.error = f"{what}: shape {got.shape}, expected {value.shape}"
+            if got is None or got.shape != value.shape:
+                found = "missing" if got is None else f"shape {got.shape}, expected {value.shape}"
+                failure.error = f"{what}: {found}"
                 return failure
             mismatch = compare(what, got, value, rtol, atol)
             if mismatch is not None:
