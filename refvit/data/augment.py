@@ -109,7 +109,26 @@ class Compose:
             transform.load_state_dict(entry)
 
 
+STATS_BLOCK_VALUES = 2**22
+
+
 def channel_mean_std(images):
-    """Per-channel mean and standard deviation of ``images (N, H, W, C)``, as float64 ``(C,)`` arrays."""
-    values = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
-    return values.mean(axis=0), np.maximum(values.std(axis=0), 1e-8)
+    """Per-channel mean and standard deviation of ``images (N, H, W, C)``, as float64 ``(C,)`` arrays.
+
+    Read in blocks of about ``STATS_BLOCK_VALUES`` values (two passes: the mean, then the squared
+    deviations from it), so a memory-mapped set is never copied into memory whole."""
+    n, channels = images.shape[0], images.shape[-1]
+    if n == 0:
+        values = np.asarray(images, dtype=np.float64).reshape(-1, channels)
+        return values.mean(axis=0), np.maximum(values.std(axis=0), 1e-8)
+    per_image = int(np.prod(images.shape[1:]))
+    step = max(1, STATS_BLOCK_VALUES // per_image)
+
+    def blocks():
+        for start in range(0, n, step):
+            yield np.asarray(images[start:start + step], dtype=np.float64).reshape(-1, channels)
+
+    count = n * per_image // channels
+    mean = sum(block.sum(axis=0) for block in blocks()) / count
+    variance = sum(np.square(block - mean).sum(axis=0) for block in blocks()) / count
+    return mean, np.maximum(np.sqrt(variance), 1e-8)

@@ -14,8 +14,8 @@ grey images), the ``in_chans`` a model for it is built with.
 A folder is read as ``.npz`` files when it holds ``.npz`` files directly or in ``train/``;
 otherwise, when it has subfolders, as an image folder (one subfolder per class of
 ``.png``/``.jpg``/``.jpeg`` files, ``train/`` and ``val/`` or ``test/`` when present; see
-:mod:`refvit.data.image_folder` for the split, channel rule, resizing and memory bound), resized
-to ``size``. An image folder's ``Dataset.class_names`` lists its class folder names in index
+:mod:`refvit.data.image_folder` for the split, channel rule, resizing and when the set is
+memory-mapped), resized to ``size``. An image folder's ``Dataset.class_names`` lists its class folder names in index
 order; the built-in data sets and ``.npz`` folders have ``class_names = None``.
 """
 from __future__ import annotations
@@ -83,12 +83,15 @@ def _has_subfolders(path):
     return any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(path))
 
 
-def load_dataset(name, size=32, skip_bad=False):
+def load_dataset(name, size=32, skip_bad=False, max_bytes=None, cache_dir=None):
     """``"digits"`` (10 classes), ``"shapes"`` (6 classes) or a folder path -> :class:`Dataset`.
 
     ``size``: the side (or ``(height, width)``) images are resized to, for the built-in data sets
     and image folders; ``.npz`` folders keep their images' size. ``skip_bad``: for image folders,
     leave out files Pillow cannot read with a warning instead of raising a ``UserError``.
+    ``max_bytes``, ``cache_dir``: for image folders, the memory budget above which the resized set
+    is memory-mapped from ``.npy`` files, and the folder of those files
+    (see :mod:`refvit.data.image_cache`).
     """
     class_names = None
     if name == "digits":
@@ -101,7 +104,8 @@ def load_dataset(name, size=32, skip_bad=False):
         if not _has_subfolders(name):
             raise UserError(f"load_dataset: 'dataset' must be a folder of .npz files or of one subfolder per class "
                             f"of .png/.jpg/.jpeg images; {name} has neither")
-        class_names, *splits = load_image_folder(name, size=size, skip_bad=skip_bad)
+        class_names, *splits = load_image_folder(name, size=size, skip_bad=skip_bad, max_bytes=max_bytes,
+                                                 cache_dir=cache_dir)
         if not len(splits[3]):
             raise UserError(f"load_dataset: the test split of {name} has no images (a class needs at least 2 "
                             f"images to give one to the test split, or add a val/ folder)")

@@ -31,9 +31,13 @@ The layout is torchvision's ``ImageFolder`` convention::
   footprint when shrinking (anti-aliased), then scaled to ``[0, 1]`` float32.
 * **Memory.** Images are decoded and resized one at a time into an array allocated once per
   split, ``(N, height, width, C)`` float32: at any moment the memory held is that resized set (what
-  the loaders read) plus one decoded image. When the resized set of both splits would exceed
-  ``MAX_BYTES`` (4 GiB), loading is refused before any image is decoded, with the figure and what
-  to change (a smaller ``size`` or fewer images).
+  the loaders read) plus one decoded image. When the resized set of both splits is larger than the
+  memory budget (``max_bytes``, else ``$REFVIT_IMAGE_MEMORY_BYTES``, else a quarter of the
+  machine's physical memory), the arrays are instead memory-mapped ``.npy`` files in a cache
+  folder (``~/.cache/refvit/image-folders/<key>/`` by default), written once and reused by later
+  loads of the unchanged folder; the returned images are then read-only ``numpy.memmap`` arrays
+  from which a loader reads only its batches. Budget, cache folder, key and atomic writing: see
+  :mod:`refvit.data.image_cache`.
 
 Pillow is an optional extra: ``pip install 'refvit[images]'``.
 """
@@ -44,11 +48,11 @@ import warnings
 
 import numpy as np
 
+from refvit.data import image_cache
 from refvit.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-MAX_BYTES = 4 * 2**30
 SPLIT_SEED = 0
 TEST_SPLIT_NAMES = ("val", "test")
 
@@ -176,13 +180,47 @@ def _read_errors():
     return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def load_image_folder(path, size=32, skip_bad=False, max_bytes=None):
+def _fill(Image, errors, grey, skip_bad, images, labels, files):
+    """Decode ``files`` (``[(file, label, mode), ...]``) one at a time into ``images``/``labels``;
+    ``(count, [[file, reason], ...] left out)``."""
+    height, width = images.shape[1:3]
+    count, skipped = 0, []
+    for file, label, _ in files:
+        try:
+            images[count] = _decode(Image, file, grey, height, width)
+        except errors as error:
+            _bad(file, error, skip_bad)
+            skipped.append([file, " ".join(str(error).split()) or type(error).__name__])
+            continue
+        labels[count] = label
+        count += 1
+    return count, skipped
+
+
+def _memory_mapped(path, size, skip_bad, class_names, listed, kept, shape, fill, cache_dir):
+    """The four split arrays from the cache entry of this folder, decoding it first when there is none."""
+    root = image_cache.cache_root(cache_dir)
+    key = image_cache.cache_key(path, *size, skip_bad, class_names, listed)
+    entry = os.path.join(root, key)
+    if os.path.isfile(os.path.join(entry, "meta.json")):
+        meta, arrays = image_cache.open_entry(entry)
+        for file, reason in meta["skipped"]:  # left out when the entry was written: said again
+            _bad(file, reason, skip_bad)
+        return arrays
+    meta = {"folder": os.path.realpath(path), "classes": list(class_names)}
+    entry = image_cache.write_entry(root, key, kept, shape, fill, meta)
+    return image_cache.open_entry(entry)[1]
+
+
+def load_image_folder(path, size=32, skip_bad=False, max_bytes=None, cache_dir=None):
     """``(class_names, train_images, train_labels, test_images, test_labels)`` from an image folder.
 
     Images are ``(N, H, W, C)`` float32 in ``[0, 1]`` with ``(H, W) = (size, size)`` (or ``size`` as
     ``(height, width)``) and ``C`` 1 (all grey) or 3; labels ``(N,)`` int64 class indices into
-    ``class_names``. Layout, split, channel rule, resizing filter and memory bound: see the module
-    docstring. ``max_bytes`` (default ``MAX_BYTES``) bounds the resized set of both splits.
+    ``class_names``. Layout, split, channel rule and resizing filter: see the module docstring.
+    ``max_bytes`` (default :func:`refvit.data.image_cache.memory_budget`) is the memory budget:
+    a resized set of both splits larger than it is memory-mapped from ``.npy`` files under
+    ``cache_dir`` (default :func:`refvit.data.image_cache.cache_root`) instead of held in memory.
     """
     Image = _pillow()
     errors = _read_errors()
@@ -190,7 +228,7 @@ def load_image_folder(path, size=32, skip_bad=False, max_bytes=None):
     height, width = int(height), int(width)
     if height < 1 or width < 1:
         raise UserError(f"load_image_folder: 'size' must be >= 1; got {size}")
-    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
+    max_bytes = image_cache.memory_budget() if max_bytes is None else max_bytes
     class_names, train, test = list_image_folder(path)
 
     # Pass 1: headers only, to find unreadable files and the channel count before allocating.
@@ -206,27 +244,21 @@ def load_image_folder(path, size=32, skip_bad=False, max_bytes=None):
     grey = all(mode in GREY_MODES for files in kept for _, _, mode in files)
     channels = 1 if grey else 3
     total = sum(len(files) for files in kept)
-    needed = total * height * width * channels * 4
-    if needed > max_bytes:
-        raise UserError(f"load_image_folder: {total} images of {height}x{width}x{channels} take "
-                        f"{needed / 2**30:.2f} GiB as float32, more than the {max_bytes / 2**30:.2f} GiB allowed; "
-                        f"use a smaller image size or fewer images")
 
-    # Pass 2: decode and resize one image at a time into the preallocated arrays.
-    out = []
-    for files in kept:
-        images = np.empty((len(files), height, width, channels), dtype=np.float32)
-        labels = np.empty(len(files), dtype=np.int64)
-        count = 0
-        for file, label, _ in files:
-            try:
-                images[count] = _decode(Image, file, grey, height, width)
-            except errors as error:
-                _bad(file, error, skip_bad)
-                continue
-            labels[count] = label
-            count += 1
-        out += [images[:count], labels[:count]]
+    def fill(images, labels, files):
+        return _fill(Image, errors, grey, skip_bad, images, labels, files)
+
+    # Pass 2: decode and resize one image at a time, into memory or into memory-mapped files.
+    if total * height * width * channels * 4 > max_bytes:
+        out = _memory_mapped(path, (height, width), skip_bad, class_names, (train, test), kept,
+                             (height, width, channels), fill, cache_dir)
+    else:
+        out = []
+        for files in kept:
+            images = np.empty((len(files), height, width, channels), dtype=np.float32)
+            labels = np.empty(len(files), dtype=np.int64)
+            count, _ = fill(images, labels, files)
+            out += [images[:count], labels[:count]]
     if not len(out[1]):
         raise UserError(f"load_image_folder: the training split of {os.fspath(path)} has no readable images")
     return (class_names, *out)

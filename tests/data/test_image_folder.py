@@ -1,4 +1,6 @@
-"""Image folders (.png/.jpg, one subfolder per class): layout, splits, channels, resizing, bad files, memory."""
+"""Image folders (.png/.jpg, one subfolder per class): layout, splits, channels, resizing, bad files, memory.
+
+The memory-mapped form of a large folder: tests/data/test_image_folder_memmap.py."""
 import sys
 
 import numpy as np
@@ -149,13 +151,13 @@ def test_bad_files_are_named_or_skipped(tmp_path):
     assert len(train_y) + len(test_y) == 17 and len(train_x) == len(train_y) and len(test_x) == len(test_y)
 
 
-def test_memory_bound_refuses_before_decoding(tmp_path):
+def test_memory_budget_decides_between_memory_and_a_memory_map(tmp_path):
     root = make_folder(tmp_path / "pics")
     needed = 18 * 32 * 32 * 3 * 4
-    with pytest.raises(UserError, match=r"18 images of 32x32x3 take 0.00 GiB as float32, more than the 0.00 GiB "
-                                        r"allowed; use a smaller image size or fewer images"):
-        load_image_folder(root, size=32, max_bytes=needed - 1)
-    assert len(load_image_folder(root, size=32, max_bytes=needed)[2]) == 15
+    in_memory = load_image_folder(root, size=32, max_bytes=needed, cache_dir=tmp_path / "cache")
+    assert not isinstance(in_memory[1], np.memmap) and not (tmp_path / "cache").exists()
+    mapped = load_image_folder(root, size=32, max_bytes=needed - 1, cache_dir=tmp_path / "cache")
+    assert isinstance(mapped[1], np.memmap) and len(list((tmp_path / "cache").iterdir())) == 1
 
 
 def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
