@@ -3,7 +3,7 @@
 ``python -m refvit.bench.model_worker SIDE MODEL BATCH SIZE REPEAT MODES`` (``MODES``: ``infer``,
 ``train`` or ``infer,train``) prints one JSON line: the median seconds of an inference pass and of a
 training step (forward, cross-entropy, backward, AdamW with weight decay 0.05 on weights and none
-on norms, biases and tables), and the process's peak resident memory (``ru_maxrss``) after building
+on norms, biases and tables), and the process's peak resident memory (:func:`rss_mb`) after building
 the model (``rss_base_mb``) and after each mode's timed calls (``infer_rss_mb``, ``train_rss_mb``).
 Inference is timed before training, so ``train_rss_mb`` is the peak of the training steps.
 Both sides build refvit's model seeded at 0;
@@ -29,8 +29,20 @@ NUM_CLASSES = 10
 CHECK_BATCH = 2
 
 
-def rss_mb():
-    """This process's peak resident set so far, in MiB (``ru_maxrss`` is in KiB on Linux)."""
+def rss_mb(status="/proc/self/status"):
+    """This process's peak resident set so far, in MiB.
+
+    On Linux, ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` (KiB) is the same figure elsewhere,
+    but Linux carries a parent's ``ru_maxrss`` over ``fork`` and ``exec``, so in a worker started by a
+    large ``refvit bench`` process it would report the parent's peak.
+    """
+    try:
+        with open(status) as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -101,3 +101,12 @@ def test_the_cpu_model_is_read_from_cpuinfo(tmp_path):
     path.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.00GHz\nflags\t: fpu\n")
     assert markdown.cpu_model(str(path)) == "Example CPU @ 2.00GHz"
     assert "3 runs of 2 rounds" in markdown.machine_line(3, 2)
+
+
+def test_peak_memory_is_read_from_the_process_status(tmp_path):
+    from refvit.bench.model_worker import rss_mb
+
+    path = tmp_path / "status"
+    path.write_text("Name:\tpython\nVmPeak:\t  900000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
+    assert rss_mb(str(path)) == 200.0
+    assert rss_mb(str(tmp_path / "missing")) > 0
