@@ -109,7 +109,7 @@ class Compose:
             transform.load_state_dict(entry)
 
 
-STATS_BLOCK_VALUES = 2**22
+STATS_BLOCK_VALUES = 2**20
 
 
 def channel_mean_std(images):
