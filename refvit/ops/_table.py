@@ -90,7 +90,7 @@ TABLE = (
     OpSpec("na1d_qk", differentiable=("q", "k", "rpb"), batched=("q", "k"),
            kernels=_kernels("na1d_qk")),
     OpSpec("na2d", differentiable=("q", "k", "v", "rpb"), batched=("q", "k", "v"),
-           kernels=_kernels("na2d")),              # the cpu entry picks the dense, wide or general path
+           kernels=_kernels("na2d")),              # the cpu entry picks the dense, tiled, wide or general path
     OpSpec("na2d_av", differentiable=("attn", "v"), batched=("attn", "v"),
            kernels=_kernels("na2d_av")),           # the kernels of both split ops: cpu/cuda na_split.py
     OpSpec("na2d_qk", differentiable=("q", "k", "rpb"), batched=("q", "k"),
