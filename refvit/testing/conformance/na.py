@@ -29,6 +29,8 @@ def _features(params):
         found.add("rpb")
     if len(set(kernel)) > 1:
         found.add("rectangular-kernel")
+    if 1 in kernel:  # NATTEN accepts kernels of 2 or more only
+        found.add("kernel-1")
     return found
 
 

@@ -109,6 +109,13 @@ def test_exclude_drops_the_cases_using_a_feature():
     assert report.passed and not any(name.startswith(("rpb", "stride")) for name in report.results)
 
 
+def test_exclude_kernel_1_drops_every_case_with_a_kernel_of_one_on_some_axis():
+    """NATTEN refuses kernels below 2: ``exclude=("kernel-1",)`` leaves out exactly those cases."""
+    fn, backward_fn = broken("rpb-without-dilation")
+    report = check_na2d(fn, backward_fn=backward_fn, exclude=("rpb", "kernel-1"))
+    assert report.passed and {"kernel-1", "tiny-map"}.isdisjoint(report.results) and "basic" in report.results
+
+
 def test_strict_raises_an_assertion_error_holding_the_report():
     fn, backward_fn = broken("causal-one-late")
     with pytest.raises(ConformanceError) as caught:
