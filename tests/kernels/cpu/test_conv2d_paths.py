@@ -19,6 +19,8 @@ WINDOWS = {
     "1x1 stride 2": Window((1, 1), (2, 2), (0, 0), (1, 1)),
     "dilated, uneven": Window((3, 2), (2, 1), (2, 1), (2, 3)),
     "wide padding": Window((3, 3), (3, 2), (4, 3), (1, 2)),
+    "stride 1, dilated": Window((3, 3), (1, 1), (2, 1), (2, 1)),
+    "stride 1, padding beyond the kernel": Window((2, 3), (1, 1), (2, 1), (1, 1)),
 }
 
 
@@ -102,3 +104,10 @@ def test_direct_path_equals_the_depthwise_kernels_at_one_channel_per_group(rng, 
     got += run_as_kernel_entry(conv2d_direct.backward, (dout, x, weight, True, window, channel_sums))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_stride_one_dx_runs_as_a_forward_when_the_padding_allows():
+    assert conv2d_gemm.transposed_window(WINDOWS["3x3 padded"]) == Window((3, 3), (1, 1), (1, 1), (1, 1))
+    assert conv2d_gemm.transposed_window(WINDOWS["stride 1, dilated"]) == Window((3, 3), (1, 1), (2, 1), (2, 1))
+    assert conv2d_gemm.transposed_window(WINDOWS["stride 1, padding beyond the kernel"]) is None
+    assert conv2d_gemm.transposed_window(WINDOWS["3x3 stride 2"]) is None
