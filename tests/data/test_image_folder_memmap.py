@@ -152,6 +152,8 @@ def test_loaders_read_the_same_batches_from_the_memory_map(tmp_path):
     mapped = load_dataset(str(root), size=8, max_bytes=1, cache_dir=tmp_path / "cache")
     np.testing.assert_allclose(mapped.mean, in_memory.mean, rtol=1e-12)
     np.testing.assert_allclose(mapped.std, in_memory.std, rtol=1e-12)
+    train_loader = make_loaders(mapped, 4, seed=3)[0]
+    assert np.shares_memory(train_loader.images, mapped.train_images)  # the loader keeps the map, not a copy
     for a, b in zip(make_loaders(in_memory, 4, seed=3), make_loaders(mapped, 4, seed=3)):
         for (x, y), (x2, y2) in zip(a, b, strict=True):
             assert type(x2) is np.ndarray
