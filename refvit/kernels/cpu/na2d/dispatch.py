@@ -64,7 +64,10 @@ on large maps and ``dense`` on small ones; the ``wide`` forward stays 8-15% ahea
 56- and 112-column maps with dilation 1, and the ``dense`` forward ahead on the small maps (the
 bench measured the wide forward on a quiet machine: ``na2d 7x7`` 3.3 ms at dilation 1, 3.6 ms at
 dilation 2; on two busy cores each of its parallel regions waits for descheduled workers, hence the
-48-column group threshold, which sends dilation 2 at 56 columns to ``tiled``).
+48-column group threshold, which sends dilation 2 at 56 columns to ``tiled``). On the wall clock
+with two threads (load 9, the rule against ``wide`` both ways, alternating in one process, minimum of 7),
+forward + backward of (1, 4, 56, 56, 32): k 7 32.1 and 56.5 ms against 81.5 and 69.9 (two runs), k 13
+89.5 against 148.0.
 
 Every layer of every shipped model and the bench cases, and the path each takes
 (:data:`SHIPPED_LAYERS`; ``tests/kernels/cpu/na2d/test_dispatch.py`` checks it against the models):
