@@ -1,11 +1,12 @@
-r"""The functions the ``cpu`` kernels approximate, in loops that vectorise: ``exp``, ``erfcx``, the
-normal CDF and the sigmoid.
+r"""The functions the ``cpu`` kernels approximate, in loops that vectorise: ``exp`` and ``erfcx``; and
+the scalar sigmoid.
 
 A loop that calls ``math.exp`` or ``math.erf`` per element calls libm per element and never
 vectorises. The loops below use only ``+ - * /``, ``floor``, comparisons, selects and integer
 shifts, so LLVM turns each into SIMD code. Every kernel that exponentiates a row (attention,
-stripe attention, ``na2d``, softmax, GELU) calls :func:`exp_shifted`; no kernel has an ``exp`` of its
-own.
+stripe attention, ``na2d``, softmax) calls :func:`exp_shifted`. The one exception is GELU's float32
+loop (:mod:`refvit.kernels.cpu.gelu`), which writes ``exp`` and ``erfcx`` out inline in float32 with
+this module's constants, so that the whole element computation stays in 8-lane float32 code.
 
 **exp** (:func:`exp_shifted`, float32 and float64, in the array's dtype).
 :math:`e^y = 2^k e^r` with :math:`k = \lfloor y \log_2 e + \tfrac12 \rfloor` and
@@ -13,7 +14,7 @@ own.
 with few significant bits (so :math:`k \cdot` it is exact) and a low part. :math:`e^r` is its Taylor
 polynomial, degree 13 in float64 (truncation below :math:`4 \cdot 10^{-18}` relative) and 7 in
 float32 (below :math:`6 \cdot 10^{-9}`), both under half an ulp. Kernels that compute a float32
-result in float64 (softmax rows, GELU, ``na2d`` dense) call :func:`exp_shifted_for_float32`: the same
+result in float64 (softmax rows, ``na2d`` dense) call :func:`exp_shifted_for_float32`: the same
 code with the float64 constants and a polynomial of degree 9 (below :math:`10^{-11}` relative), a
 quarter cheaper. :math:`2^k` is built from bits: ``k + bias`` (exponent bias 1023 or 127) shifted
 left by the mantissa width (52 or 23) in an integer of the dtype's width, read as a float. Between
@@ -39,8 +40,7 @@ in the Chebyshev basis of :math:`2t - 1`, converted to powers of :math:`t`
 from these float64 values are within one ulp of the correctly rounded ones. This is an accuracy for
 float32 results; float64 kernels keep libm.
 
-**sigmoid.** :func:`stable_sigmoid` is the scalar two-branch form (libm ``exp``, never overflows);
-:func:`sigmoid_and_slope_of` the block form with :func:`exp_shifted_for_float32` (GELU's tanh form).
+**sigmoid.** :func:`stable_sigmoid` is the scalar two-branch form (libm ``exp``, never overflows).
 
 Every block loop reads some arrays and writes others (an element may be read and rewritten in
 place): LLVM vectorises a loop only after a run-time check that its arrays do not overlap, and falls
@@ -49,7 +49,7 @@ with ``error_model="numpy"``: a float division by zero gives inf instead of rais
 a branch per element.
 
 Numba's on-disk cache of a kernel is keyed on its own file only: after editing this module, delete
-the cache files of the kernels that call it (``__pycache__/{attention,stripe_attention,softmax,gelu,
+the cache files of the kernels that use it (``__pycache__/{attention,stripe_attention,softmax,gelu,
 sigmoid,silu}.*.nb*`` and ``na2d/__pycache__/*.nb*``), or they keep the compiled old version.
 """
 import math
@@ -220,29 +220,6 @@ def erfcx_of(z, result):
             q7 + t * (q8 + t * (q9 + t * (q10 + t * (q11 + t * q12))))))))))))
 
 
-@njit(cache=True, error_model="numpy")
-def normal_cdf_and_gaussian(x, cdf, gaussian, scratch):
-    r"""``cdf[i] = Phi(x[i])`` (standard normal CDF) and ``gaussian[i] = exp(-x[i]**2 / 2)`` for
-    the ``n = len(x)`` elements of ``x`` (float32 or float64), into float64 ``cdf`` and ``gaussian``;
-    ``scratch`` is float64 ``(2, >= n)``. No two arrays may overlap.
-
-    With :math:`z = |x|/\sqrt2`: :math:`e^{-x^2/2} = e^{-z^2}`,
-    :math:`\operatorname{erfc}(z) = e^{-z^2}\operatorname{erfcx}(z)`, and
-    :math:`\Phi(x) = 1 - \operatorname{erfc}(z)/2` for :math:`x \ge 0`, :math:`\operatorname{erfc}(z)/2`
-    for :math:`x < 0` (the left tail without cancellation). ``Phi(inf) = 1``, ``Phi(-inf) = 0``."""
-    n = x.shape[0]
-    z, powers = scratch[0, :n], scratch[1, :n]
-    sqrt_half = 0.7071067811865476
-    for i in range(n):
-        z[i] = abs(x[i]) * sqrt_half
-        gaussian[i] = -(z[i] * z[i])
-    exp_shifted_for_float32(gaussian[:n], 0.0, powers)
-    erfcx_of(z, cdf)
-    for i in range(n):
-        half_erfc = 0.5 * gaussian[i] * cdf[i]
-        cdf[i] = 1.0 - half_erfc if x[i] >= 0.0 else half_erfc
-
-
 @njit(cache=True)
 def stable_sigmoid(v):
     """sigma(v) for one scalar: ``1 / (1 + e)`` for v >= 0, ``e / (1 + e)`` otherwise, ``e = exp(-|v|)``
@@ -251,23 +228,3 @@ def stable_sigmoid(v):
     if v >= 0.0:
         return 1.0 / (1.0 + e)
     return e / (1.0 + e)
-
-
-@njit(cache=True, error_model="numpy")
-def sigmoid_and_slope_of(arguments, sigmoid, slope, scratch):
-    r"""``sigmoid[i] = 1/(1 + exp(-a))`` and ``slope[i] = sigmoid(a) sigmoid(-a)`` (its
-    derivative) for ``a = arguments[i]``, ``n = len(arguments)`` float64 elements; ``scratch`` float64
-    of at least ``n`` elements. No two arrays may overlap.
-
-    With :math:`e = e^{-|a|} \in (0, 1]` (never overflows): :math:`\sigma(a) = 1/(1+e)` for
-    :math:`a \ge 0`, :math:`e/(1+e)` for :math:`a < 0` (no cancellation in either tail), and
-    :math:`\sigma(a)\sigma(-a) = e/(1+e)^2`."""
-    n = arguments.shape[0]
-    for i in range(n):
-        slope[i] = -abs(arguments[i])
-    exp_shifted_for_float32(slope[:n], 0.0, scratch)
-    for i in range(n):
-        e = slope[i]
-        inverse = 1.0 / (1.0 + e)
-        sigmoid[i] = inverse if arguments[i] >= 0.0 else e * inverse
-        slope[i] = e * inverse * inverse

@@ -2,7 +2,7 @@
 at the ends: underflow to 0, overflow to inf, NaN and +-inf."""
 import numpy as np
 import pytest
-from scipy.special import erfcx, expit, ndtr
+from scipy.special import erfcx, expit
 
 from refvit.kernels.cpu import vector_math as vm
 
@@ -98,31 +98,6 @@ def test_erfcx_coefficients_are_the_documented_fit():
     assert len(vm.ERFCX_COEFFICIENTS) == vm.ERFCX_DEGREE + 1
     np.testing.assert_allclose(t * np.polynomial.polynomial.polyval(t, refit), stored, rtol=1e-11)
     assert np.max(np.abs(stored / erfcx((1.0 / t - 1.0) / vm.ERFCX_T_SCALE) - 1.0)) < 1.3e-9
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_normal_cdf_and_gaussian_in_both_tails(dtype):
-    x = np.concatenate([np.linspace(-38.0, 38.0, 7601), [np.inf, -np.inf]]).astype(dtype)
-    cdf, gaussian = np.empty(x.size), np.empty(x.size)
-    vm.normal_cdf_and_gaussian(x, cdf, gaussian, np.empty((2, x.size)))
-    exact = x.astype(np.float64)
-    tiny = np.finfo(np.float64).tiny  # exp flushes results below the smallest normal to 0
-    np.testing.assert_allclose(cdf, ndtr(exact), rtol=2e-9, atol=tiny)
-    # exp_shifted_for_float32 (7e-12) of an argument -(|x|/sqrt 2)^2 rounded to a few ulps (up to 722 * 3e-16)
-    np.testing.assert_allclose(gaussian, np.exp(-0.5 * exact * exact), rtol=1e-11, atol=tiny)
-
-
-def test_sigmoid_and_slope_in_both_tails():
-    arguments = np.concatenate([np.linspace(-740.0, 740.0, 14801), [np.inf, -np.inf, np.nan]])
-    n = arguments.size
-    sigmoid, slope = np.empty(n), np.empty(n)
-    vm.sigmoid_and_slope_of(arguments, sigmoid, slope, np.empty(n))
-    with np.errstate(invalid="ignore"):
-        expected_slope = expit(arguments) * expit(-arguments)
-    tiny = np.finfo(np.float64).tiny
-    np.testing.assert_allclose(sigmoid, expit(arguments), rtol=1e-11, atol=tiny)
-    np.testing.assert_allclose(slope[:-3], expected_slope[:-3], rtol=1e-11, atol=tiny)
-    assert np.isnan(sigmoid[-1]) and np.isnan(slope[-1]) and list(slope[-3:-1]) == [0.0, 0.0]
 
 
 def test_stable_sigmoid_never_overflows():
