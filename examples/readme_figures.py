@@ -5,13 +5,16 @@
 * ``bench``: runs ``refvit bench --markdown --json`` ``--runs`` times (each a process of its own,
   one round of the PyTorch comparison each, so the sides alternate run after run) and gives each
   figure as the median and the range (min-max) over the runs;
+* ``official``: ``refvit bench --markdown --filter official`` (the official sizes against PyTorch,
+  ``--official-rounds`` rounds, one timed step after the warm-up; slow, so not part of the default);
 * ``results``: ``examples/results_table.py --markdown`` (trains every ``*_nano`` model in a fresh
   directory unless ``--results-root`` names finished runs);
 * ``train-time``: the README's main command, ``refvit train``, timed ``--train-runs`` times on a
   warm Numba cache (each in a fresh output directory).
 
 Each table replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in the
-README (``--readme``); ``--only`` picks some of ``bench,results,train-time``.
+README (``--readme``); ``--only`` picks some of ``bench,official,results,train-time`` (by default all
+but ``official``).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from refvit.bench import markdown  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
-PARTS = ("bench", "results", "train-time")
+PARTS = ("bench", "official", "results", "train-time")
 BENCH_FILTER = ("conv2d depthwise,na2d 7x7,stripe_attention CSWin-T stage 1,multiscale_dwconv SMT-T s1,attention (8,"
                 "MBConv,dualvit_block,train step dinat_nano,vs torch")
 
@@ -91,6 +94,13 @@ def bench_markdown(runs, repeat, filter_text, backends, compile_too):
     return "\n\n".join(parts)
 
 
+def official_markdown(rounds):
+    command = [sys.executable, "-m", "refvit", "bench", "--markdown", "--filter", "official", "--rounds", str(rounds),
+               "--repeat", "1"]
+    table = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return f"{table.strip()}\n\nProduced by `{' '.join(['refvit'] + command[3:])}`."
+
+
 def results_markdown(root, epochs):
     command = [sys.executable, os.path.join(HERE, "results_table.py"), "--markdown", "--epochs", str(epochs),
                "--root", root]
@@ -114,7 +124,9 @@ def train_time_markdown(runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", default=README)
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
+    parser.add_argument("--only", default="bench,results,train-time",
+                        help="comma-separated subset of " + ",".join(PARTS))
+    parser.add_argument("--official-rounds", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3, help="runs of refvit bench")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement in refvit bench")
     parser.add_argument("--filter", default=BENCH_FILTER, help="refvit bench's --filter")
@@ -131,6 +143,8 @@ def main(argv=None):
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     if "bench" in parts:
         rewrite(args.readme, "bench", bench_markdown(args.runs, args.repeat, args.filter, args.backends, args.compile))
+    if "official" in parts:
+        rewrite(args.readme, "official", official_markdown(args.official_rounds))
     if "results" in parts:
         if args.results_root:
             body = results_markdown(args.results_root, args.epochs)
