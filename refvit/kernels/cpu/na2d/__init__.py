@@ -2,12 +2,12 @@
 
 Four paths, ``dense``, ``tiled``, ``wide`` and ``general``, one module each; :mod:`.dispatch` holds the rule
 that picks one, its thresholds and figures, and the table of which shapes take which path. Read it
-first.
+first. ``wide`` is a forward path only (:data:`.dispatch.BACKWARD_PATHS`).
 """
 from refvit.kernels.cpu.na2d import dense, dispatch, general, tiled, wide
 
 _FORWARD = {"dense": dense.forward, "tiled": tiled.forward, "wide": wide.forward, "general": general.forward}
-_BACKWARD = {"dense": dense.backward, "tiled": tiled.backward, "wide": wide.backward, "general": general.backward}
+_BACKWARD = {"dense": dense.backward, "tiled": tiled.backward, "general": general.backward}
 
 
 def forward(q, k, v, rpb, options):
@@ -27,5 +27,8 @@ def backward(dout, q, k, v, rpb, out, attn, options):
     path = dispatch.choose_path(height, width, options, "backward")
     if path in dispatch.NEEDS_FINITE and not dispatch.all_finite(dout, q, k, v, rpb):
         path = dispatch.choose_path(height, width, options, "backward", finite=False)
+    if path not in _BACKWARD:
+        raise ValueError(f"na2d cpu: the {path!r} path has no backward; a backward takes one of "
+                         f"{', '.join(dispatch.BACKWARD_PATHS)}")
     dispatch.last_path["backward"] = path
     return _BACKWARD[path](dout, q, k, v, rpb, out, attn, options)

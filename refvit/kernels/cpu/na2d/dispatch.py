@@ -13,7 +13,11 @@ same arrays and store the softmax weights alike, ``attn (B, heads, H, W, kh*kw)`
 * ``wide`` (:mod:`.wide`, loops in :mod:`.wide_kernels`, :mod:`.wide_layout`): stride 1, no causal
   window, wide maps. The maps of all batch elements and heads side by side in *wide rows*, every
   inner loop along the width so that it vectorises. Needs finite inputs (a NaN in one map would
-  reach its neighbours through zero weights). Forward only: its backward is slower than ``tiled``'s.
+  reach its neighbours through zero weights). Forward only: its backward was removed because the
+  ``tiled`` backward did less work on every shape measured with ``K >= 25`` (the table below; f+b
+  minus f: 1, 56, 7: 23.1 ms against 16.6; 1, 56, 13: 67.2 against 33.0), the rule no longer chose
+  it, and the one measured shape where it did less (8, 28, 3: 13.4 against tiled 18.9 and general
+  13.9) is a 3x3 window above the dense limit, which no shipped model runs.
 * ``general`` (:mod:`.general`): one query per inner loop, dot products over the head dimension;
   small windows on large maps, where a tile's ``gemm`` would compute mostly products no window holds.
 
@@ -58,7 +62,7 @@ B, map, kernel (dil.)  dense / wide     tiled            general          rule n
 =====================  ===============  ===============  ===============  ===============
 
 (The "dense / wide" column is the path the previous rule took: ``wide`` forward and backward on the
-large maps.) So: the ``tiled`` backward beats every other backward from ``K = 25`` up (ties on the
+large maps; that backward is gone, so its figures can no longer be rerun from this tree.) So: the ``tiled`` backward beats every other backward from ``K = 25`` up (ties on the
 7x7 and 14x14 maps, 15-35% less work from 28x28 up); on 3x3 windows ``general`` does the least work
 on large maps and ``dense`` on small ones; the ``wide`` forward stays 8-15% ahead of ``tiled`` on
 56- and 112-column maps with dilation 1, and the ``dense`` forward ahead on the small maps (the
@@ -97,6 +101,9 @@ from typing import NamedTuple
 import numpy as np
 
 PATHS = ("dense", "tiled", "wide", "general")
+# The paths that have a backward: ``wide`` is a forward path only, and the rule never gives it a
+# backward call (rule 4 is for the forward; every backward ends at rules 1-3 or 5).
+BACKWARD_PATHS = ("dense", "tiled", "general")
 
 # The dense path takes maps of at most this many tokens per window slot and at most DENSE_MAX_TOKENS
 # tokens (its scratch matrix is (H W)^2 per thread). Above, the general path: on 56x56 maps with

@@ -1,5 +1,7 @@
-r"""The *wide* path of ``na2d`` on the CPU (stride 1, no causal mask): every inner loop runs along the
-width of many maps side by side. The layouts and vector loops are in :mod:`.wide_layout`.
+r"""The *wide* path of ``na2d`` on the CPU (stride 1, no causal mask), forward only: every inner loop
+runs along the width of many maps side by side. The layouts and vector loops are in :mod:`.wide_layout`.
+Its backward was removed: the ``tiled`` one did less work on the shapes the rule sends here (figures in
+:mod:`.dispatch`), so a backward after this forward runs on another path, which reads this ``attn``.
 
 The general kernels take one query at a time; their dot products over the head dimension are
 reductions that the compiler does not vectorise without reordering sums (and there is no
@@ -9,7 +11,7 @@ where the lanes are independent queries:
 * **one dilation group at a time.** Query ``(x, y)`` of group ``(g_h, g_w)`` sits at
   ``(g_h + \delta_h x, g_w + \delta_w y)`` and only sees keys of its own group, where the window rule
   is the one of dilation 1 on the group's ``(H_g, W_g)`` map.
-* **wide rows.** ``q, k, v`` (and ``dout``, ``out``) of a group are copied to ``(H_g, d, h + B*heads*W_g + h)``,
+* **wide rows.** ``q, k, v`` of a group are copied to ``(H_g, d, h + B*heads*W_g + h)``,
   ``h = k_w//2``: map row ``x`` of every map side by side along the last axis (map ``m``, column ``y``
   at position ``h + m W_g + y``), with ``h`` zero columns at both ends. The row window depends on
   ``x`` only, so one loop covers the same row of all maps. A task covers the maps ``[m_0, m_1)`` of
@@ -30,20 +32,11 @@ where the lanes are independent queries:
   lanes; the border lanes are computed along with the wrong (shifted) windows and dropped. That
   leaves the corners (border row and border column), where all queries of one corner share one
   window: a small dense attention each (:func:`forward_corners`).
-* **border columns, backward.** Their queries, and for each column slot the keys (values) they see,
-  are gathered once per group into compact *border blocks* where the products are element-wise; their
-  results overwrite the border lanes of the shifted products, and their weights are zeroed before
-  the shifted weighted sums.
 * **softmax** per lane along the row, with :func:`refvit.kernels.cpu.vector_math.exp_shifted`. The
   logits start from the bias and ``q`` is scaled when it is copied, so there is no separate pass for
   either; the weighted sum uses the unnormalised weights and ``out`` and ``attn`` are divided by the
   total as they are written. ``attn (B*heads, H, W, kh*kw)`` is stored exactly as the other paths
-  store it, so either path's backward reads either path's cache.
-* **backward**: :func:`backward_query_rows` gives :math:`\bar a = p(\delta - g\cdot o)` and
-  :math:`\partial L/\partial q`, keeps ``p`` and :math:`\bar a` in the wide layout (:class:`Saved`) and
-  sums :math:`\bar a` by bias index into per-(map, row) partials; :func:`backward_key_rows`, per key
-  row, gathers ``dk`` and ``dv`` from the query rows whose row window holds it (the inverse row
-  table): key ``j`` takes slot ``w`` from interior query ``j - w + h``. Each key row has one writer.
+  store it, so their backward reads this path's cache.
 
 The wide rows multiply across the maps of all batch elements and heads (border lanes by zero
 weights), so a NaN or infinity in one map could reach another map's results (``0 * inf``): the
@@ -56,11 +49,8 @@ import numpy as np
 
 from refvit.kernels.cpu._workspace import scratch
 from refvit.kernels.cpu.na2d import wide_layout as layout
-from refvit.kernels.cpu.na2d.wide_kernels import (
-    GroupAxis, Lanes, Placement, QueryWindows, RowWindows, Saved, Slots, backward_key_rows, backward_query_rows,
-    forward_corners, forward_rows,
-)
-from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
+from refvit.kernels.cpu.na2d.wide_kernels import GroupAxis, Lanes, RowWindows, Slots, forward_corners, forward_rows
+from refvit.ops._neighborhood import axis_bounds
 
 TARGET_ROW_LENGTH = 256  # maps per task: enough that a wide row holds about this many columns
 
@@ -93,22 +83,17 @@ class _Group:
         self.column_windows = RowWindows(self.border_first_key, self.col_bounds.first_bias[self.border])
         self.column_lanes = Lanes(cols_in_image[self.border], rows_in_image, height * width,
                                   _maps_per_task(maps, self.rows))
-        self.row_inverse = inverse_windows(axis_windows(self.rows, self.kernel_h))
-        self.query_windows = QueryWindows(self.row_bounds.first_key, self.row_bounds.first_bias,
-                                          self.col_bounds.first_bias)
-        self.placement = Placement(self.border, self.kernel_h, self.kernel_w, self.cols, self.row_lanes.maps_per_task,
-                                   self.rows_at, self.cols_at)
         self.corner_axes = (GroupAxis(self.row_bounds.first_key, self.row_bounds.first_bias, self.kernel_h,
                                       row_group, dilation[0]),
                             GroupAxis(self.col_bounds.first_key, self.col_bounds.first_bias, self.kernel_w,
                                       col_group, dilation[1]))
 
-    def wide(self, arrays, factors, names=("q", "k", "v")):
-        """Each ``a (B*heads, H, W, d)`` of ``arrays`` -> wide rows ``(rows, d, h + B*heads*cols + h)``,
-        times its factor, in the scratch arrays ``names``; one parallel loop for all."""
+    def wide(self, arrays, factors):
+        """Each of ``arrays = (q, k, v)``, ``(B*heads, H, W, d)`` -> wide rows ``(rows, d, h + B*heads*cols + h)``,
+        times its factor, in scratch arrays; one parallel loop for all."""
         dtype, head_dim = arrays[0].dtype, arrays[0].shape[3]
         shape = (self.rows, head_dim, self.maps * self.cols + 2 * self.margin)
-        results = tuple(scratch(f"na2d.{name}", shape, dtype) for name in names)
+        results = tuple(scratch(f"na2d.{name}", shape, dtype) for name in "qkv")
         layout.to_wide_rows(tuple(arrays), self.rows_at, self.cols_at, self.margin, np.array(factors, dtype), results)
         return results
 
@@ -122,14 +107,6 @@ class _Group:
         layout.to_tall_columns(tuple(arrays), tuple(columns), self.rows_at, self.cols_at, self.row_margin,
                                np.array(factors, dtype), results)
         return results
-
-
-    def blocks(self, name, a, as_keys):
-        """Border blocks of ``a``: ``(rows, kw if as_keys else 1, d, 2h B heads)``, in the scratch array ``name``."""
-        slots = self.kernel_w if as_keys else 1
-        result = scratch(f"na2d.{name}", (self.rows, slots, a.shape[3], self.maps * self.border.size), a.dtype)
-        layout.to_border_blocks(a, self.rows_at, self.cols_at, self.border, self.col_bounds.first_key, as_keys, result)
-        return result
 
 
 def _border(length, margin):
@@ -185,34 +162,3 @@ def forward(q, k, v, rpb, options):
             forward_corners(q, k, v, bias, heads, q.dtype.type(options.scale), sides, *g.corner_axes, out, attn)
     return out.reshape((batch, heads, height, width, head_dim)), attn.reshape((batch, heads, height, width, -1))
 
-
-def backward(dout, q, k, v, rpb, out, attn, options):
-    """-> ``(dq, dk, dv, drpb)`` with ``drpb`` None when ``rpb`` is None; stride 1 and no causal mask.
-
-    Per dilation group, a query pass (:func:`backward_query_rows`) and a key pass
-    (:func:`backward_key_rows`); border columns go through compact border blocks."""
-    batch, heads, height, width, head_dim = q.shape
-    kernel_h, kernel_w = options.kernel_size
-    scale = q.dtype.type(options.scale)
-    dout, q, k, v, out, attn = (_flat(a) for a in (dout, q, k, v, out, attn))
-    maps = q.shape[0]
-    dq, dk, dv = (np.empty_like(q) for _ in range(3))
-    drpb = None if rpb is None else np.zeros(rpb.shape, np.float64)
-    for g in _groups(height, width, maps, options):
-        wide_dout, wide_out, wide_k, wide_v, wide_q = g.wide((dout, out, k, v, q), (1.0,) * 5,
-                                                             ("dout", "out", "k", "v", "q"))
-        dout_blocks = g.blocks("dout_blocks", dout, False)
-        wide_shape = (g.rows, kernel_h * kernel_w, maps * g.cols + 2 * g.margin)
-        saved = Saved(scratch("na2d.probs", wide_shape, q.dtype), scratch("na2d.dlogits", wide_shape, q.dtype))
-        bias_shape = (0, 0, 0, 0) if rpb is None else (maps, g.rows) + tuple(rpb.shape[1:])
-        bias_partials = np.zeros(bias_shape, np.float64)
-        blocks = (dout_blocks, g.blocks("k_blocks", k, True), g.blocks("v_blocks", v, True))
-        backward_query_rows(wide_dout, wide_out, wide_k, wide_v, blocks, attn, scale, g.query_windows, g.placement,
-                            saved, dq, bias_partials)
-        backward_key_rows(wide_q, wide_dout, (g.blocks("q_blocks", q, False), dout_blocks), saved, scale,
-                          g.row_inverse, g.col_bounds.first_key, g.placement, dk, dv)
-        if rpb is not None:
-            drpb += bias_partials.reshape((batch, heads, g.rows) + tuple(rpb.shape[1:])).sum(axis=(0, 2))
-    shape = (batch, heads, height, width, head_dim)
-    return (dq.reshape(shape), dk.reshape(shape), dv.reshape(shape),
-            None if drpb is None else drpb.astype(q.dtype))

@@ -2,7 +2,7 @@ r"""The ``numba`` kernels of the ``wide`` path of ``na2d`` and the named tuples 
 
 :mod:`refvit.kernels.cpu.na2d.wide` lays the data out (one dilation group at a time) and calls these; the
 layouts and the vector loops are in :mod:`refvit.kernels.cpu.na2d.wide_layout`. See the former's docstring
-for the method: wide rows, tall columns, corners, and the backward's query and key passes.
+for the method: wide rows, tall columns and corners. The path is a forward one only.
 
 Numba's on-disk cache of these kernels does not notice edits to the helpers in ``wide_layout``: after
 changing those, delete this module's cache files (``__pycache__/wide_kernels.*.nb*``).
@@ -49,33 +49,6 @@ class GroupAxis(NamedTuple):
     kernel: int
     offset: int
     step: int
-
-
-class Placement(NamedTuple):
-    """Where a dilation group's wide rows sit (backward): its ``border`` columns, kernel, ``cols``
-    lanes per map, maps per task, and its rows' and columns' ``(offset, step)`` in the image."""
-    border: np.ndarray
-    kernel_h: int
-    kernel_w: int
-    cols: int
-    maps_per_task: int
-    rows_at: tuple
-    cols_at: tuple
-
-
-class QueryWindows(NamedTuple):
-    """The windows of a group for the query pass: per row its first key row ``row_first`` and bias row
-    ``row_bias``, per column the bias column ``col_bias`` of its first key."""
-    row_first: np.ndarray
-    row_bias: np.ndarray
-    col_bias: np.ndarray
-
-
-class Saved(NamedTuple):
-    """What the query pass keeps in wide rows for the key pass, ``(H_g, kh*kw, h + B*heads*W_g + h)``
-    each: the weights ``probs`` and :math:`\bar a` ``dlogits``."""
-    probs: np.ndarray
-    dlogits: np.ndarray
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -196,136 +169,3 @@ def forward_corners(q, k, v, rpb, heads, scale, sides, rows, cols, out, attn):
                     for c in range(head_dim):
                         result[c] += weights[slot] * value[c]
 
-
-@njit(cache=True)
-def _interior_sum(segment, half):
-    """``sum(segment[half:-half])`` in float64, four running sums side by side."""
-    sums = np.zeros(4, dtype=np.float64)
-    y = half
-    while y + 4 <= segment.shape[0] - half:
-        for lane in range(4):
-            sums[lane] += segment[y + lane]
-        y += 4
-    while y < segment.shape[0] - half:
-        sums[0] += segment[y]
-        y += 1
-    return (sums[0] + sums[1]) + (sums[2] + sums[3])
-
-
-@njit(cache=True, parallel=True)
-def backward_query_rows(dout, out, k, v, blocks, attn, scale, windows, place, saved, dq, bias_partials):
-    r""":math:`\bar a = p(\delta - g\cdot o)` and ``dq`` of every query of a group: ``dout, out, k, v`` in
-    wide rows, ``blocks = (dout, keys, values)`` border blocks, ``windows``: :class:`QueryWindows`,
-    ``place``: :class:`Placement`. ``saved``: :class:`Saved`, filled for the key pass; ``dq`` is in the
-    global layout; ``bias_partials[m, x]`` sums :math:`\bar a` of row ``x`` of map ``m`` by bias index
-    (skipped when it has no rows)."""
-    rows, head_dim = k.shape[0], k.shape[1]
-    maps = dq.shape[0]
-    kernel_h, kernel_w, cols, border = place.kernel_h, place.kernel_w, place.cols, place.border
-    half = kernel_w // 2
-    slots = kernel_h * kernel_w
-    chunks = (maps + place.maps_per_task - 1) // place.maps_per_task
-    has_rpb = bias_partials.shape[0] > 0
-    dout_blocks, key_blocks, value_blocks = blocks
-    row_first, row_bias, col_bias = windows
-    probs_wide, dlogits_wide = saved
-    (row_offset, row_step), (col_offset, col_step) = place.rows_at, place.cols_at
-    maps_per_task = place.maps_per_task
-    for task in prange(rows * chunks):
-        span = layout.task_span(task, chunks, maps_per_task, maps, cols, half)
-        x, first_map, last_map, start, n = span.row, span.first_map, span.last_map, span.start, span.n
-        border_start = first_map * 2 * half
-        border_n = (last_map - first_map) * 2 * half
-        grad_dot_out = np.zeros(n, dtype=k.dtype)
-        for c in range(head_dim):
-            g = dout[x, c, start:start + n]
-            o = out[x, c, start:start + n]
-            for t in range(n):
-                grad_dot_out[t] += g[t] * o[t]
-        probs = np.empty((slots, n), dtype=k.dtype)
-        for m in range(first_map, last_map):
-            attn_row = attn[m, row_offset + row_step * x]
-            for y in range(cols):
-                weights = attn_row[col_offset + col_step * y]
-                for slot in range(slots):
-                    probs[slot, (m - first_map) * cols + y] = weights[slot]
-        dlogits = np.empty((slots, n), dtype=k.dtype)
-        border_dlogits = np.empty((slots, border_n), dtype=k.dtype)
-        for u in range(kernel_h):
-            key_row = row_first[x] + u
-            for w in range(kernel_w):
-                slot = u * kernel_w + w
-                layout.shifted_dots(dout[x], v[key_row], start, w - half, dlogits[slot])
-                layout.shifted_dots(dout_blocks[x, 0], value_blocks[key_row, w], border_start, 0, border_dlogits[slot])
-        layout.to_borders(border_dlogits, cols, border, dlogits)
-        for u in range(kernel_h):
-            for w in range(kernel_w):
-                slot = u * kernel_w + w
-                row = dlogits[slot]
-                for t in range(n):
-                    row[t] = probs[slot, t] * (row[t] - grad_dot_out[t])
-                if has_rpb:
-                    for m in range(first_map, last_map):
-                        partial = bias_partials[m, x, row_bias[x] + u]
-                        segment = row[(m - first_map) * cols:(m - first_map + 1) * cols]
-                        partial[half + w] += _interior_sum(segment, half)
-                        for y in border:
-                            partial[col_bias[y] + w] += segment[y]
-        probs_wide[x, :, start:start + n] = probs
-        dlogits_wide[x, :, start:start + n] = dlogits
-        layout.from_borders(dlogits, cols, border, border_dlogits)
-        layout.zero_borders(dlogits, cols, border)
-        result = np.zeros((head_dim, n), dtype=k.dtype)
-        border_result = np.zeros((head_dim, border_n), dtype=k.dtype)
-        for u in range(kernel_h):
-            row_slots = slice(u * kernel_w, (u + 1) * kernel_w)
-            key_row = row_first[x] + u
-            layout.add_shifted_products(dlogits[row_slots], k[key_row], start - half, result)
-            layout.add_block_products(border_dlogits[row_slots], key_blocks[key_row], border_start, border_result)
-        layout.to_borders(border_result, cols, border, result)
-        layout.from_wide_row(result, first_map, cols, scale, dq[:, row_offset + row_step * x], (col_offset, col_step))
-
-
-@njit(cache=True, parallel=True)
-def backward_key_rows(q, dout, blocks, saved, scale, row_inverse, col_first, place, dk, dv):
-    """``dk``, ``dv`` of every key row of a group, gathered from the query rows whose row window holds it
-    (``row_inverse``: :class:`refvit.ops._neighborhood.InverseWindows` of the group's rows): key ``j``
-    takes slot ``w`` from interior query ``j - w + h``; ``blocks = (queries, dout)`` border blocks;
-    ``saved``: :class:`Saved`. Each key row has one writer: no races and no atomics."""
-    rows, head_dim = q.shape[0], q.shape[1]
-    maps = dk.shape[0]
-    kernel_w, cols, border = place.kernel_w, place.cols, place.border
-    half = kernel_w // 2
-    chunks = (maps + place.maps_per_task - 1) // place.maps_per_task
-    query_blocks, dout_blocks = blocks
-    probs_wide, dlogits_wide = saved
-    inverse_queries, inverse_slots, inverse_count = row_inverse
-    (row_offset, row_step), (col_offset, col_step) = place.rows_at, place.cols_at
-    maps_per_task = place.maps_per_task
-    for task in prange(rows * chunks):
-        span = layout.task_span(task, chunks, maps_per_task, maps, cols, half)
-        key_row, first_map, start, n = span.row, span.first_map, span.start, span.n
-        border_start = first_map * 2 * half
-        border_n = (span.last_map - first_map) * 2 * half
-        grad_k = np.zeros((head_dim, n), dtype=q.dtype)
-        grad_v = np.zeros((head_dim, n), dtype=q.dtype)
-        border_k = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
-        border_v = np.zeros((kernel_w, head_dim, border_n), dtype=q.dtype)
-        padded = np.empty((kernel_w, n + 2 * half), dtype=q.dtype)
-        compact = np.empty((kernel_w, border_n), dtype=q.dtype)
-        for a in range(inverse_count[key_row]):
-            x = inverse_queries[key_row, a]
-            slots = slice(inverse_slots[key_row, a] * kernel_w, (inverse_slots[key_row, a] + 1) * kernel_w)
-            dlogits = dlogits_wide[x, slots, start:start + n]
-            layout.gather_shifted_products(dlogits, q[x], start, cols, border, padded, grad_k)
-            layout.from_borders(dlogits, cols, border, compact)
-            layout.add_outer_products(compact, query_blocks[x, 0], border_start, border_k)
-            probs = probs_wide[x, slots, start:start + n]
-            layout.gather_shifted_products(probs, dout[x], start, cols, border, padded, grad_v)
-            layout.from_borders(probs, cols, border, compact)
-            layout.add_outer_products(compact, dout_blocks[x, 0], border_start, border_v)
-        layout.add_block_keys(border_k, cols, border, col_first, grad_k)
-        layout.add_block_keys(border_v, cols, border, col_first, grad_v)
-        target_row = row_offset + row_step * key_row
-        layout.from_wide_row(grad_k, first_map, cols, scale, dk[:, target_row], (col_offset, col_step))
-        layout.from_wide_row(grad_v, first_map, cols, 1.0, dv[:, target_row], (col_offset, col_step))

@@ -1,16 +1,21 @@
 """Each ``cpu`` path of ``na2d`` (``dense``, ``tiled``, ``wide``, ``general``), forced through ``ops.na2d.forward`` and
-``backward``, against the NumPy reference; the record of the path taken says that it ran.
+``backward``, against the NumPy reference; the record of the path taken says that it ran. ``wide`` is a forward
+path only: its calls' backward runs on ``tiled``, and a backward forced onto ``wide`` is refused.
 
 The shapes exercise what the paths treat specially: border columns (clamped windows) next to interior
 ones, several maps side by side in one wide row and split across tasks, maps only as wide as the
 kernel, kernels taller than wide and wider than tall, kernel 1 on one axis (no border on it), dilation
 groups of unequal size, bias tables with and without rows, and, for ``dense``, ``tiled`` and ``general``,
 stride and causal windows (for ``tiled`` also on rows of several tiles)."""
+import itertools
+
 import numpy as np
 import pytest
 
 from refvit import ops
+from refvit.kernels.cpu import na2d as cpu_na2d
 from refvit.kernels.cpu.na2d import dispatch, tiled, wide
+from refvit.ops._neighborhood import Options
 from refvit.testing import assert_close
 from tests.conftest import tolerance
 
@@ -29,8 +34,8 @@ SHAPES = [
 ]
 IDS = ["odd-head-dim", "many-maps", "kernel-covers-map", "dilation-unequal-groups", "dilation-no-rpb", "one-row",
        "tall-kernel", "wide-kernel", "kernel-1-rows", "kernel-1-cols"]
-# the backward path run after each forced forward path
-BACKWARD = {"dense": "dense", "tiled": "tiled", "wide": "wide", "general": "general"}
+# the backward path run after each forced forward path (wide has none: tiled, as the rule takes after it)
+BACKWARD = {"dense": "dense", "tiled": "tiled", "wide": "tiled", "general": "general"}
 
 
 @pytest.fixture
@@ -116,7 +121,7 @@ def test_every_backward_reads_every_forward_cache(rng, monkeypatch):
     q, k, v, dout, rpb = _inputs(rng, 1, 2, (8, 9), 4, 3, True)
     results = {}
     for forward_path in dispatch.PATHS:
-        for backward_path in dispatch.PATHS:
+        for backward_path in dispatch.BACKWARD_PATHS:
             chosen = {"forward": forward_path, "backward": backward_path}
             monkeypatch.setattr(dispatch, "choose_path", lambda h, w, o, direction, finite=True: chosen[direction])
             out, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, backend="cpu")
@@ -132,17 +137,40 @@ def test_wide_rows_split_across_tasks(rng, force_path, monkeypatch, row_length):
     """More maps than one task takes: the wide rows and tall columns are cut between maps, and every
     cut gives the same values as one task over the whole row."""
     force_path("wide")
-    q, k, v, dout, rpb = _inputs(rng, 3, 2, (9, 10), 4, 3, True)
+    q, k, v, _, rpb = _inputs(rng, 3, 2, (9, 10), 4, 3, True)
     whole = ops.na2d.forward(q, k, v, 3, dilation=(1, 2), rpb=rpb, backend="cpu")
-    whole_grads = ops.na2d.backward(dout, whole[1])
     monkeypatch.setattr(wide, "TARGET_ROW_LENGTH", row_length)
     split = ops.na2d.forward(q, k, v, 3, dilation=(1, 2), rpb=rpb, backend="cpu")
-    split_grads = ops.na2d.backward(dout, split[1])
-    assert dispatch.last_path == {"forward": "wide", "backward": "wide"}
+    assert dispatch.last_path["forward"] == "wide"
     np.testing.assert_array_equal(whole[0], split[0])
     np.testing.assert_array_equal(np.asarray(whole[1].attn), np.asarray(split[1].attn))
-    for a, b in zip(whole_grads, split_grads):
-        np.testing.assert_array_equal(a, b)
+
+
+def test_a_backward_forced_onto_the_wide_path_is_refused(rng, monkeypatch):
+    """``wide`` has no backward: a rule that gave it one fails with a message that names the paths that
+    have one, and the paths with a backward are exactly those the cpu entry runs."""
+    assert set(cpu_na2d._BACKWARD) == set(dispatch.BACKWARD_PATHS) == set(dispatch.PATHS) - {"wide"}
+    monkeypatch.setattr(dispatch, "choose_path", lambda h, w, o, direction, finite=True: "wide")
+    q, k, v, dout, rpb = _inputs(rng, 1, 2, (6, 7), 4, 3, True)
+    out, cache = ops.na2d.forward(q, k, v, 3, rpb=rpb, backend="cpu")
+    assert dispatch.last_path["forward"] == "wide"
+    with pytest.raises(ValueError, match="the 'wide' path has no backward; a backward takes one of dense, tiled, "
+                                         "general"):
+        ops.na2d.backward(dout, cache)
+
+
+def test_the_rule_never_gives_a_backward_the_wide_path():
+    """Every backward the rule can choose has a backward, over map sides, kernels, dilations, strides
+    and causal windows, finite inputs or not (the forward of the same calls does take ``wide``)."""
+    forward_paths = set()
+    for side, kernel, dilation, stride, causal, finite in itertools.product(
+            (3, 14, 28, 56, 112, 200), (1, 3, 5, 7, 13), (1, 2, 4), (1, 2), (False, True), (True, False)):
+        if kernel * dilation > side:
+            continue
+        options = Options((kernel, kernel), (dilation, dilation), (stride, stride), (causal, False), 1.0)
+        assert dispatch.choose_path(side, side, options, "backward", finite) in dispatch.BACKWARD_PATHS
+        forward_paths.add(dispatch.choose_path(side, side, options, "forward", finite))
+    assert forward_paths == set(dispatch.PATHS)
 
 
 @pytest.mark.parametrize("path", ["dense", "general", "rule"])  # tiled, wide mix queries: the rule keeps NaN away
