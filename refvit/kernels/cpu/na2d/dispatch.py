@@ -62,8 +62,8 @@ B, map, kernel (dil.)  dense / wide     tiled            general          rule n
 =====================  ===============  ===============  ===============  ===============
 
 (The "dense / wide" column is the path the previous rule took: ``wide`` forward and backward on the
-large maps; that backward is gone, so its figures can no longer be rerun from this tree.) So: the ``tiled`` backward beats every other backward from ``K = 25`` up (ties on the
-7x7 and 14x14 maps, 15-35% less work from 28x28 up); on 3x3 windows ``general`` does the least work
+large maps; that backward has since been removed.) So: the ``tiled`` backward beats every other
+backward from ``K = 25`` up (ties on the 7x7 and 14x14 maps, 15-35% less work from 28x28 up); on 3x3 windows ``general`` does the least work
 on large maps and ``dense`` on small ones; the ``wide`` forward stays 8-15% ahead of ``tiled`` on
 56- and 112-column maps with dilation 1, and the ``dense`` forward ahead on the small maps (the
 bench measured the wide forward on a quiet machine: ``na2d 7x7`` 3.3 ms at dilation 1, 3.6 ms at
