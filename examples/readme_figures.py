@@ -115,9 +115,10 @@ def train_time_markdown(runs):
             subprocess.run([sys.executable, "-m", "refvit", "train", "--quiet", "--out", os.path.join(tmp, str(index))],
                            check=True, stdout=subprocess.DEVNULL)
             seconds.append(time.perf_counter() - start)
-    return (f"On {markdown.cpu_model()} with {os.cpu_count()} cores, `refvit train` on a warm Numba cache took "
-            f"{min(seconds):.0f}-{max(seconds):.0f} s over {runs} runs (median {statistics.median(seconds):.0f} s; "
-            f"`python examples/readme_figures.py --only train-time --train-runs {runs}`, "
+    took = (f"{seconds[0]:.0f} s in one run" if runs == 1 else
+            f"{min(seconds):.0f}-{max(seconds):.0f} s over {runs} runs (median {statistics.median(seconds):.0f} s)")
+    return (f"On {markdown.cpu_model()} with {os.cpu_count()} cores, `refvit train` on a warm Numba cache took {took} ("
+            f"`python examples/readme_figures.py --only train-time --train-runs {runs}`; "
             f"{markdown.versions()}, the machine shared with other work).")
 
 
