@@ -116,7 +116,7 @@ def train_time_markdown(runs):
                            check=True, stdout=subprocess.DEVNULL)
             seconds.append(time.perf_counter() - start)
     took = (f"{seconds[0]:.0f} s in one run" if runs == 1 else
-            f"{min(seconds):.0f}-{max(seconds):.0f} s over {runs} runs (median {statistics.median(seconds):.0f} s)")
+            f"{min(seconds):.0f}-{max(seconds):.0f} s over {runs} runs, median {statistics.median(seconds):.0f} s")
     return (f"On {markdown.cpu_model()} with {os.cpu_count()} cores, `refvit train` on a warm Numba cache took {took} ("
             f"`python examples/readme_figures.py --only train-time --train-runs {runs}`; "
             f"{markdown.versions()}, the machine shared with other work).")
