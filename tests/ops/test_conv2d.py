@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refvit import kernels, ops
+from refvit import ops
+from refvit.kernels.cpu import conv2d as cpu_conv2d
+from refvit.kernels.cpu import depthwise_conv2d
 from refvit.ops._conv_geometry import Window
 from refvit.testing import assert_close, check_backends, check_vjp, gradcheck
 from refvit.testing.strategies import layouts, random_array, seeds
@@ -113,7 +115,8 @@ def test_1x1_conv_is_linear(batch, side, channels, out_channels, seed):
 
 @given(config=conv_configs(max_groups=1), seed=seeds())
 def test_depthwise_kernels_equal_grouped_dense_path(config, seed):
-    """The dedicated depthwise kernels agree with the grouped im2col kernels at ``groups = C``."""
+    """The dedicated depthwise kernels (which the cpu entry picks at ``groups = C``) agree with the
+    cpu path for other grouped convolutions, called directly at ``groups = C``."""
     (batch, height, width, _), (_, _, kh, kw), options = config
     channels = 1 + seed % 4
     x = random_array((batch, height, width, channels), seed)
@@ -124,10 +127,13 @@ def test_depthwise_kernels_equal_grouped_dense_path(config, seed):
     dout = random_array(dout_shape, seed + 3)
     out, cache = ops.conv2d.forward(x, weight, bias, **{**options, "groups": channels}, backend="cpu")
     window = cache.window
-    dense = kernels.load("cpu", "conv2d")
-    assert_close(out, dense.forward(x, weight, bias, window), rtol=1e-12, atol=1e-12)
-    for got, want in zip(ops.conv2d.backward(dout, cache), dense.backward(dout, x, weight, True, window)):
-        assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert cpu_conv2d.choose(channels, channels, channels) is depthwise_conv2d
+    grouped = cpu_conv2d.choose(2 * channels, 2 * channels, channels)  # the path of other grouped convs
+    assert grouped is not depthwise_conv2d
+    assert_close(out, grouped.forward(x, weight, bias, window), rtol=1e-12, atol=1e-12)
+    want = grouped.backward(dout, x, weight, True, window, cpu_conv2d.channel_sums)
+    for got, expected in zip(ops.conv2d.backward(dout, cache), want):
+        assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 @given(config=conv_configs(), seed=seeds(), with_bias=st.booleans())
