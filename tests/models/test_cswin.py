@@ -1,5 +1,5 @@
 """CSWin modules and models: official state_dict layout, numerics against a PyTorch CSWin written from
-the official semantics (tests/models/cswin_torch.py), gradients, padding, branch geometry, bad input."""
+the official semantics (refvit/torch_ports/cswin.py), gradients, padding, branch geometry, bad input."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""NAT / DiNAT modules against a PyTorch NAT written from the official semantics (tests/models/dinat_torch.py):
+"""NAT / DiNAT modules against a PyTorch NAT written from the official semantics (refvit/torch_ports/dinat.py):
 the same state_dict in both, float64, outputs and gradients of the input and the parameters."""
 import numpy as np
 import pytest

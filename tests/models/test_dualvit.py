@@ -1,5 +1,5 @@
 """DualViT modules and models: official state_dict layout, numerics against a PyTorch DualViT written
-from the official semantics (tests/models/dualvit_torch.py), gradients, training mode."""
+from the official semantics (refvit/torch_ports/dualvit.py), gradients, training mode."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SMT against the official semantics written in PyTorch (tests/models/_smt_torch.py): same
+"""SMT against the official semantics written in PyTorch (refvit/torch_ports/smt.py): same
 state_dict, same outputs, input gradients, parameter gradients and BatchNorm running statistics."""
 import numpy as np
 import pytest
