@@ -13,6 +13,9 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+ON_REQUEST = "on request"
+"""A case tag: the case runs only when ``--filter`` selects it, never in a run without a filter."""
+
 
 @dataclass
 class BenchCase:

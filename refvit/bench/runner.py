@@ -22,7 +22,7 @@ import numpy as np
 
 from refvit import ops
 from refvit.backend import cuda_available, cuda_simulator_enabled
-from refvit.bench import collect_cases, compare
+from refvit.bench import ON_REQUEST, collect_cases, compare
 from refvit.bench.timing import matmul_gflops, measure
 from refvit.errors import UserError
 
@@ -121,7 +121,7 @@ def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.f
     progress = sys.stderr if markdown else out
     every = collect_cases()
     chosen = set(select([c.name for c in every], filter_text))
-    cases = [c for c in every if c.name in chosen]
+    cases = [c for c in every if c.name in chosen and (filter_text or ON_REQUEST not in c.tags)]
     comparisons = []
     if "torch" in backends and torch_available():
         comparisons = compare.selected(compare.compare_cases(), filter_text, select)
@@ -204,6 +204,12 @@ def add_arguments(parser):
                         help="rounds of the whole-model comparison with PyTorch (the sides alternate)")
     parser.add_argument("--compile", action="store_true",
                         help="add a torch.compile column to the comparison (compilation not timed; it takes minutes)")
+    parser.add_argument("--profile", metavar="MODEL",
+                        help="time one training step of MODEL op by op instead (refvit.bench.profile)")
+    parser.add_argument("--steps", type=int, default=5, help="with --profile: timed steps (after 2 warm-up steps)")
+    parser.add_argument("--batch", type=int, default=64, help="with --profile: images of 32x32 per step")
+    parser.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"),
+                        help="with --profile: the backend of the step")
 
 
 def run_from_args(args):
@@ -213,6 +219,8 @@ def run_from_args(args):
         for case in compare.compare_cases():
             print(case.name)
         return 0
+    if args.profile:
+        return _profile_from_args(args)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = set(backends) - {"numpy", "cpu", "cuda", "torch"}
     if unknown:
@@ -224,4 +232,16 @@ def run_from_args(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    return 0
+
+
+def _profile_from_args(args):
+    from refvit.bench import profile
+
+    result = profile.profile_step(args.profile, batch=args.batch, steps=args.steps, backend=args.backend,
+                                  dtype=np.dtype(args.dtype).type)
+    print(profile.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(profile.as_json(result), f, indent=2)
     return 0
