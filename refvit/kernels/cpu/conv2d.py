@@ -3,18 +3,20 @@
 * ``groups == C_in == C_out`` (depthwise): the direct kernels of
   :mod:`refvit.kernels.cpu.depthwise_conv2d`;
 * other ``groups > 1``: the direct loops of :mod:`refvit.kernels.cpu.conv2d_direct`;
-* ``groups == 1``: patch rows and matrix products over blocks of output pixels,
+* ``groups == 1`` with windows that do not overlap (stride == kernel, no padding, no dilation, not
+  ``1x1``): the blocked products with ``dx`` copied back in place, :mod:`refvit.kernels.cpu.conv2d_merge`;
+* other ``groups == 1``: patch rows and matrix products over blocks of output pixels,
   :mod:`refvit.kernels.cpu.conv2d_gemm`.
 
 The measured reasons are beside :func:`choose`; ``docs/ops/conv2d.md`` has the figures.
 """
-from refvit.kernels.cpu import conv2d_direct, conv2d_gemm, depthwise_conv2d
+from refvit.kernels.cpu import conv2d_direct, conv2d_gemm, conv2d_merge, depthwise_conv2d
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 from refvit.ops.conv2d import is_depthwise
 
 
-def choose(in_channels, out_channels, groups):
-    """The module that runs a convolution with these channel counts.
+def choose(in_channels, out_channels, groups, window=None):
+    """The module that runs a convolution with these channel counts (and ``window``, when given).
 
     Measured as one-thread CPU time, float32, forward + backward, on shapes the models use:
 
@@ -23,25 +25,33 @@ def choose(in_channels, out_channels, groups):
       (2, 56, 56, 64), 16 groups, 6.7 -> 4.7 ms;
     * groups == 1 -> blocked patch products: the same direct loops ran 3x slower than them (forward
       at (64, 16, 16, 16) 3x3 -> 16: 7.3 ms against 2.2 ms; the 7x7 stem at (64, 32, 32, 3): 7.4 against
-      2.7 ms), since BLAS keeps the products in registers where the loops cannot.
+      2.7 ms), since BLAS keeps the products in registers where the loops cannot;
+    * groups == 1, stride == kernel, no padding -> the merge path, whose ``dx`` is a copy per block
+      instead of a fold per image: forward + backward, the minima of 3 runs of
+      ``examples/conv2d_shapes.py --cpu-time --repeat 7 --filter merge --path gemm`` / ``--path merge``,
+      SMT-T's 2x2 stride-2 merge at (2, 112, 112, 64) 11.9-12.7 -> 9.6-9.9 ms, smt_nano's at
+      (64, 16, 16, 32) 2.67-2.80 -> 2.40-2.62 ms; on two threads (wall time, without ``--cpu-time``)
+      16.3-19.1 -> 15.0-17.2 ms and 4.16-4.27 -> 3.31-3.53 ms.
     """
     if is_depthwise(in_channels, out_channels, groups):
         return depthwise_conv2d
     if groups > 1:
         return conv2d_direct
+    if window is not None and conv2d_merge.takes(window):
+        return conv2d_merge
     return conv2d_gemm
 
 
 def forward(x, weight, bias, window):
     """``x (B, H, W, C_in)``, ``weight (C_out, C_in/G, kh, kw)``, ``bias (C_out,)`` or None -> ``out``."""
     groups = x.shape[3] // weight.shape[1]
-    return choose(x.shape[3], weight.shape[0], groups).forward(x, weight, bias, window)
+    return choose(x.shape[3], weight.shape[0], groups, window).forward(x, weight, bias, window)
 
 
 def backward(dout, x, weight, has_bias, window):
     """-> ``(dx, dweight, dbias)``, ``dbias`` None without a bias."""
     groups = x.shape[3] // weight.shape[1]
-    path = choose(x.shape[3], weight.shape[0], groups)
+    path = choose(x.shape[3], weight.shape[0], groups, window)
     if path is depthwise_conv2d:
         return depthwise_conv2d.backward(dout, x, weight, has_bias, window)
     return path.backward(dout, x, weight, has_bias, window, channel_sums)

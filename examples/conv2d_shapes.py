@@ -1,0 +1,160 @@
+"""Forward and forward + backward times of ``conv2d`` on the shapes the shipped models use.
+
+    python examples/conv2d_shapes.py --cpu-time --repeat 7           # refvit cpu, one thread, CPU time
+    python examples/conv2d_shapes.py --cpu-time --repeat 7 --torch   # the same shapes in PyTorch
+    python examples/conv2d_shapes.py --repeat 7                      # wall time, all threads
+
+Run each side as its own process, one after the other (alternating when comparing, since a shared
+machine's load moves): refvit and PyTorch in one process would share their thread pools. ``--cpu-time``
+sets ``NUMBA_NUM_THREADS=1`` and one BLAS / PyTorch thread before anything is imported and times with
+``time.process_time``; without it the times are wall-clock (``time.perf_counter``) on all threads.
+Each line gives, in ms, the minimum and the median over ``--repeat`` calls after one warm-up call:
+the forward (``ops.conv2d.forward`` with ``backend="cpu"``), then forward + backward (``dx``,
+``dweight``, ``dbias``). ``--path gemm`` or ``--path merge`` calls that ``cpu`` algorithm of
+``refvit/kernels/cpu/`` directly instead of the one the entry picks (``--path merge`` only on the
+shapes it takes); ``--filter TEXT`` keeps the shapes whose label contains TEXT.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+# (label, x shape, weight shape, stride, padding, groups): the float32 training shapes of the
+# ``*_nano`` models (batch 64, 32x32 images) and of the official sizes at batch 2, 224x224.
+SHAPES = [
+    ("dualvit_nano stem", (64, 32, 32, 3), (16, 3, 7, 7), 2, 3, 1),
+    ("dualvit_nano 3x3", (64, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1),
+    ("dualvit/dinat/nat 3x3 s2", (64, 16, 16, 16), (32, 16, 3, 3), 2, 1, 1),
+    ("dinat_nano stem", (64, 32, 32, 3), (16, 3, 3, 3), 2, 1, 1),
+    ("cswin_nano stem", (64, 32, 32, 3), (32, 3, 7, 7), 4, 2, 1),
+    ("coatnet_nano 3x3", (64, 16, 16, 32), (32, 32, 3, 3), 1, 1, 1),
+    ("smt_nano merge 2x2 s2", (64, 16, 16, 32), (32, 32, 2, 2), 2, 0, 1),
+    ("several 3x3 s2", (64, 8, 8, 32), (64, 32, 3, 3), 2, 1, 1),
+    ("smt_nano 1x1 groups 8", (64, 8, 8, 32), (64, 4, 1, 1), 1, 0, 8),
+    ("smt_nano 1x1", (64, 8, 8, 64), (32, 64, 1, 1), 1, 0, 1),
+    ("coatnet_0 3x3", (2, 112, 112, 64), (64, 64, 3, 3), 1, 1, 1),
+    ("dualvit_s 3x3", (2, 112, 112, 32), (32, 32, 3, 3), 1, 1, 1),
+    ("dualvit_s stem", (2, 224, 224, 3), (32, 3, 7, 7), 2, 3, 1),
+    ("dinat_mini 3x3 s2", (2, 14, 14, 256), (512, 256, 3, 3), 2, 1, 1),
+    ("dualvit_s 3x3 s2", (2, 14, 14, 320), (448, 320, 3, 3), 2, 1, 1),
+    ("dinat_mini stem", (2, 224, 224, 3), (32, 3, 3, 3), 2, 1, 1),
+    ("smt_tiny 1x1 groups 16", (2, 56, 56, 64), (128, 4, 1, 1), 1, 0, 16),
+    ("dinat_mini/cswin_tiny 3x3 s2", (2, 56, 56, 64), (128, 64, 3, 3), 2, 1, 1),
+    ("smt_tiny merge 2x2 s2", (2, 112, 112, 64), (64, 64, 2, 2), 2, 0, 1),
+]
+
+
+def _arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu-time", action="store_true", help="one thread, time.process_time")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per shape (after one warm-up)")
+    parser.add_argument("--torch", action="store_true", help="time torch.nn.functional.conv2d instead")
+    parser.add_argument("--path", choices=["entry", "gemm", "merge"], default="entry",
+                        help="the cpu algorithm: the entry's choice, or one forced")
+    parser.add_argument("--filter", default="", help="only shapes whose label contains this text")
+    parser.add_argument("--batch", type=int, default=None, help="replace every batch size (a quick run)")
+    return parser.parse_args(argv)
+
+
+def _timed(fn, repeat, clock):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = clock()
+        fn()
+        times.append((clock() - start) * 1e3)
+    return min(times), statistics.median(times)
+
+
+def _refvit_calls(x, weight, bias, stride, padding, groups, path):
+    import numpy as np
+
+    from refvit import ops
+    from refvit.kernels.cpu import conv2d_gemm, conv2d_merge
+    from refvit.kernels.cpu._threads import run_as_kernel_entry
+    from refvit.kernels.cpu.depthwise_conv2d import channel_sums
+    from refvit.ops._conv_geometry import Window
+
+    out, cache = ops.conv2d.forward(x, weight, bias, stride=stride, padding=padding, groups=groups, backend="cpu")
+    dout = np.ones_like(out)
+    if path == "entry":
+        def forward():
+            return ops.conv2d.forward(x, weight, bias, stride=stride, padding=padding, groups=groups, backend="cpu")
+
+        def both():
+            _, c = forward()
+            return ops.conv2d.backward(dout, c)
+        return forward, both
+    module = {"gemm": conv2d_gemm, "merge": conv2d_merge}[path]
+    window = Window(weight.shape[2:], (stride, stride), (padding, padding), (1, 1))
+
+    def forward():
+        return run_as_kernel_entry(module.forward, (x, weight, bias, window))
+
+    def both():
+        forward()
+        return run_as_kernel_entry(module.backward, (dout, x, weight, True, window, channel_sums))
+    return forward, both
+
+
+def _torch_calls(x, weight, bias, stride, padding, groups):
+    import torch
+
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt, bt = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
+
+    def forward():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(xt, wt, bt, stride, padding, 1, groups)
+
+    def both():
+        out = torch.nn.functional.conv2d(xt, wt, bt, stride, padding, 1, groups)
+        out.backward(torch.ones_like(out))
+    return forward, both
+
+
+def main(argv=None):
+    args = _arguments(argv)
+    if args.cpu_time:
+        for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+    import numpy as np
+
+    if args.torch:
+        import torch
+
+        if args.cpu_time:
+            torch.set_num_threads(1)
+        side = f"PyTorch {torch.__version__}"
+    else:
+        side = f"refvit cpu ({args.path})"
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(f"{side}, float32, {'one thread, CPU' if args.cpu_time else 'wall'} time in ms, "
+          f"min / median of {args.repeat}: forward | forward + backward")
+    rng = np.random.default_rng(0)
+    for label, x_shape, w_shape, stride, padding, groups in SHAPES:
+        if args.filter not in label:
+            continue
+        if args.path == "merge" and not (w_shape[2] == w_shape[3] == stride and padding == 0 and groups == 1):
+            continue
+        if args.path != "entry" and groups != 1:
+            continue
+        if args.batch is not None:
+            x_shape = (args.batch,) + x_shape[1:]
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        weight = rng.standard_normal(w_shape, dtype=np.float32) * 0.1
+        bias = rng.standard_normal(w_shape[0], dtype=np.float32)
+        if args.torch:
+            forward, both = _torch_calls(x, weight, bias, stride, padding, groups)
+        else:
+            forward, both = _refvit_calls(x, weight, bias, stride, padding, groups, args.path)
+        f_min, f_med = _timed(forward, args.repeat, clock)
+        b_min, b_med = _timed(both, args.repeat, clock)
+        shape = f"{x_shape} -> {w_shape} s{stride}" + (f" g{groups}" if groups > 1 else "")
+        print(f"{label:30s} {shape:44s} {f_min:8.3f} {f_med:8.3f} | {b_min:8.3f} {b_med:8.3f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
