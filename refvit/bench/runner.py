@@ -110,6 +110,12 @@ def select(names, filter_text):
     return [name for name in names if any(part in name for part in parts)]
 
 
+def selected_cases(cases, filter_text):
+    """The op cases :func:`select` picks by name; those tagged ``ON_REQUEST`` only when there is a filter."""
+    chosen = set(select([c.name for c in cases], filter_text))
+    return [c for c in cases if c.name in chosen and (filter_text or ON_REQUEST not in c.tags)]
+
+
 def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None,
         rounds=3, compile_too=False, markdown=False):
     """Time every matching case; print the table (Markdown with ``markdown``); return the rows as dicts.
@@ -119,9 +125,7 @@ def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.f
     """
     out = out or sys.stdout
     progress = sys.stderr if markdown else out
-    every = collect_cases()
-    chosen = set(select([c.name for c in every], filter_text))
-    cases = [c for c in every if c.name in chosen and (filter_text or ON_REQUEST not in c.tags)]
+    cases = selected_cases(collect_cases(), filter_text)
     comparisons = []
     if "torch" in backends and torch_available():
         comparisons = compare.selected(compare.compare_cases(), filter_text, select)
