@@ -3,7 +3,8 @@
 ``refvit bench`` runs this as a child process (``python -m refvit.bench.torch_worker CASE DTYPE
 REPEAT``) and reads one JSON line back, so that torch is never imported next to the Numba
 kernels being timed: the two libraries bring their own OpenMP runtimes, and with both loaded
-Numba's parallel kernels ran several times slower.
+Numba's parallel kernels ran several times slower. PyTorch gets one thread per core this process may
+run on, so ``NUMBA_NUM_THREADS=1 taskset -c 0 refvit bench ...`` times both sides on one core.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def time_torch(case, dtype, repeat, seed=0):
     """(forward seconds, forward+backward seconds) of the case's PyTorch equivalent."""
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     rng = np.random.default_rng(seed)
     args, kwargs = case.make(rng, dtype)
     run = case.torch_forward(args, kwargs)
