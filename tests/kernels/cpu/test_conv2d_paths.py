@@ -1,9 +1,10 @@
 """Each algorithm of the cpu conv2d, called directly, against the NumPy reference of refvit/ops/conv2d.py:
-the blocked patch products of conv2d_gemm (groups == 1) and the direct loops of conv2d_direct (any groups)."""
+the blocked patch products of conv2d_gemm (groups == 1), the non-overlapping windows of conv2d_merge and
+the direct loops of conv2d_direct (any groups)."""
 import numpy as np
 import pytest
 
-from refvit.kernels.cpu import _threads, conv2d_direct, conv2d_gemm, depthwise_conv2d
+from refvit.kernels.cpu import _threads, conv2d_direct, conv2d_gemm, conv2d_merge, depthwise_conv2d
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 from refvit.kernels.cpu._threads import run_as_kernel_entry
 from refvit.ops import conv2d as reference
@@ -24,11 +25,18 @@ WINDOWS = {
 }
 
 
-def _case(rng, dtype, window, in_channels, out_channels, groups, bias=True):
-    x = rng.standard_normal((3, 9, 10, in_channels)).astype(dtype)
+MERGE_WINDOWS = {
+    "2x2 stride 2": Window((2, 2), (2, 2), (0, 0), (1, 1)),
+    "3x2 stride (3, 2)": Window((3, 2), (3, 2), (0, 0), (1, 1)),
+    "4x4 stride 4": Window((4, 4), (4, 4), (0, 0), (1, 1)),
+}
+
+
+def _case(rng, dtype, window, in_channels, out_channels, groups, bias=True, size=(9, 10)):
+    x = rng.standard_normal((3, *size, in_channels)).astype(dtype)
     weight = rng.standard_normal((out_channels, in_channels // groups, *window.kernel)).astype(dtype)
     b = rng.standard_normal(out_channels).astype(dtype) if bias else None
-    out_h, out_w = window.output_size(9, 10)
+    out_h, out_w = window.output_size(*size)
     dout = rng.standard_normal((3, out_h, out_w, out_channels)).astype(dtype)
     return x, weight, b, dout
 
@@ -54,6 +62,39 @@ def test_gemm_path_matches_numpy(dtype, rng, name, channels):
     window = WINDOWS[name]
     x, weight, bias, dout = _case(rng, dtype, window, *channels, groups=1, bias=name != "pointwise")
     _check(conv2d_gemm, x, weight, bias, dout, window, 1)
+
+
+@pytest.mark.parametrize("name", list(MERGE_WINDOWS))
+@pytest.mark.parametrize("size", [(9, 10), (8, 12)], ids=["uncovered edges", "covered"])
+@pytest.mark.parametrize("channels", [(3, 5), (8, 4)], ids=["stem-like", "wider"])
+def test_merge_path_matches_numpy(dtype, rng, name, size, channels):
+    """Windows that do not overlap; with (9, 10) the last rows or columns of x take no tap and get dx 0."""
+    window = MERGE_WINDOWS[name]
+    x, weight, bias, dout = _case(rng, dtype, window, *channels, groups=1, size=size)
+    _check(conv2d_merge, x, weight, bias, dout, window, 1)
+
+
+def test_merge_path_takes_only_non_overlapping_windows():
+    assert all(conv2d_merge.takes(w) for w in MERGE_WINDOWS.values())
+    assert conv2d_merge.takes(WINDOWS["2x2 stride 2 unpadded"])
+    taken = [name for name, w in WINDOWS.items() if conv2d_merge.takes(w)]
+    assert taken == ["2x2 stride 2 unpadded"]
+    assert not conv2d_merge.takes(Window((2, 2), (2, 2), (1, 0), (1, 1)))
+    assert not conv2d_merge.takes(Window((2, 2), (2, 2), (0, 0), (2, 1)))
+
+
+@pytest.mark.parametrize("name", ["2x2 stride 2", "3x2 stride (3, 2)"])
+def test_merge_blocks_do_not_change_the_result(monkeypatch, rng, name):
+    """Many small blocks on several threads, blocks that end inside a map row: the result of one block."""
+    window = MERGE_WINDOWS[name]
+    x, weight, bias, dout = _case(rng, np.float64, window, 4, 6, groups=1)
+    one_block = run_as_kernel_entry(conv2d_merge.backward, (dout, x, weight, True, window, channel_sums))
+    monkeypatch.setattr(conv2d_gemm, "MIN_BLOCK_ROWS", 3)
+    monkeypatch.setattr(conv2d_gemm, "MAX_BLOCKS", 1000)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
+    many = run_as_kernel_entry(conv2d_merge.backward, (dout, x, weight, True, window, channel_sums))
+    for got, want in zip(many, one_block):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", list(WINDOWS))
