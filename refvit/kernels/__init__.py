@@ -30,11 +30,17 @@ def load(backend: str, name: str):
     return module
 
 
+_cpu_entry = []
+
+
 def call(backend: str, name: str, step: str, args):
     """``step(*args)`` of the kernel module ``name`` of ``backend``; on ``cpu`` under the thread rule."""
-    function = getattr(load(backend, name), step)
+    module = _loaded.get((backend, name)) or load(backend, name)
+    function = getattr(module, step)  # looked up on each call: a test may replace an entry
     if backend == "cpu":
-        from refvit.kernels.cpu._threads import run_as_kernel_entry
+        if not _cpu_entry:  # imported on first use, so that the numpy backend never imports Numba
+            from refvit.kernels.cpu._threads import run_as_kernel_entry
 
-        return run_as_kernel_entry(function, args)
+            _cpu_entry.append(run_as_kernel_entry)
+        return _cpu_entry[0](function, args)
     return function(*args)

@@ -114,6 +114,8 @@ def _loaded_blas():
 
 
 _blas = None
+_blas_calls = None
+_numba_calls = None
 
 
 def _blas_libraries():
@@ -123,48 +125,84 @@ def _blas_libraries():
     return _blas
 
 
+def _blas_thread_calls():
+    """``(get, set)`` of each BLAS library's thread count, the bare C functions where there are ones
+    (an OpenBLAS found directly), found once."""
+    global _blas_calls
+    if _blas_calls is None:
+        _blas_calls = tuple((lib._get, lib._set) if isinstance(lib, _OpenBLAS)
+                            else (lib.get_num_threads, lib.set_num_threads) for lib in _blas_libraries())
+    return _blas_calls
+
+
+def _numba_thread_calls():
+    """``(get, set)`` of the calling thread's Numba thread count: the C functions behind
+    ``numba.get_num_threads``/``numba.set_num_threads``, found once the thread pool is started.
+    The public functions check on every call that the pool is started (two locks) and that the
+    count is in range, about 0.7 us a call; the counts set here are always in range."""
+    global _numba_calls
+    if _numba_calls is None:
+        numba.get_num_threads()  # starts the pool, as the first parallel kernel would
+        from numba.np.ufunc import parallel
+
+        get, set_ = getattr(parallel, "_get_num_threads", None), getattr(parallel, "_set_num_threads", None)
+        if get is None or set_ is None or get() != numba.get_num_threads():
+            get, set_ = numba.get_num_threads, numba.set_num_threads
+        _numba_calls = (get, set_)
+    return _numba_calls
+
+
 def largest_size(args):
     """The element count of the largest NumPy array among ``args``, searched through tuples and
     lists (0 if none)."""
-    sizes = (largest_size(a) if isinstance(a, (tuple, list)) else a.size for a in args
-             if isinstance(a, (tuple, list, np.ndarray)))
-    return max(sizes, default=0)
+    largest = 0
+    for a in args:
+        if isinstance(a, np.ndarray):
+            size = a.size
+        elif isinstance(a, (tuple, list)):
+            size = largest_size(a)
+        else:
+            continue
+        if size > largest:
+            largest = size
+    return largest
 
 
 def run_with_threads(fn, args, kwargs, numba_threads):
     """``fn(*args, **kwargs)`` with BLAS on one thread and Numba on ``numba_threads`` (``None``: unchanged).
 
-    Only what must change is set, and only that is restored: a call costs a few microseconds, and
-    a training step makes hundreds of them."""
-    libraries = _blas_libraries()
-    changed = []
-    numba_before = None
+    Only what must change is set, and only that is restored, through the bare C functions: the
+    thread rule runs around every kernel call, hundreds in a training step, and at a few
+    microseconds a call it cost a third of a tiny op (see ``examples/dispatch_overhead.py``)."""
+    blas_changed = ()
+    numba_set = numba_before = None
     try:
-        for lib in libraries:
-            before = lib.get_num_threads()
+        for get, set_ in _blas_calls or _blas_thread_calls():
+            before = get()
             if before != 1:
-                lib.set_num_threads(1)
-                changed.append((lib, before))
+                set_(1)
+                blas_changed += ((set_, before),)
         if numba_threads is not None:
-            numba_before = numba.get_num_threads()
-            if numba_threads < numba_before:
-                numba.set_num_threads(numba_threads)
-            else:
-                numba_before = None
-        return fn(*args, **kwargs)
+            numba_get, numba_set = _numba_calls or _numba_thread_calls()
+            before = numba_get()
+            if numba_threads < before:
+                numba_set(numba_threads)
+                numba_before = before
+        return fn(*args, **kwargs) if kwargs else fn(*args)
     finally:
         if numba_before is not None:
-            numba.set_num_threads(numba_before)
-        for lib, before in changed:
-            lib.set_num_threads(before)
+            numba_set(numba_before)
+        for set_, before in blas_changed:
+            set_(before)
 
 
 def run_as_kernel_entry(fn, args, kwargs=None):
     """``fn(*args, **kwargs)`` under the thread rule: single-threaded BLAS inside it, and its Numba
     kernels on one thread when its largest array argument is smaller than :data:`PARALLEL_MIN_SIZE`."""
-    kwargs = kwargs or {}
-    small = max(largest_size(args), largest_size(tuple(kwargs.values()))) < PARALLEL_MIN_SIZE
-    return run_with_threads(fn, args, kwargs, 1 if small else None)
+    size = largest_size(args)
+    if kwargs:
+        size = max(size, largest_size(tuple(kwargs.values())))
+    return run_with_threads(fn, args, kwargs, 1 if size < PARALLEL_MIN_SIZE else None)
 
 
 def kernel_entry(fn):
