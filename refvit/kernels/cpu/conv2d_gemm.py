@@ -115,7 +115,7 @@ def _forward_blocks(x, matrix, cols, out, size, geo, pointwise):
     rows = out.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
     for block in prange(-(-rows // size)):
-        first, stop = _bounds(block, rows, size)
+        first, stop = _bounds(np.int64(block), rows, size)
         if pointwise:
             np.dot(flat[first:stop], matrix, out[first:stop])
         else:
@@ -131,7 +131,7 @@ def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, size, geo, pointw
     rows = dout.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
     for block in prange(partials.shape[0]):
-        first, stop = _bounds(block, rows, size)
+        first, stop = _bounds(np.int64(block), rows, size)
         if pointwise:
             np.dot(dout[first:stop].T, flat[first:stop], partials[block])
         else:

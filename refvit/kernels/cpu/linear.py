@@ -44,7 +44,7 @@ def _block_rows(block, rows, blocks):
 def _block_products(a, b, out, blocks):
     """``out[rows of block r] = a[rows of block r] @ b`` for every block, one ``prange`` iteration each."""
     for block in prange(blocks):
-        first, stop = _block_rows(block, a.shape[0], blocks)
+        first, stop = _block_rows(np.int64(block), a.shape[0], blocks)
         if first < stop:
             np.dot(a[first:stop], b, out[first:stop])
 
@@ -53,7 +53,7 @@ def _block_products(a, b, out, blocks):
 def _block_outer_products(g, x, partials):
     """``partials[r] = g[rows of block r].T @ x[rows of block r]`` (zero for an empty block)."""
     for block in prange(partials.shape[0]):
-        first, stop = _block_rows(block, g.shape[0], partials.shape[0])
+        first, stop = _block_rows(np.int64(block), g.shape[0], partials.shape[0])
         if first < stop:
             np.dot(g[first:stop].T, x[first:stop], partials[block])
 

@@ -149,7 +149,7 @@ def _forward_windows(q, k, v, taps, bias, has_lepe, stripes, scale, out, logsume
     window_rows, window_cols = height // stripe_h, width // stripe_w
     n = stripe_h * stripe_w
     for index in prange(batch * heads * window_rows * window_cols):
-        b, head, top, left = _window(index, heads, window_rows, window_cols, stripe_h, stripe_w)
+        b, head, top, left = _window(np.int64(index), heads, window_rows, window_cols, stripe_h, stripe_w)
         queries = np.empty((stripe_h, stripe_w, head_dim), dtype=q.dtype)
         keys = np.empty((stripe_h, stripe_w, head_dim), dtype=q.dtype)
         values_and_ones = np.ones((stripe_h, stripe_w, head_dim + 1), dtype=q.dtype)
@@ -198,7 +198,7 @@ def _backward_windows(inputs, stripes, grads):
     window_rows, window_cols = height // stripe_h, width // stripe_w
     n = stripe_h * stripe_w
     for index in prange(batch * heads * window_rows * window_cols):
-        b, head, top, left = _window(index, heads, window_rows, window_cols, stripe_h, stripe_w)
+        b, head, top, left = _window(np.int64(index), heads, window_rows, window_cols, stripe_h, stripe_w)
         tiles = np.empty((4, stripe_h, stripe_w, head_dim), dtype=q.dtype)   # Q, K, V, G of the window
         queries, keys, values, grads = tiles[0], tiles[1], tiles[2], tiles[3]
         _gather(q[b, head], top, left, queries)
