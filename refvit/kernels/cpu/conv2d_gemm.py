@@ -14,8 +14,10 @@ only, never by the thread count). One ``prange`` iteration per block copies the 
 into a reused workspace and multiplies them at once, while they are still in cache, with Numba's
 ``np.dot`` (single-threaded BLAS, see :mod:`refvit.kernels.cpu._threads`): the forward writes
 ``Y`` rows, the backward one partial ``\Delta_r^\top P_r`` per block (added in block order
-afterwards) and the ``\partial L/\partial P`` rows. ``dx`` folds those back: every entry
-``(n, k)`` is added to the input number it was copied from (``prange`` over images).
+afterwards) and the ``\partial L/\partial P`` rows, which the same iteration folds back onto
+``dx``: every entry ``(n, k)`` is added to the input number it was copied from. For that the blocks
+of a folding backward are whole images (:func:`image_block_rows`), so no two iterations write one
+image, and the block's ``\partial L/\partial P`` is still in cache when it is folded.
 
 Channels-last makes a patch row a few contiguous runs: with ``d_w = 1`` the ``kw`` taps of one
 kernel row are ``kw*C_in`` consecutive numbers of ``x``, copied as one run (a stem's ``C_in = 3``
@@ -60,6 +62,12 @@ def geometry(window, height, width):
 def block_rows(rows):
     """Rows per block for a patch matrix of ``rows`` rows."""
     return max(MIN_BLOCK_ROWS, -(-rows // MAX_BLOCKS))
+
+
+def image_block_rows(rows, pixels_per_image):
+    """Rows per block of a backward that folds its patch gradients back: whole images, at least
+    :func:`block_rows` rows, so each block folds into images no other block touches."""
+    return -(-block_rows(rows) // pixels_per_image) * pixels_per_image
 
 
 def is_pointwise(geo):
@@ -125,60 +133,68 @@ def _forward_blocks(x, matrix, cols, out, size, geo, pointwise):
 
 
 @njit(cache=True, parallel=True)
-def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, size, geo, pointwise):
-    """Per block ``r``: ``partials[r] = dout_r^T P_r`` and, unless ``dcols`` is empty,
-    ``dcols_r = dout_r @ matrix_t``."""
+def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, dx, size, geo, pointwise):
+    """Per block ``r``: ``partials[r] = dout_r^T P_r`` and, unless ``dx`` is empty, ``dout_r @ matrix_t``
+    into the thread's ``dcols`` and folded into ``dx (B, H, W*C)`` (the blocks are whole images), or
+    written to ``dx`` as it is for a pointwise window."""
     rows = dout.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
     for block in prange(partials.shape[0]):
-        first, stop = _bounds(np.int64(block), rows, size)
+        first, stop = _bounds(block, rows, size)
         if pointwise:
             np.dot(dout[first:stop].T, flat[first:stop], partials[block])
-        else:
-            own = cols[get_thread_id()]
-            _fill_patches(x, own, first, stop, geo)
-            np.dot(dout[first:stop].T, own[:stop - first], partials[block])
-        if dcols.shape[0] > 0:
-            np.dot(dout[first:stop], matrix_t, dcols[first:stop])
+            if dx.shape[0] > 0:
+                grads = dx.reshape(rows, flat.shape[1])
+                np.dot(dout[first:stop], matrix_t, grads[first:stop])
+            continue
+        thread = get_thread_id()
+        own = cols[thread]
+        _fill_patches(x, own, first, stop, geo)
+        np.dot(dout[first:stop].T, own[:stop - first], partials[block])
+        if dx.shape[0] > 0:
+            grads = dcols[thread]
+            np.dot(dout[first:stop], matrix_t, grads[:stop - first])
+            _fold(grads, dx, first, stop, geo)
 
 
-@njit(cache=True, parallel=True)
-def _fold(dcols, dx, geo):
-    """col2im: ``dx (B, H, W*C)`` sums every patch entry copied from it, ``prange`` over images.
+@njit(cache=True)
+def _fold(dcols, dx, first, stop, geo):
+    """col2im of rows ``[first, stop)`` (whole images, in ``dcols[:stop - first]``): each image of
+    ``dx (B, H, W*C)`` set to the sum of every patch entry copied from it.
 
-    Within an image the rows of ``dcols`` are added back in order, in the same contiguous runs
-    :func:`_fill_patches` copies (the gather form, a loop per input pixel over the taps that
-    reach it, ran 4x slower on a stem with ``C_in = 3``); each image is written by one iteration."""
-    batch, height = dx.shape[0], dx.shape[1]
+    The rows are added back in order, in the same contiguous runs :func:`_fill_patches` copies (the
+    gather form, a loop per input pixel over the taps that reach it, ran 4x slower on a stem with
+    ``C_in = 3``), right after the block's product, while it is in cache."""
+    height = dx.shape[1]
     channels = dcols.shape[1] // (geo.kh * geo.kw)
     width = dx.shape[2] // channels
     run = geo.kw * channels
     pixels_per_image = geo.out_h * geo.out_w
-    for b in prange(batch):
-        image = dx[b]
-        image[...] = 0.0
-        for n in range(b * pixels_per_image, (b + 1) * pixels_per_image):
-            v = n % geo.out_w
-            u = (n // geo.out_w) % geo.out_h
-            source = dcols[n]
-            left = v * geo.stride_w - geo.pad_w
-            for i in range(geo.kh):
-                h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
-                if h < 0 or h >= height:
-                    continue
-                pixels = image[h]
-                row = i * run
-                if geo.dil_w == 1 and left >= 0 and left + geo.kw <= width:
-                    start = left * channels
-                    for t in range(run):
-                        pixels[start + t] += source[row + t]
-                    continue
-                for j in range(geo.kw):
-                    w = left + j * geo.dil_w
-                    if 0 <= w < width:
-                        column = row + j * channels
-                        for c in range(channels):
-                            pixels[w * channels + c] += source[column + c]
+    for b in range(first // pixels_per_image, stop // pixels_per_image):
+        dx[b] = 0.0
+    for n in range(first, stop):
+        image = dx[n // pixels_per_image]
+        v = n % geo.out_w
+        u = (n // geo.out_w) % geo.out_h
+        source = dcols[n - first]
+        left = v * geo.stride_w - geo.pad_w
+        for i in range(geo.kh):
+            h = u * geo.stride_h - geo.pad_h + i * geo.dil_h
+            if h < 0 or h >= height:
+                continue
+            pixels = image[h]
+            row = i * run
+            if geo.dil_w == 1 and left >= 0 and left + geo.kw <= width:
+                start = left * channels
+                for t in range(run):
+                    pixels[start + t] += source[row + t]
+                continue
+            for j in range(geo.kw):
+                w = left + j * geo.dil_w
+                if 0 <= w < width:
+                    column = row + j * channels
+                    for c in range(channels):
+                        pixels[w * channels + c] += source[column + c]
 
 
 def _patch_workspace(size, columns, dtype):
@@ -227,8 +243,12 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
     """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``.
 
     ``dx`` of a stride-1 window is the forward on ``dout`` (:func:`transposed_window`), in cache
-    block by block; other windows keep every patch gradient and fold them back (at (2, 112, 112, 64)
-    3x3 -> 64, one thread: backward 65 -> 50 ms)."""
+    block by block (at (2, 112, 112, 64) 3x3 -> 64, one thread: backward 65 -> 50 ms against a fold);
+    other windows fold each block's patch gradients back right after its product, in cache (one thread,
+    CPU time, forward + backward, against a separate fold pass per image afterwards, the range over 3
+    alternating runs of the minimum of 7 calls of ``examples/conv2d_shapes.py --cpu-time --repeat 7``:
+    the 7x7 stride-2 stem at (64, 32, 32, 3) 11.8-12.1 -> 9.2-10.1 ms, 3x3 stride 2 at (2, 56, 56, 64)
+    8.87-9.23 -> 8.14-8.50 ms, at (2, 14, 14, 256) 11.8-14.4 -> 10.3-11.1 ms)."""
     batch, height, width, channels = x.shape
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
@@ -236,24 +256,20 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
     transposed = None if pointwise else transposed_window(window)
-    size = block_rows(rows)
+    folds = not pointwise and transposed is None
+    size = image_block_rows(rows, geo.out_h * geo.out_w) if folds else block_rows(rows)
+    columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
-    partials = np.empty((-(-rows // size), out_channels, kh * kw * channels), dtype=x.dtype)
-    dx = None if transposed else np.empty(x.shape, dtype=x.dtype)
-    if pointwise:
-        cols = _patch_workspace(1, 1, x.dtype)
-        dcols = dx.reshape(rows, channels)
-    else:
-        cols = _patch_workspace(size, kh * kw * channels, x.dtype)
-        dcols_shape = (0, kh * kw * channels) if transposed else (rows, kh * kw * channels)
-        dcols = scratch("conv2d.patch_grads", dcols_shape, x.dtype)
+    partials = np.empty((-(-rows // size), out_channels, columns), dtype=x.dtype)
+    dx = np.empty(x.shape if transposed is None else (0, 1, 1, 1), dtype=x.dtype)
+    cols = _patch_workspace(1 if pointwise else size, 1 if pointwise else columns, x.dtype)
+    dcols = scratch("conv2d.patch_grads", cols.shape if folds else (1, 1, 1), x.dtype)
     flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
-    _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, size, geo, pointwise)
+    _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, dx.reshape(dx.shape[0], dx.shape[1], dx.shape[2] * dx.shape[3]),
+                     size, geo, pointwise)
     if transposed:
         flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         dx = forward(dout, flipped, None, transposed)
-    elif not pointwise:
-        _fold(dcols, dx.reshape(batch, height, width * channels), geo)
     dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
     dweight = np.ascontiguousarray(dmatrix.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2))
     return dx, dweight, channel_sums(dout) if has_bias else None

@@ -135,6 +135,14 @@ def test_block_rows_keeps_blocks_large_and_few():
     assert -(-rows // conv2d_gemm.block_rows(rows)) == conv2d_gemm.MAX_BLOCKS
 
 
+@pytest.mark.parametrize("rows, per_image", [(64 * 256, 256), (2 * 784, 784), (64 * 16, 16), (3 * 90, 90),
+                                              (100 * 300, 300)])
+def test_folding_blocks_are_whole_images_and_few(rows, per_image):
+    size = conv2d_gemm.image_block_rows(rows, per_image)
+    assert size % per_image == 0 and size >= conv2d_gemm.block_rows(rows)
+    assert -(-rows // size) <= conv2d_gemm.MAX_BLOCKS
+
+
 @pytest.mark.parametrize("name", ["3x3 padded", "3x3 stride 2", "dilated, uneven"])
 def test_direct_path_equals_the_depthwise_kernels_at_one_channel_per_group(rng, name):
     window = WINDOWS[name]
