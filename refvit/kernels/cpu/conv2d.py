@@ -27,11 +27,11 @@ def choose(in_channels, out_channels, groups, window=None):
       at (64, 16, 16, 16) 3x3 -> 16: 7.3 ms against 2.2 ms; the 7x7 stem at (64, 32, 32, 3): 7.4 against
       2.7 ms), since BLAS keeps the products in registers where the loops cannot;
     * groups == 1, stride == kernel, no padding -> the merge path, whose ``dx`` is a copy per block
-      instead of a fold per image: forward + backward, the minima of 3 runs of
-      ``examples/conv2d_shapes.py --cpu-time --repeat 7 --filter merge --path gemm`` / ``--path merge``,
-      SMT-T's 2x2 stride-2 merge at (2, 112, 112, 64) 11.9-12.7 -> 9.6-9.9 ms, smt_nano's at
-      (64, 16, 16, 32) 2.67-2.80 -> 2.40-2.62 ms; on two threads (wall time, without ``--cpu-time``)
-      16.3-19.1 -> 15.0-17.2 ms and 4.16-4.27 -> 3.31-3.53 ms.
+      instead of a fold: forward + backward, the range over 3 alternating runs of the minimum of 7 calls of
+      ``examples/conv2d_shapes.py --cpu-time --repeat 7 --filter merge --path gemm`` / ``--path merge``:
+      SMT-T's 2x2 stride-2 merge at (2, 112, 112, 64) 11.2-11.6 -> 9.5-10.1 ms (on two threads, wall
+      time, the same command without ``--cpu-time``: 16.6-18.3 -> 14.3-15.2 ms); smt_nano's at
+      (64, 16, 16, 32) is a tie, 2.34-2.55 against 2.40-2.42 ms (two threads: 1.6-3.6 against 3.2-3.5 ms).
     """
     if is_depthwise(in_channels, out_channels, groups):
         return depthwise_conv2d

@@ -5,11 +5,12 @@ Channels-last, the patch matrix of :mod:`refvit.kernels.cpu.conv2d_gemm` is then
 ``x`` (space to depth): row ``n = (b, u, v)``, kernel row ``i`` is the ``kw*C_in`` consecutive numbers
 ``x[b, u kh + i, v kw : (v + 1) kw, :]``, and every number of ``x`` (inside the ``H_out kh x W_out kw``
 corner the windows cover) appears in exactly one place of it. So the fold of ``\partial L/\partial P``
-back onto ``dx`` adds nothing: it is the inverse rearrangement, a plain copy, and each block of rows
-can write its own part of ``dx`` straight from its product, in cache, with no whole
-``\partial L/\partial P`` kept and no pass over ``dx`` per image afterwards. ``dx`` rows and columns
-past the covered corner (an odd ``H`` under a ``2x2`` merge) take no tap and are set to zero by the
-block holding the last window of their row.
+back onto ``dx`` adds nothing: it is the inverse rearrangement, a plain copy. Each block of rows
+writes its own part of ``dx`` straight from its product, in cache, with no zeroing of ``dx`` first and
+no additions, and, since no two windows share an input number, the blocks need not be whole images
+(the gemm path's folding blocks must be, so at (2, 112, 112, 64) it runs 2 blocks where this runs 25).
+``dx`` rows and columns past the covered corner (an odd ``H`` under a ``2x2`` merge) take no tap and
+are set to zero by the block holding the last window of their row.
 
 The forward is the blocked forward of :mod:`~refvit.kernels.cpu.conv2d_gemm`, whose patch copy is
 already one run of ``kw*C_in`` numbers per kernel row for these windows.
