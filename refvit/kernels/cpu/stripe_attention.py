@@ -79,19 +79,23 @@ def _window(index, heads, window_rows, window_cols, stripe_h, stripe_w):
 @njit(cache=True)
 def _gather(plane, top, left, tile):
     """``tile[t] = plane[top + t // sw, left + t % sw]``: the window's tokens, row-major, as ``(n, d)``."""
-    stripe_h, stripe_w = tile.shape[0], tile.shape[1]
+    stripe_h, stripe_w, depth = tile.shape
     for y in range(stripe_h):
         for x in range(stripe_w):
-            tile[y, x] = plane[top + y, left + x]
+            source, target = plane[top + y, left + x], tile[y, x]
+            for j in range(depth):  # element by element: a row assignment compiled Numba's array setitem
+                target[j] = source[j]
 
 
 @njit(cache=True)
 def _scatter(tile, top, left, plane):
     """Inverse of :func:`_gather`: ``plane[top + y, left + x] = tile[y, x]`` (rounded to the plane's dtype)."""
-    stripe_h, stripe_w = tile.shape[0], tile.shape[1]
+    stripe_h, stripe_w, depth = tile.shape
     for y in range(stripe_h):
         for x in range(stripe_w):
-            plane[top + y, left + x] = tile[y, x]
+            source, target = tile[y, x], plane[top + y, left + x]
+            for j in range(depth):
+                target[j] = source[j]
 
 
 @njit(cache=True)
@@ -186,7 +190,7 @@ def _forward_windows(q, k, v, taps, bias, has_lepe, stripes, scale, out, logsume
                     result_rows[t, j] += bias[head, j]
             _add_lepe(values_and_ones[:, :, :head_dim], taps[head], 1, result)
         _scatter(result, top, left, out[b, head])
-        _scatter(lse_rows.reshape(stripe_h, stripe_w), top, left, logsumexp[b, head])
+        _scatter(lse_rows.reshape(stripe_h, stripe_w, 1), top, left, logsumexp[b, head].reshape(height, width, 1))
 
 
 @njit(cache=True, parallel=True)
@@ -207,8 +211,8 @@ def _backward_windows(inputs, stripes, grads):
         _gather(dout[b, head], top, left, grads)
         query_rows, key_rows = queries.reshape(n, head_dim), keys.reshape(n, head_dim)
         value_rows, grad_rows = values.reshape(n, head_dim), grads.reshape(n, head_dim)
-        lse = np.empty((stripe_h, stripe_w))
-        _gather(logsumexp[b, head], top, left, lse)
+        lse = np.empty((stripe_h, stripe_w, 1))
+        _gather(logsumexp[b, head].reshape(height, width, 1), top, left, lse)
         lse_rows = lse.reshape(n)
         probs = np.empty((tile_rows, n), dtype=q.dtype)
         dlogits = np.empty((tile_rows, n), dtype=q.dtype)
