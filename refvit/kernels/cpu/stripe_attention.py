@@ -126,8 +126,11 @@ def _add_lepe(source, taps, direction, target):
 def _lepe_partials(grads, values, dtaps, dbias):
     """``dtaps[a, e] = sum_{y,x} G[y, x] v[y + a - 1, x + e - 1]`` inside the window, ``dbias = sum G`` (float64)."""
     stripe_h, stripe_w, head_dim = grads.shape
-    dtaps[:] = 0.0
-    dbias[:] = 0.0
+    for j in range(head_dim):
+        dbias[j] = 0.0
+        for a in range(3):
+            for e in range(3):
+                dtaps[a, e, j] = 0.0
     for y in range(stripe_h):
         for x in range(stripe_w):
             g = grads[y, x]
@@ -242,8 +245,10 @@ def _backward_windows(inputs, stripes, grads):
             else:
                 np.dot(dlogits_t.T, query_rows[first:first + rows], dk_tile)
                 np.dot(probs_t.T, grad_rows[first:first + rows], dv_tile)
-                dk_rows += dk_tile
-                dv_rows += dv_tile
+                for t in range(n):  # loops, not `+=` on arrays: the same sums, less to compile
+                    for j in range(head_dim):
+                        dk_rows[t, j] += dk_tile[t, j]
+                        dv_rows[t, j] += dv_tile[t, j]
         if has_lepe:
             _add_lepe(grads, taps[head], -1, results[2])
             _lepe_partials(grads, values, dtaps_windows[index], dbias_windows[index])
