@@ -140,7 +140,7 @@ def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, dx, size, geo, po
     rows = dout.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
     for block in prange(partials.shape[0]):
-        first, stop = _bounds(block, rows, size)
+        first, stop = _bounds(np.int64(block), rows, size)
         if pointwise:
             np.dot(dout[first:stop].T, flat[first:stop], partials[block])
             if dx.shape[0] > 0:
