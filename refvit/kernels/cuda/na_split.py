@@ -12,8 +12,8 @@ and the gathers over keys read the per-axis ``InverseWindows``.
   (``na2d_av`` forward; ``na2d_qk``'s ``dq``).
 * ``_gather_to_keys``: one thread per key sums over the (query, slot) pairs holding it
   (``na2d_qk``'s ``dk``; ``na2d_av``'s ``dv``).
-* ``_bias_gradient``: one thread per bias entry ``(head, r, c)`` sums the ``dlogits`` of the slots
-  whose bias index it is.
+* ``_bias_gradient`` (the bias-gradient kernel of :mod:`refvit.kernels.cuda.na2d`): one thread per bias
+  entry ``(head, r, c)`` sums the ``dlogits`` of the slots whose bias index it is.
 
 Every output element has one writer: no atomics, no races.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from numba import cuda
 
 from refvit.kernels.cuda._device import any_device, empty, grid_1d, to_device, to_host_unless
+from refvit.kernels.cuda.na2d import _launch_backward_bias as _bias_gradient
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 
@@ -98,34 +99,6 @@ def _gather_to_keys_kernel(weights, a, scale, row_inverse, col_inverse, kernel_w
 def _gather_to_keys(weights, a, scale, row_inverse, col_inverse, kernel_w, result):
     _gather_to_keys_kernel[grid_1d(result.size // result.shape[3])](weights, a, scale, row_inverse, col_inverse,
                                                                     kernel_w, result)
-
-
-@cuda.jit
-def _bias_gradient_kernel(dlogits, heads, rows, cols, kernel_w, drpb):
-    maps, height, width = dlogits.shape[0], dlogits.shape[1], dlogits.shape[2]
-    bias_rows, bias_cols = drpb.shape[1], drpb.shape[2]
-    index = cuda.grid(1)
-    if index >= drpb.size:
-        return
-    head = index // (bias_rows * bias_cols)
-    r = (index // bias_cols) % bias_rows
-    c = index % bias_cols
-    total = 0.0
-    for x in range(height):
-        u = r - rows.first_bias[x]
-        if u < 0 or u >= rows.key_count[x]:
-            continue
-        for y in range(width):
-            w = c - cols.first_bias[y]
-            if w < 0 or w >= cols.key_count[y]:
-                continue
-            for m in range(head, maps, heads):
-                total += dlogits[m, x, y, u * kernel_w + w]
-    drpb[head, r, c] = total
-
-
-def _bias_gradient(dlogits, heads, rows, cols, kernel_w, drpb):
-    _bias_gradient_kernel[grid_1d(drpb.size)](dlogits, heads, rows, cols, kernel_w, drpb)
 
 
 def _axes(height, width, options):
