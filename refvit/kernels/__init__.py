@@ -30,7 +30,7 @@ def load(backend: str, name: str):
     return module
 
 
-_cpu_entry = []
+_cpu_rule = []  # the module of the thread rule, once imported
 
 
 def call(backend: str, name: str, step: str, args):
@@ -38,9 +38,9 @@ def call(backend: str, name: str, step: str, args):
     module = _loaded.get((backend, name)) or load(backend, name)
     function = getattr(module, step)  # looked up on each call: a test may replace an entry
     if backend == "cpu":
-        if not _cpu_entry:  # imported on first use, so that the numpy backend never imports Numba
-            from refvit.kernels.cpu._threads import run_as_kernel_entry
+        if not _cpu_rule:  # imported on first use, so that the numpy backend never imports Numba
+            from refvit.kernels.cpu import _threads
 
-            _cpu_entry.append(run_as_kernel_entry)
-        return _cpu_entry[0](function, args)
+            _cpu_rule.append(_threads)
+        return _cpu_rule[0].run_as_kernel_entry(function, args)  # looked up on each call, as the entry
     return function(*args)
