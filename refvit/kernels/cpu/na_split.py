@@ -25,8 +25,8 @@ the same bits.
 import numpy as np
 from numba import njit, prange
 
-from refvit.kernels.cpu.na2d.general import SteppedBounds
-from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
+from refvit.kernels.cpu.na2d.general import _axes, _flat, _windows
+from refvit.ops._neighborhood import axis_windows, inverse_windows
 
 
 @njit(cache=True, parallel=True)
@@ -134,27 +134,15 @@ def _bias_gradient(dlogits, heads, rows, cols, kernel_w, drpb):
             drpb[head, r, c] = total
 
 
-def _axes(height, width, options):
-    return [(n, options.kernel_size[a], options.dilation[a], options.stride[a], options.is_causal[a])
-            for a, n in enumerate((height, width))]
-
-
 def _bounds(height, width, options):
-    """The two axes' :class:`SteppedBounds`."""
-    tables = []
-    for axis in _axes(height, width, options):
-        bounds = axis_bounds(*axis)
-        tables.append(SteppedBounds(bounds.first_key, bounds.key_count, bounds.first_bias, axis[2]))
-    return tables
+    """The two axes' window tables (:class:`~refvit.kernels.cpu.na2d.general.SteppedBounds`), as na2d's
+    general path builds them."""
+    return [_windows(axis) for axis in _axes(height, width, options)]
 
 
 def _inverse(height, width, options):
     """The two axes' :class:`refvit.ops._neighborhood.InverseWindows`."""
     return [inverse_windows(axis_windows(*axis)) for axis in _axes(height, width, options)]
-
-
-def _flat(a):
-    return np.ascontiguousarray(a).reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
 
 
 def qk_forward(q, k, rpb, options):
