@@ -116,7 +116,8 @@ def test_cpu_row_blocks_do_not_depend_on_threads(rng):
 
     from refvit.kernels.cpu import linear as cpu_linear
 
-    x, weight, bias = _inputs(rng, (3 * cpu_linear.ROWS_PER_BLOCK + 5,), 6, 4)
+    rows = cpu_linear.MAX_BLOCKS * cpu_linear.ROWS_PER_BLOCK + 37  # the most blocks, the last one shorter
+    x, weight, bias = _inputs(rng, (rows,), 6, 4)
     dout = rng.standard_normal((x.shape[0], 4))
     expected = ops.linear.backward(dout, ops.linear.forward(x, weight, bias, backend="numpy")[1])
     results = []

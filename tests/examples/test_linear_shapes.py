@@ -1,0 +1,18 @@
+"""examples/linear_shapes.py: one line per shape and their sum, for refvit and for PyTorch (wall time, one round)."""
+import pytest
+
+from tests.examples.test_examples import load_example
+
+
+@pytest.mark.parametrize("extra, side", [([], "refvit cpu"), (["--torch"], "PyTorch")])
+def test_prints_each_shape_and_the_sum(capsys, extra, side):
+    script = load_example("linear_shapes")
+    script.main(["--repeat", "1"] + extra)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(side)
+    assert len(lines) == len(script.SHAPES) + 2
+    rows = [line.rsplit(None, 3) for line in lines[1:]]
+    forward, backward = (sum(float(row[i]) for row in rows[:-1]) for i in (1, 3))
+    assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows[:-1])
+    assert rows[-1][0] == "all shapes"
+    assert float(rows[-1][1]) == pytest.approx(forward, abs=0.01) and float(rows[-1][3]) == pytest.approx(backward, abs=0.01)
