@@ -8,6 +8,10 @@ each side's median seconds over the rounds with their range, the ratio of the me
 ratios, and each side's peak resident memory. The ``torch.compile`` column (``compile=True``)
 excludes the compilation, which the first calls of each process do before the timed ones.
 
+PyTorch runs on ``torch_device``: ``cpu``, or ``cuda`` (``refvit bench --torch-device cuda``), where
+the port and the batch live on the GPU and each timed call ends with a synchronisation; the row
+keeps the device (``torch_device``). refvit's side runs on its ``cpu`` backend either way.
+
 The ``*_nano`` models run at batch 64 of 32x32 images, inference and training; the official sizes
 at batch 2 of 224x224, training only, and only when the filter names them (their names hold
 ``official``), since they take minutes.
@@ -53,9 +57,9 @@ def selected(cases, filter_text, select):
         "official" in filter_text or c.model in filter_text)))]
 
 
-def run_worker(side, case, repeat):
+def run_worker(side, case, repeat, torch_device="cpu"):
     command = [sys.executable, "-m", "refvit.bench.model_worker", side, case.model, str(case.batch), str(case.size),
-               str(repeat), ",".join(case.modes)]
+               str(repeat), ",".join(case.modes), torch_device]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=WORKER_TIMEOUT_S)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -63,20 +67,21 @@ def run_worker(side, case, repeat):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def time_case(case, rounds, repeat, sides):
+def time_case(case, rounds, repeat, sides, torch_device="cpu"):
     """``{side: [worker result per round]}``, the sides alternating, their order reversed every other round."""
     results = {side: [] for side in sides}
     for index in range(rounds):
         for side in (sides if index % 2 == 0 else tuple(reversed(sides))):
-            results[side].append(run_worker(side, case, repeat))
+            results[side].append(run_worker(side, case, repeat, torch_device))
     return results
 
 
-def rows_of(case, results):
+def rows_of(case, results, torch_device="cpu"):
     """One row per mode: per-round seconds and peak memory of each side (JSON-ready)."""
     rows = []
     for mode in case.modes:
-        row = dict(case=case.name, model=case.model, mode=mode, batch=case.batch, size=case.size)
+        row = dict(case=case.name, model=case.model, mode=mode, batch=case.batch, size=case.size,
+                   torch_device=torch_device)
         for side, runs in results.items():
             row[f"{side}_s"] = [r[mode] for r in runs]
             row[f"{side}_rss_mb"] = [r[f"{mode}_rss_mb"] for r in runs]
@@ -103,10 +108,12 @@ def ratio_of_medians(row, side):
 
 def text_line(row):
     parts = [f"{row['case']:<40} {row['mode']:<6}"]
+    device = row.get("torch_device", "cpu")
     for side in ("refvit", "torch", "compile"):
         if f"{side}_s" in row:
             median, low, high = spread([1e3 * s for s in row[f"{side}_s"]])
-            parts.append(f"{side} {median:9.1f} ms ({low:.1f}-{high:.1f})")
+            label = side if side == "refvit" or device == "cpu" else f"{side} {device}"
+            parts.append(f"{label} {median:9.1f} ms ({low:.1f}-{high:.1f})")
             if side != "refvit":
                 r = ratios(row, side)
                 parts.append(f"x{ratio_of_medians(row, side):.2f} ({min(r):.2f}-{max(r):.2f})")
@@ -114,12 +121,12 @@ def text_line(row):
     return "  ".join(parts)
 
 
-def run_compare(cases, rounds=3, repeat=5, compile_too=False, out=None):
-    """Time the cases; print one line per row to ``out``; return the rows."""
+def run_compare(cases, rounds=3, repeat=5, compile_too=False, out=None, torch_device="cpu"):
+    """Time the cases (PyTorch on ``torch_device``); print one line per row to ``out``; return the rows."""
     sides = ("refvit", "torch", "compile") if compile_too else ("refvit", "torch")
     rows = []
     for case in cases:
-        for row in rows_of(case, time_case(case, rounds, repeat, sides)):
+        for row in rows_of(case, time_case(case, rounds, repeat, sides, torch_device), torch_device):
             rows.append(row)
             print(text_line(row), file=out or sys.stdout, flush=True)
     return rows

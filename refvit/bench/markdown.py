@@ -14,6 +14,15 @@ import statistics
 TORCH_LABEL = "torch CPU"
 
 
+def backend_label(backend):
+    """A backend's column heading: ``torch`` is PyTorch on the CPU, ``torch cuda`` PyTorch on the GPU."""
+    if backend == "torch":
+        return TORCH_LABEL
+    if backend.startswith("torch cuda"):
+        return "torch CUDA" + backend[len("torch cuda"):]
+    return backend
+
+
 def cpu_model(path="/proc/cpuinfo"):
     """The CPU's model name from ``/proc/cpuinfo`` (the platform's processor string elsewhere)."""
     try:
@@ -78,7 +87,7 @@ def ops_table(rows):
     by_case = {}
     for row in rows:
         by_case.setdefault(row["case"], {})[row["backend"]] = row["forward_backward_ms"]
-    header = ["case (forward+backward ms)"] + [TORCH_LABEL if b == "torch" else b for b in backends]
+    header = ["case (forward+backward ms)"] + [backend_label(b) for b in backends]
     body = [[case] + [cell(times.get(b, [])) for b in backends] for case, times in by_case.items()]
     return table(header, body, ["---"] + ["---:"] * len(backends))
 
@@ -105,7 +114,9 @@ def _memory_cell(row, side):
 def compare_table(rows):
     """refvit against PyTorch: times (ms), the ratio PyTorch / refvit, and peak memory (MiB)."""
     compiled = any(row.get("compile_s") for row in rows)
-    header = ["model", "pass", "batch", "refvit cpu ms", "PyTorch ms", "PyTorch / refvit"]
+    on_gpu = any(row.get("torch_device", "cpu") != "cpu" for row in rows)
+    torch_ms = "PyTorch CUDA ms" if on_gpu else "PyTorch ms"
+    header = ["model", "pass", "batch", "refvit cpu ms", torch_ms, "PyTorch / refvit"]
     if compiled:
         header += ["torch.compile ms", "compiled / refvit"]
     header += ["refvit peak RSS MiB (+ after build)", "PyTorch peak RSS MiB (+ after build)"]

@@ -1,7 +1,8 @@
 """Time one model on one side (refvit, PyTorch eager or ``torch.compile``) in a process of its own.
 
-``python -m refvit.bench.model_worker SIDE MODEL BATCH SIZE REPEAT MODES`` (``MODES``: ``infer``,
-``train`` or ``infer,train``) prints one JSON line: the median seconds of an inference pass and of a
+``python -m refvit.bench.model_worker SIDE MODEL BATCH SIZE REPEAT MODES [DEVICE]`` (``MODES``: ``infer``,
+``train`` or ``infer,train``; ``DEVICE``: where the PyTorch sides run, ``cpu`` by default or ``cuda``)
+prints one JSON line: the median seconds of an inference pass and of a
 training step (forward, cross-entropy, backward, AdamW with weight decay 0.05 on weights and none
 on norms, biases and tables), and the process's peak resident memory (:func:`rss_mb`) after building
 the model (``rss_base_mb``) and after each mode's timed calls (``infer_rss_mb``, ``train_rss_mb``).
@@ -11,6 +12,9 @@ the PyTorch sides load its ``state_dict`` into the port (:mod:`refvit.torch_port
 before timing, that the logits agree at float32 tolerance (refvit's ``numpy`` backend computes its
 side of that check, so Numba's threads never run next to torch's). ``torch.compile`` is called
 before timing and its compilation (the first calls) is not timed; ``compile_s`` reports it.
+On ``cuda`` the port (after the logits check, on the CPU), the batch and the labels move to the GPU,
+and every timed call ends with ``torch.cuda.synchronize()``; ``device_peak_mb`` is then the GPU
+memory PyTorch allocated at its peak.
 """
 from __future__ import annotations
 
@@ -103,14 +107,18 @@ def check_logits(model, port, images):
     return float(np.max(np.abs(ours - theirs)))
 
 
-def torch_steps(name, model, port, images, labels, compiled):
-    """(inference, training step) functions of the port, compiled with ``torch.compile`` when asked."""
+def torch_steps(name, model, port, images, labels, compiled, device="cpu"):
+    """(inference, training step) functions of the port on ``device``, compiled with ``torch.compile`` when
+    asked; each ends with waiting for the device (:func:`refvit.bench.torch_worker.synchronizer`)."""
     import torch
     import torch.nn.functional as F
 
+    from refvit.bench.torch_worker import synchronizer
     from refvit.optim import param_groups_weight_decay
     from refvit.torch_ports.build import nchw, official_names
 
+    port.to(device)
+    sync = synchronizer(device)
     decayed = {id(p) for p in param_groups_weight_decay(model, 0.05)[0]["params"]}
     by_name = {key: p for key, p in model.named_parameters()}
     decay, no_decay = [], []
@@ -119,27 +127,29 @@ def torch_steps(name, model, port, images, labels, compiled):
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=1e-4)
     run = torch.compile(port) if compiled else port
-    x, y = nchw(images), torch.from_numpy(labels)
+    x, y = nchw(images).to(device), torch.from_numpy(labels).to(device)
 
     def infer():
         port.eval()
         with torch.no_grad():
             run(x)
+        sync()
 
     def train():
         port.train()
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(run(x), y).backward()
         optimizer.step()
+        sync()
 
     return infer, train
 
 
-def time_side(side, name, batch, size, repeat, modes):
-    """The JSON-ready result of one side (see the module's docstring)."""
+def time_side(side, name, batch, size, repeat, modes, device="cpu"):
+    """The JSON-ready result of one side (see the module's docstring); ``device`` is the PyTorch sides'."""
     images, labels = inputs(batch, size)
     model = seeded_model(name, size)
-    result = {"side": side, "model": name}
+    result = {"side": side, "model": name, "device": "cpu" if side == "refvit" else device}
     if side == "refvit":
         infer, train = refvit_steps(model, images, labels)
     else:
@@ -150,7 +160,7 @@ def time_side(side, name, batch, size, repeat, modes):
         torch.set_num_threads(os.cpu_count() or 1)
         port = torch_model(name, model, size)
         result["logits_max_abs_diff"] = check_logits(model, port, images[:CHECK_BATCH])
-        infer, train = torch_steps(name, model, port, images, labels, side == "compile")
+        infer, train = torch_steps(name, model, port, images, labels, side == "compile", device)
     steps = {"infer": infer, "train": train}
     result["rss_base_mb"] = rss_mb()
     for mode in modes:
@@ -161,14 +171,19 @@ def time_side(side, name, batch, size, repeat, modes):
             result[f"{mode}_compile_s"] = time.perf_counter() - start
         result[mode] = measure(steps[mode], repeat=repeat)
         result[f"{mode}_rss_mb"] = rss_mb()
+    if result["device"].startswith("cuda"):
+        import torch
+
+        result["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
 def main(argv):
     side, name, batch, size, repeat, modes = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5]
+    device = argv[6] if len(argv) > 6 else "cpu"
     if side not in SIDES:
         raise SystemExit(f"model_worker: the side must be one of {', '.join(SIDES)}; got {side!r}")
-    print(json.dumps(time_side(side, name, batch, size, repeat, modes.split(","))))
+    print(json.dumps(time_side(side, name, batch, size, repeat, modes.split(","), device)))
     return 0
 
 

@@ -1,10 +1,11 @@
 """Run benchmark cases and print a table of ops x backends.
 
 For each case and backend: forward time, forward+backward time, and the
-forward+backward speed-up over the ``numpy`` reference. PyTorch CPU rows appear
+forward+backward speed-up over the ``numpy`` reference. PyTorch rows appear
 when ``torch`` is installed and the case describes its PyTorch equivalent; they are
 timed in a child process, since torch's OpenMP runtime slows Numba's threads when both are
-loaded in one process. The ``cuda`` backend is timed with device-resident inputs on a real GPU only (the
+loaded in one process. They run on the CPU (backend ``torch``), or with ``--torch-device cuda`` on
+the GPU (backend ``torch cuda``, each timed call synchronised). The ``cuda`` backend is timed with device-resident inputs on a real GPU only (the
 simulator measures Python, not a GPU).
 
 Whole models are compared with their PyTorch ports as well (:mod:`refvit.bench.compare`): inference
@@ -80,16 +81,22 @@ def time_op(case, backend, dtype, repeat, seed=0):
     return measure(forward, repeat=repeat), measure(forward_backward, repeat=repeat)
 
 
-def time_torch(case, dtype, repeat):
-    """(forward seconds, forward+backward seconds) of the case in PyTorch, timed in a child process
-    (:mod:`refvit.bench.torch_worker`) so that torch's OpenMP runtime never shares this process
+def time_torch(case, dtype, repeat, device="cpu"):
+    """(forward seconds, forward+backward seconds) of the case in PyTorch on ``device``, timed in a child
+    process (:mod:`refvit.bench.torch_worker`) so that torch's OpenMP runtime never shares this process
     with the Numba kernels."""
-    command = [sys.executable, "-m", "refvit.bench.torch_worker", case.name, np.dtype(dtype).name, str(repeat)]
+    command = [sys.executable, "-m", "refvit.bench.torch_worker", case.name, np.dtype(dtype).name, str(repeat),
+               device]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise UserError(f"bench: timing {case.name!r} in PyTorch failed: {result.stderr.strip().splitlines()[-1:]}")
     times = json.loads(result.stdout.strip().splitlines()[-1])
     return times["forward"], times["forward_backward"]
+
+
+def torch_backend_name(device):
+    """The rows' backend for PyTorch on ``device``: ``torch`` on the CPU, ``torch cuda`` on the GPU."""
+    return "torch" if device == "cpu" else f"torch {device}"
 
 
 def torch_available():
@@ -117,11 +124,12 @@ def selected_cases(cases, filter_text):
 
 
 def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.float32, repeat=5, out=None,
-        rounds=3, compile_too=False, markdown=False):
+        rounds=3, compile_too=False, markdown=False, torch_device="cpu"):
     """Time every matching case; print the table (Markdown with ``markdown``); return the rows as dicts.
 
     Op cases fill ``rows``; the whole-model comparisons with PyTorch (:mod:`refvit.bench.compare`, run
     when ``torch`` is among the backends and installed) fill ``compare``, over ``rounds`` rounds.
+    PyTorch runs on ``torch_device`` (``cpu`` or ``cuda``) in both.
     """
     out = out or sys.stdout
     progress = sys.stderr if markdown else out
@@ -133,11 +141,13 @@ def run(filter_text=None, backends=("numpy", "cpu", "cuda", "torch"), dtype=np.f
         raise UserError(f"bench: no case matches {filter_text!r}")
     gflops = matmul_gflops()
     print(f"float32 matmul (1024x1024, NumPy BLAS): {gflops:.1f} GFLOP/s on {os.cpu_count()} cores", file=progress)
-    rows = time_cases(cases, backends, dtype, repeat, progress) if cases else []
-    compared = compare.run_compare(comparisons, rounds, repeat, compile_too, progress) if comparisons else []
+    rows = time_cases(cases, backends, dtype, repeat, progress, torch_device) if cases else []
+    compared = (compare.run_compare(comparisons, rounds, repeat, compile_too, progress, torch_device)
+                if comparisons else [])
     if markdown:
         print(markdown_tables(rows, compared, rounds, gflops), file=out)
-    return {"matmul_gflops": gflops, "rows": rows, "compare": compared, "rounds": rounds}
+    return {"matmul_gflops": gflops, "rows": rows, "compare": compared, "rounds": rounds,
+            "torch_device": torch_device}
 
 
 def markdown_tables(rows, compared, rounds, gflops):
@@ -153,7 +163,7 @@ def markdown_tables(rows, compared, rounds, gflops):
     return "\n\n".join(parts)
 
 
-def time_cases(cases, backends, dtype, repeat, out):
+def time_cases(cases, backends, dtype, repeat, out, torch_device="cpu"):
     """The op cases' rows, one per case and backend, each printed as it is timed."""
     real_gpu = cuda_available() and not cuda_simulator_enabled()
     header = f"{'case':<44} {'backend':<8} {'forward ms':>11} {'fwd+bwd ms':>11} {'vs numpy':>9} {'GFLOP/s':>8}"
@@ -166,7 +176,7 @@ def time_cases(cases, backends, dtype, repeat, out):
             if backend == "torch":
                 if not (case.torch_forward and torch_available()):
                     continue
-                fwd, fwd_bwd = time_torch(case, dtype, repeat)
+                fwd, fwd_bwd = time_torch(case, dtype, repeat, torch_device)
             else:
                 if backend not in case.backends or (backend == "cuda" and not real_gpu):
                     continue
@@ -178,10 +188,11 @@ def time_cases(cases, backends, dtype, repeat, out):
             if case.flops:
                 args, kwargs = case.make(np.random.default_rng(0), dtype)
                 rate = case.flops(args, kwargs) / fwd / 1e9
-            row = dict(case=case.name, op=op_name(case.op), backend=backend, forward_ms=fwd * 1e3,
+            label = torch_backend_name(torch_device) if backend == "torch" else backend
+            row = dict(case=case.name, op=op_name(case.op), backend=label, forward_ms=fwd * 1e3,
                        forward_backward_ms=fwd_bwd * 1e3, speedup_vs_numpy=speedup, forward_gflops=rate)
             rows.append(row)
-            print(f"{case.name:<44} {backend:<8} {fwd * 1e3:>11.3f} {fwd_bwd * 1e3:>11.3f} "
+            print(f"{case.name:<44} {label:<8} {fwd * 1e3:>11.3f} {fwd_bwd * 1e3:>11.3f} "
                   f"{speedup:>8.1f}x {rate:>8.2f}", file=out, flush=True)
     return rows
 
@@ -206,6 +217,9 @@ def add_arguments(parser):
                         help="print the tables as Markdown (progress goes to stderr), headed by the machine")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the whole-model comparison with PyTorch (the sides alternate)")
+    parser.add_argument("--torch-device", default="cpu",
+                        help="where the PyTorch rows and the comparison's PyTorch side run: cpu or cuda "
+                             "(cuda: model and batch on the GPU, each timed call synchronised)")
     parser.add_argument("--compile", action="store_true",
                         help="add a torch.compile column to the comparison (compilation not timed; it takes minutes)")
     parser.add_argument("--profile", metavar="MODEL",
@@ -229,10 +243,12 @@ def run_from_args(args):
     unknown = set(backends) - {"numpy", "cpu", "cuda", "torch"}
     if unknown:
         raise UserError(f"bench: '--backends' must name numpy, cpu, cuda or torch; got {', '.join(sorted(unknown))}")
+    if args.torch_device.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"bench: '--torch-device' must be cpu or cuda (cuda:N); got {args.torch_device!r}")
     if args.rounds < 1:
         raise UserError(f"bench: '--rounds' must be at least 1; got {args.rounds}")
     result = run(args.filter, backends, np.dtype(args.dtype).type, args.repeat, rounds=args.rounds,
-                 compile_too=args.compile, markdown=args.markdown)
+                 compile_too=args.compile, markdown=args.markdown, torch_device=args.torch_device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
