@@ -10,7 +10,10 @@ Rules the kernels follow:
 
 Threads: see :mod:`refvit.kernels.cpu._threads` (BLAS single-threaded inside the kernels, no
 Numba threads for small arrays, OpenMP workers that spin only briefly between parallel regions).
+Memory: see :mod:`refvit.kernels.cpu._heap` (freed arrays stay in the heap for the next step).
 """
+from refvit.kernels.cpu._heap import keep_freed_memory
 from refvit.kernels.cpu._threads import spin_briefly
 
 spin_briefly()
+keep_freed_memory()
