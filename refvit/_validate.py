@@ -22,6 +22,8 @@ def fail(op, arg, expected, given, error=ValueError):
 
 def is_device_array(a) -> bool:
     """True for ``numba.cuda`` device arrays (real or simulated)."""
+    if type(a) is np.ndarray:  # the common case, without the isinstance and attribute lookups
+        return False
     return not isinstance(a, np.ndarray) and (
         hasattr(a, "__cuda_array_interface__") or hasattr(a, "copy_to_host")
     )
@@ -42,6 +44,9 @@ def check_array(op, arg, a, backend, ndim=None, min_ndim=None):
     ``numpy`` and ``cpu`` take NumPy arrays (lists are converted); ``cuda`` also
     takes device arrays. Integer, bool and complex arrays are a ``TypeError``.
     """
+    if type(a) is np.ndarray and a.dtype in FLOAT_DTYPES and (ndim is None or a.ndim == ndim) and (
+            min_ndim is None or a.ndim >= min_ndim):
+        return a  # the common case, answered before the checks that explain a refusal
     if is_device_array(a):
         if backend != "cuda":
             fail(op, arg, f"a NumPy array for backend {backend!r}", describe(a), TypeError)
@@ -66,6 +71,15 @@ def check_optional_array(op, arg, a, backend, ndim=None):
 
 def check_same_dtype(op, **arrays):
     """All given (non-None) arrays share one dtype; mixed dtypes are a ``TypeError``."""
+    common = None
+    for a in arrays.values():  # the common case: one dtype, found without building sets
+        if a is not None:
+            if common is None:
+                common = a.dtype
+            elif a.dtype != common:
+                break
+    else:
+        return None if common is None else np.dtype(common)
     present = {name: a for name, a in arrays.items() if a is not None}
     dtypes = {np.dtype(a.dtype) for a in present.values()}
     if len(dtypes) > 1:
@@ -78,7 +92,7 @@ def check_same_dtype(op, **arrays):
 def check_shape(op, arg, a, expected):
     """``expected`` is a tuple of ints or ``None`` (any size)."""
     shape = tuple(a.shape)
-    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+    if len(shape) != len(expected) or not all(e is None or e == s for e, s in zip(expected, shape)):
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         fail(op, arg, f"of shape {want}", f"shape {shape}")
 

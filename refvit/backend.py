@@ -32,7 +32,9 @@ def _check_name(name, op="refvit"):
 def get_backend() -> str:
     """The backend an op uses when called with ``backend=None``."""
     name = _default.get()
-    if name not in BACKENDS and _ENVIRONMENT_VALUE is not None and name == _ENVIRONMENT_VALUE:
+    if name in BACKENDS:
+        return name
+    if _ENVIRONMENT_VALUE is not None and name == _ENVIRONMENT_VALUE:
         from refvit.errors import UserError
 
         raise UserError(f"the environment variable {ENVIRONMENT_VARIABLE}={name!r} is not a backend; use "

@@ -35,6 +35,8 @@ def _check_backend(op, backend):
 
 
 def _as_shape(op, arg, shape):
+    if type(shape) is tuple and all(type(s) is int for s in shape):
+        return shape  # the common case, without the checks against the numbers ABCs
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or not all(isinstance(s, numbers.Integral) for s in shape):

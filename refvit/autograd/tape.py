@@ -176,6 +176,8 @@ def _parent_of(value):
 
 
 def _host(a):
+    if type(a) is np.ndarray:
+        return a
     if is_device_array(a):
         return a.copy_to_host()
     return np.asarray(a)
@@ -226,11 +228,11 @@ def _note(tensor, what):
 
 def _view_counter(array, inputs):
     """The version counter of the input ``Tensor`` whose memory ``array`` views, or ``None``."""
-    if array.base is None:
+    if array.base is None or not inputs:
         return None
     memory = _memory(array)
     for tensor in inputs:
-        if _memory(tensor.data) is memory:
+        if _memory(tensor._data) is memory:
             return tensor._version_counter
     return None
 
@@ -245,13 +247,12 @@ def apply(op, *args, **kwargs):
     Returns a ``Tensor``, or a tuple of ``Tensor``s for an op with several outputs.
     """
     arguments = _bind(op, args, kwargs)
+    values, inputs = _unwrapped(arguments)
     parents = tuple(_parent_of(arguments.get(name)) for name in op.DIFFERENTIABLE)
-    out, cache = op.forward(**{name: _unwrap(value) for name, value in arguments.items()})
+    out, cache = op.forward(**values)
 
     multi_output = isinstance(out, tuple)
     arrays = tuple(_host(o) for o in out) if multi_output else (_host(out),)
-    inputs = [t for v in arguments.values() for t in (v if isinstance(v, (list, tuple)) else (v,))
-              if isinstance(t, _tensor.Tensor)]
     counters = [_view_counter(a, inputs) for a in arrays]
     record = is_grad_enabled() and any(p is not None for p in parents)
     if not record:
@@ -262,6 +263,24 @@ def apply(op, *args, **kwargs):
     outputs = tuple(_tensor.Tensor._from_op(a, node, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
     node.saved = _saved_versions(arguments, outputs)
     return outputs if multi_output else outputs[0]
+
+
+def _unwrapped(arguments):
+    """``({name: value with each Tensor replaced by its array}, [the Tensors among the values])``:
+    :func:`_unwrap` of every argument, and the Tensors found, in one pass."""
+    tensor_type = _tensor.Tensor
+    values, inputs = {}, []
+    for name, value in arguments.items():
+        if isinstance(value, tensor_type):
+            inputs.append(value)
+            value = value._data
+        elif isinstance(value, (list, tuple)):
+            tensors = [v for v in value if isinstance(v, tensor_type)]
+            if tensors:
+                inputs.extend(tensors)
+                value = tuple(v._data if isinstance(v, tensor_type) else v for v in value)
+        values[name] = value
+    return values, inputs
 
 
 def _topological_order(root):

@@ -10,7 +10,6 @@ running_var, num_batches_tracked`` for a BatchNorm, ``0.weight, 0.bias, 1.weight
 """
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -230,8 +229,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}: forward is not defined")
 
     def __call__(self, *args, **kwargs):
-        context = use_backend(self.backend) if self.backend is not None else contextlib.nullcontext()
-        with context:
+        if self.backend is None:
+            return self.forward(*args, **kwargs)
+        with use_backend(self.backend):
             return self.forward(*args, **kwargs)
 
     # ---- printing
