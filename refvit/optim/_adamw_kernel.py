@@ -9,6 +9,10 @@ on a float32 array), so the results are the same to the last bit::
     p -= step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
 
 Numba does not fuse a product into an addition (no ``fastmath``), which would change the rounding.
+``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead of the zero test
+that Numba's default (Python's ``ZeroDivisionError``) puts before each division; that test kept
+LLVM from vectorising the loop, which now runs 4.5x faster (866,000 float32 parameters of
+``dinat_nano``, one thread: 0.56 ms against 2.5 ms; the results are the same bits).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ COEFFICIENTS = ("decay", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
                 "bias_correction2_sqrt", "eps")
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _update(parameter, grad, exp_avg, exp_avg_sq, coefficients):
     decay, beta1, one_minus_beta1 = coefficients[0], coefficients[1], coefficients[2]
     beta2, one_minus_beta2, step_size = coefficients[3], coefficients[4], coefficients[5]

@@ -27,10 +27,11 @@ def numpy_adamw(theta, grads, lr, betas, eps, weight_decay):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_compiled_update_equals_numpy_bit_for_bit(dtype, transposed):
+@pytest.mark.parametrize("shape", [(7, 5), (37, 41)])  # the second runs the vectorised loop many times
+def test_compiled_update_equals_numpy_bit_for_bit(dtype, transposed, shape):
     rng = np.random.default_rng(0)
-    start = rng.standard_normal((7, 5)).astype(dtype)
-    grads = [rng.standard_normal((7, 5)).astype(dtype) * 10.0 ** k for k in (-6, 0, 2)]
+    start = rng.standard_normal(shape).astype(dtype)
+    grads = [rng.standard_normal(shape).astype(dtype) * 10.0 ** k for k in (-6, 0, 2)]
     data = np.asfortranarray(start) if transposed else start.copy()
     p = Parameter(data)
     optimizer = AdamW([p], lr=3e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.05)
@@ -61,3 +62,17 @@ def test_state_in_fortran_order_is_still_updated():
         first.step()
         second.step()
     np.testing.assert_array_equal(q.data, p.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_denominator_gives_nan_as_numpy_does(dtype):
+    """eps=0 and a zero gradient make 0/0: NaN in those places, as the NumPy expressions give, not an error."""
+    start = np.linspace(-1.0, 1.0, 40, dtype=dtype).reshape(5, 8)
+    grad = np.where(np.arange(40).reshape(5, 8) % 3 == 0, 0.0, 0.5).astype(dtype)
+    p = Parameter(start.copy())
+    p.grad = grad
+    AdamW([p], lr=1e-2, eps=0.0, weight_decay=0.0).step()
+    with np.errstate(invalid="ignore"):
+        expected = numpy_adamw(start, [grad], 1e-2, (0.9, 0.999), 0.0, 0.0)
+    assert np.isnan(p.data).sum() == 14
+    np.testing.assert_array_equal(p.data, expected)
