@@ -1,4 +1,5 @@
-"""Forward and forward + backward times of ``conv2d`` on the shapes the shipped models use.
+"""Forward and forward + backward times of ``conv2d`` (and SMT's ``multiscale_dwconv``) on the shapes the
+shipped models use.
 
     python examples/conv2d_shapes.py --cpu-time --repeat 7           # refvit cpu, one thread, CPU time
     python examples/conv2d_shapes.py --cpu-time --repeat 7 --torch   # the same shapes in PyTorch
@@ -12,7 +13,9 @@ Each line gives, in ms, the minimum and the median over ``--repeat`` calls after
 the forward (``ops.conv2d.forward`` with ``backend="cpu"``), then forward + backward (``dx``,
 ``dweight``, ``dbias``). ``--path gemm`` or ``--path merge`` calls that ``cpu`` algorithm of
 ``refvit/kernels/cpu/`` directly instead of the one the entry picks (``--path merge`` only on the
-shapes it takes); ``--filter TEXT`` keeps the shapes whose label contains TEXT.
+shapes it takes); ``--filter TEXT`` keeps the shapes whose label contains TEXT. The ``multiscale``
+lines time ``ops.multiscale_dwconv`` (kernels 3, 5, 7, 9 on a quarter of the channels each; PyTorch: one
+depthwise ``conv2d`` per head and a concatenation) through the entry only.
 """
 import argparse
 import os
@@ -42,6 +45,12 @@ SHAPES = [
     ("smt_tiny 1x1 groups 16", (2, 56, 56, 64), (128, 4, 1, 1), 1, 0, 16),
     ("dinat_mini/cswin_tiny 3x3 s2", (2, 56, 56, 64), (128, 64, 3, 3), 2, 1, 1),
     ("smt_tiny merge 2x2 s2", (2, 112, 112, 64), (64, 64, 2, 2), 2, 0, 1),
+]
+# (label, x shape, heads): SMT's multi-head mixed convolution of stages 1 and 2
+MULTISCALE_SHAPES = [
+    ("smt_nano multiscale stage 1", (64, 8, 8, 32), 4),
+    ("smt_nano multiscale stage 2", (64, 4, 4, 64), 4),
+    ("smt_tiny multiscale stage 1", (2, 56, 56, 64), 4),
 ]
 
 
@@ -114,6 +123,50 @@ def _torch_calls(x, weight, bias, stride, padding, groups):
     return forward, both
 
 
+def _multiscale_calls(x, heads, use_torch, rng):
+    import numpy as np
+
+    per_head = x.shape[3] // heads
+    weights = [rng.standard_normal((per_head, 1, 3 + 2 * i, 3 + 2 * i), dtype=np.float32) * 0.1 for i in range(heads)]
+    biases = [rng.standard_normal(per_head, dtype=np.float32) for _ in range(heads)]
+    if use_torch:
+        import torch
+
+        xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+        wt = [torch.tensor(w, requires_grad=True) for w in weights]
+        bt = [torch.tensor(b, requires_grad=True) for b in biases]
+
+        def run():
+            return torch.cat([torch.nn.functional.conv2d(xt[:, i * per_head:(i + 1) * per_head], wt[i], bt[i],
+                                                         padding=1 + i, groups=per_head) for i in range(heads)], 1)
+
+        def forward():
+            with torch.no_grad():
+                return run()
+
+        def both():
+            out = run()
+            out.backward(torch.ones_like(out))
+        return forward, both
+    from refvit import ops
+
+    dout = np.ones_like(x)
+
+    def forward():
+        return ops.multiscale_dwconv.forward(x, weights, biases, heads, backend="cpu")
+
+    def both():
+        return ops.multiscale_dwconv.backward(dout, forward()[1])
+    return forward, both
+
+
+def _print_times(label, shape, forward, both, repeat, clock):
+    f_min, f_med = _timed(forward, repeat, clock)
+    b_min, b_med = _timed(both, repeat, clock)
+    print(f"{label:30s} {shape:44s} {f_min:8.3f} {f_med:8.3f} | {b_min:8.3f} {b_med:8.3f}")
+    sys.stdout.flush()
+
+
 def main(argv=None):
     args = _arguments(argv)
     if args.cpu_time:
@@ -149,11 +202,16 @@ def main(argv=None):
             forward, both = _torch_calls(x, weight, bias, stride, padding, groups)
         else:
             forward, both = _refvit_calls(x, weight, bias, stride, padding, groups, args.path)
-        f_min, f_med = _timed(forward, args.repeat, clock)
-        b_min, b_med = _timed(both, args.repeat, clock)
         shape = f"{x_shape} -> {w_shape} s{stride}" + (f" g{groups}" if groups > 1 else "")
-        print(f"{label:30s} {shape:44s} {f_min:8.3f} {f_med:8.3f} | {b_min:8.3f} {b_med:8.3f}")
-        sys.stdout.flush()
+        _print_times(label, shape, forward, both, args.repeat, clock)
+    for label, x_shape, heads in MULTISCALE_SHAPES:
+        if args.filter not in label or args.path != "entry":
+            continue
+        if args.batch is not None:
+            x_shape = (args.batch,) + x_shape[1:]
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        forward, both = _multiscale_calls(x, heads, args.torch, rng)
+        _print_times(label, f"{x_shape} heads {heads}", forward, both, args.repeat, clock)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,11 @@ def test_every_shape_runs_through_the_entry(capsys):
     script.main(["--repeat", "1", "--batch", "1", "--filter", "s2"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 + sum(" s2" in label for label, *_ in script.SHAPES)
+
+
+def test_multiscale_shapes_run_through_the_op(capsys):
+    script = load_example("conv2d_shapes")
+    script.main(["--repeat", "1", "--batch", "1", "--filter", "multiscale"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + len(script.MULTISCALE_SHAPES)
+    assert all(line.split()[0] in ("smt_nano", "smt_tiny") and "heads 4" in line for line in lines[1:])

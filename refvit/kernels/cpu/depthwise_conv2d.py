@@ -178,6 +178,17 @@ def channel_sums(dout):
     return partial.sum(axis=0).astype(rows.dtype)
 
 
+def weight_gradient(dout_rows, x_rows, kernel, channels, geometry):
+    """The weight gradient as ``(kh, kw, C)`` in the input dtype: ``dout_rows (B, H_out, W_out*C)``,
+    ``x_rows (B, H, W*C)``, ``kernel (kh, kw)``, ``geometry`` the ``(stride, pad, dilation)`` pairs.
+    Per-block partials in float64, added in block order."""
+    batch, out_h = dout_rows.shape[:2]
+    kh, kw = kernel
+    partials = np.zeros((_blocks(batch * out_h, MAP_ROWS_PER_WEIGHT_BLOCK), kh, kw, channels), dtype=np.float64)
+    _grad_weight_partials(dout_rows, x_rows, partials, *geometry)
+    return partials.sum(axis=0).astype(x_rows.dtype)
+
+
 def forward(x, weight, bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = window.output_size(height, width)
@@ -194,8 +205,6 @@ def backward(dout, x, weight, has_bias, window):
     dout_rows, x_rows = _as_rows(dout), _as_rows(x)
     dx = np.zeros((batch, height, width, channels), dtype=x.dtype)
     _grad_input(dout_rows, _tap_rows(weight, out_w), _as_rows(dx), channels, *_window_args(window))
-    kh, kw = weight.shape[2:]
-    partials = np.zeros((_blocks(batch * out_h, MAP_ROWS_PER_WEIGHT_BLOCK), kh, kw, channels), dtype=np.float64)
-    _grad_weight_partials(dout_rows, x_rows, partials, *_window_args(window))
-    dweight = np.ascontiguousarray(partials.sum(axis=0).transpose(2, 0, 1)).astype(x.dtype)[:, None]
+    taps = weight_gradient(dout_rows, x_rows, weight.shape[2:], channels, _window_args(window))
+    dweight = np.ascontiguousarray(taps.transpose(2, 0, 1))[:, None]
     return dx, dweight, channel_sums(dout) if has_bias else None
