@@ -5,12 +5,14 @@
 * other ``groups > 1``: the direct loops of :mod:`refvit.kernels.cpu.conv2d_direct`;
 * ``groups == 1`` with windows that do not overlap (stride == kernel, no padding, no dilation, not
   ``1x1``): the blocked products with ``dx`` copied back in place, :mod:`refvit.kernels.cpu.conv2d_merge`;
+* ``groups == 1``, stride 1, no dilation, few input channels (``k_w C_in <= 48``): one product per
+  kernel row over wide rows of the input, :mod:`refvit.kernels.cpu.conv2d_rows`;
 * other ``groups == 1``: patch rows and matrix products over blocks of output pixels,
   :mod:`refvit.kernels.cpu.conv2d_gemm`.
 
 The measured reasons are beside :func:`choose`; ``docs/ops/conv2d.md`` has the figures.
 """
-from refvit.kernels.cpu import conv2d_direct, conv2d_gemm, conv2d_merge, depthwise_conv2d
+from refvit.kernels.cpu import conv2d_direct, conv2d_gemm, conv2d_merge, conv2d_rows, depthwise_conv2d
 from refvit.kernels.cpu.depthwise_conv2d import channel_sums
 from refvit.ops.conv2d import is_depthwise
 
@@ -32,6 +34,9 @@ def choose(in_channels, out_channels, groups, window=None):
       SMT-T's 2x2 stride-2 merge at (2, 112, 112, 64) 11.2-11.6 -> 9.5-10.1 ms (on two threads, wall
       time, the same command without ``--cpu-time``: 16.6-18.3 -> 14.3-15.2 ms); smt_nano's at
       (64, 16, 16, 32) is a tie, 2.34-2.55 against 2.40-2.42 ms (two threads: 1.6-3.6 against 3.2-3.5 ms).
+    * groups == 1, stride 1, ``k_w C_in <= 48`` -> the kernel-row products of ``conv2d_rows`` (figures in
+      ``docs/ops/conv2d.md``): dualvit_nano's 3x3 16 -> 16 at (64, 16, 16, 16); with 32 input channels
+      (coatnet_nano's 3x3) the patch products are as fast.
     """
     if is_depthwise(in_channels, out_channels, groups):
         return depthwise_conv2d
@@ -39,6 +44,8 @@ def choose(in_channels, out_channels, groups, window=None):
         return conv2d_direct
     if window is not None and conv2d_merge.takes(window):
         return conv2d_merge
+    if window is not None and conv2d_rows.takes(in_channels, window):
+        return conv2d_rows
     return conv2d_gemm
 
 

@@ -249,27 +249,43 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
     alternating runs of the minimum of 7 calls of ``examples/conv2d_shapes.py --cpu-time --repeat 7``:
     the 7x7 stride-2 stem at (64, 32, 32, 3) 11.8-12.1 -> 9.2-10.1 ms, 3x3 stride 2 at (2, 56, 56, 64)
     8.87-9.23 -> 8.14-8.50 ms, at (2, 14, 14, 256) 11.8-14.4 -> 10.3-11.1 ms)."""
+    transposed = None if is_pointwise(geometry(window, *x.shape[1:3])) else transposed_window(window)
+    dx, dweight = _blocked_gradients(dout, x, weight, window, transposed is None)
+    if transposed:
+        dx = forward(dout, transposed_weight(weight), None, transposed)
+    return dx, dweight, channel_sums(dout) if has_bias else None
+
+
+def transposed_weight(weight):
+    """The weight of :func:`transposed_window`'s convolution: ``(C_in, C_out, kh, kw)``, flipped in both axes."""
+    return np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+
+
+def weight_gradient(dout, x, weight, window):
+    """``dweight`` alone: the blocked products of :func:`backward` without ``dx``."""
+    return _blocked_gradients(dout, x, weight, window, False)[1]
+
+
+def _blocked_gradients(dout, x, weight, window, with_dx):
+    """``(dx, dweight)`` from the blocks of :func:`_backward_blocks`; ``dx`` None unless ``with_dx``
+    (a pointwise window writes it directly, other windows fold each block's patch gradients back)."""
     batch, height, width, channels = x.shape
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
     rows = batch * geo.out_h * geo.out_w
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
-    transposed = None if pointwise else transposed_window(window)
-    folds = not pointwise and transposed is None
+    folds = with_dx and not pointwise
     size = image_block_rows(rows, geo.out_h * geo.out_w) if folds else block_rows(rows)
     columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
     partials = np.empty((-(-rows // size), out_channels, columns), dtype=x.dtype)
-    dx = np.empty(x.shape if transposed is None else (0, 1, 1, 1), dtype=x.dtype)
+    dx = np.empty(x.shape if with_dx else (0, 1, 1, 1), dtype=x.dtype)
     cols = _patch_workspace(1 if pointwise else size, 1 if pointwise else columns, x.dtype)
     dcols = scratch("conv2d.patch_grads", cols.shape if folds else (1, 1, 1), x.dtype)
     flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
     _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, dx.reshape(dx.shape[0], dx.shape[1], dx.shape[2] * dx.shape[3]),
                      size, geo, pointwise)
-    if transposed:
-        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        dx = forward(dout, flipped, None, transposed)
     dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
     dweight = np.ascontiguousarray(dmatrix.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2))
-    return dx, dweight, channel_sums(dout) if has_bias else None
+    return (dx if with_dx else None), dweight
