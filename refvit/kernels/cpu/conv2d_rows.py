@@ -39,9 +39,12 @@ BLOCK_PIXELS = 256
 
 
 def takes(in_channels, window):
-    """Whether this path runs a ``groups == 1`` convolution of ``in_channels`` with ``window``: stride 1,
-    no dilation, padding at most ``k - 1`` (so that ``dx`` is again such a convolution), short wide rows."""
+    """Whether this path runs a ``groups == 1`` convolution of ``in_channels`` with ``window``: not ``1x1``,
+    stride 1, no dilation, padding at most ``k - 1`` (so that ``dx`` is again such a convolution), short
+    wide rows."""
     (kh, kw), (ph, pw) = window.kernel, window.padding
+    if (kh, kw) == (1, 1):  # a 1x1 window: the gemm path multiplies x itself, with no copy
+        return False
     return (tuple(window.stride) == (1, 1) and tuple(window.dilation) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
             and kw * in_channels <= MAX_WIDE_ROW)
 

@@ -70,6 +70,7 @@ def test_the_rule_picks_the_rows_path_for_few_input_channels():
     assert conv2d.choose(16, 32, 1, Window((3, 3), (2, 2), (1, 1), (1, 1))) is conv2d_gemm
     assert conv2d.choose(16, 16, 1, Window((3, 3), (1, 1), (2, 2), (2, 2))) is conv2d_gemm
     assert not conv2d_rows.takes(3, Window((3, 3), (1, 1), (3, 1), (1, 1)))  # padding beyond k - 1
+    assert conv2d.choose(8, 8, 1, Window((1, 1), (1, 1), (0, 0), (1, 1))) is conv2d_gemm  # x itself is the patch matrix
 
 
 def test_one_and_two_threads_give_the_same_bits(rng):
