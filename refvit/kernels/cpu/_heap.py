@@ -8,9 +8,11 @@ memory again, and the first write to every 4 KiB page of it is a page fault.
 
 Measured on a 2-core virtual machine, one Numba thread, batch 64 of 32x32, float32: the CPU time
 (``time.process_time``) of the training step :func:`refvit.bench.profile.profile_step` times, median of 6
-steps after 2 warm-up steps, the range over 3 processes alternating with the tree before this module:
-``coatnet_nano`` 187-191 -> 154-159 ms (8,400-14,200 page faults a step -> 7), ``smt_nano`` 119-125 ->
-106-113 ms, ``dualvit_nano`` 163-167 -> 141-151 ms; peak resident memory unchanged (242-290 MB). The
+steps after 2 warm-up steps, the range over 3 processes alternating with processes that leave glibc's
+defaults (``GLIBC_TUNABLES=glibc.malloc.tcache_count=7``, glibc's default, which makes this module stand
+aside): ``coatnet_nano`` 140-151 -> 112-125 ms (13,200-13,800 page faults a step -> 6), ``smt_nano``
+82-87 -> 69-76 ms (5,400-7,300 faults -> 7), ``dualvit_nano`` 112-117 -> 110-115 ms (3,900 faults -> 8,
+within the noise); peak resident memory unchanged (242-290 MB). The
 elementwise kernels paid most of it: ``gelu``'s forward at (64, 16, 16, 128) took 5.4-6.0 ms of
 CPU time inside the ``coatnet_nano`` step, 4.5-4.7 ms without the faults.
 
