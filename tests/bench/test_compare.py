@@ -41,13 +41,14 @@ def parse_tables(text):
 def compared():
     case = CompareCase("vs torch smt_nano (4,32,32,3)", "smt_nano", 4, 32, ("infer", "train"))
     out = io.StringIO()
-    rows = compare.run_compare([case], rounds=2, repeat=1, out=out)
+    rows = compare.run_compare([case], rounds=2, repeat=1, out=out, torch_device="cpu")
     return rows, out.getvalue()
 
 
 def test_both_sides_give_finite_times_and_a_ratio(compared):
     rows, text = compared
     assert [row["mode"] for row in rows] == ["infer", "train"]
+    assert all(row["torch_device"] == "cpu" for row in rows)
     for row in rows:
         for side in ("refvit", "torch"):
             assert len(row[f"{side}_s"]) == 2
