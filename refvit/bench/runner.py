@@ -5,8 +5,8 @@ forward+backward speed-up over the ``numpy`` reference. PyTorch rows appear
 when ``torch`` is installed and the case describes its PyTorch equivalent; they are
 timed in a child process, since torch's OpenMP runtime slows Numba's threads when both are
 loaded in one process. They run on the CPU (backend ``torch``), or with ``--torch-device cuda`` on
-the GPU (backend ``torch cuda``, each timed call synchronised). The ``cuda`` backend is timed with device-resident inputs on a real GPU only (the
-simulator measures Python, not a GPU).
+the GPU (backend ``torch cuda``, each timed call synchronised). The ``cuda`` backend is timed with
+device-resident inputs on a real GPU only (the simulator measures Python, not a GPU).
 
 Whole models are compared with their PyTorch ports as well (:mod:`refvit.bench.compare`): inference
 passes and training steps, each side in a process of its own, over several alternating rounds.
