@@ -18,10 +18,10 @@ lines time ``ops.multiscale_dwconv`` (kernels 3, 5, 7, 9 on a quarter of the cha
 depthwise ``conv2d`` per head and a concatenation) through the entry only.
 """
 import argparse
-import os
 import statistics
 import sys
-import time
+
+from refvit.bench.one_thread import pin_one_thread, side_and_clock
 
 # (label, x shape, weight shape, stride, padding, groups): the float32 training shapes of the
 # ``*_nano`` models (batch 64, 32x32 images) and of the official sizes at batch 2, 224x224.
@@ -173,19 +173,10 @@ def _print_times(label, shape, forward, both, repeat, clock):
 def main(argv=None):
     args = _arguments(argv)
     if args.cpu_time:
-        for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = "1"
+        pin_one_thread()
     import numpy as np
 
-    if args.torch:
-        import torch
-
-        if args.cpu_time:
-            torch.set_num_threads(1)
-        side = f"PyTorch {torch.__version__}"
-    else:
-        side = f"refvit cpu ({args.path})"
-    clock = time.process_time if args.cpu_time else time.perf_counter
+    side, clock = side_and_clock(args.torch, args.cpu_time, f"refvit cpu ({args.path})")
     print(f"{side}, float32, {'one thread, CPU' if args.cpu_time else 'wall'} time in ms, "
           f"min / median of {args.repeat}: forward | forward + backward")
     rng = np.random.default_rng(0)

@@ -11,9 +11,9 @@ and times with ``time.process_time``. Each line gives the least time in ms over 
 ``dweight``, ``dbias``; for PyTorch forward + backward minus forward). The last line adds them up.
 """
 import argparse
-import os
 import sys
-import time
+
+from refvit.bench.one_thread import pin_one_thread, side_and_clock
 
 # (rows, in, out): the float32 linears of the nano models at batch 64, 32x32 (rows = batch x tokens).
 SHAPES = [
@@ -65,19 +65,11 @@ def main(argv=None):
     parser.add_argument("--torch", action="store_true", help="time torch.nn.functional.linear instead")
     args = parser.parse_args(argv)
     if args.cpu_time:
-        for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = "1"
+        pin_one_thread()
     import numpy as np
 
-    if args.torch:
-        import torch
-
-        if args.cpu_time:
-            torch.set_num_threads(1)
-        side, timer = f"PyTorch {torch.__version__}", _torch_times
-    else:
-        side, timer = "refvit cpu", _refvit_times
-    clock = time.process_time if args.cpu_time else time.perf_counter
+    side, clock = side_and_clock(args.torch, args.cpu_time, "refvit cpu")
+    timer = _torch_times if args.torch else _refvit_times
     print(f"{side}, float32, {'one thread, CPU' if args.cpu_time else 'wall'} time in ms, "
           f"least of {args.repeat} rounds: forward | backward")
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ def test_prints_each_shape_and_the_sum(capsys, extra, side):
     assert len(lines) == len(script.SHAPES) + 2
     rows = [line.rsplit(None, 3) for line in lines[1:]]
     forward, backward = (sum(float(row[i]) for row in rows[:-1]) for i in (1, 3))
-    assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows[:-1])
+    assert all(float(row[1]) > 0 for row in rows[:-1])
+    if side == "refvit cpu":  # PyTorch's backward is a difference of two timings: noise can make it negative
+        assert all(float(row[3]) > 0 for row in rows[:-1])
     assert rows[-1][0] == "all shapes"
     assert float(rows[-1][1]) == pytest.approx(forward, abs=0.01) and float(rows[-1][3]) == pytest.approx(backward, abs=0.01)
