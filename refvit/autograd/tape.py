@@ -156,15 +156,6 @@ def _bind(op, args, kwargs):
     return dict(_signature(op).bind(*args, **kwargs).arguments)
 
 
-def _unwrap(value):
-    """``Tensor`` -> its array; a list/tuple holding ``Tensor``s -> a tuple of arrays."""
-    if isinstance(value, _tensor.Tensor):
-        return value.data
-    if isinstance(value, (list, tuple)) and any(isinstance(v, _tensor.Tensor) for v in value):
-        return tuple(v.data if isinstance(v, _tensor.Tensor) else v for v in value)
-    return value
-
-
 def _parent_of(value):
     """The ``Tensor``(s) a differentiable argument sends its gradient to, or ``None``."""
     if isinstance(value, _tensor.Tensor):
@@ -266,8 +257,8 @@ def apply(op, *args, **kwargs):
 
 
 def _unwrapped(arguments):
-    """``({name: value with each Tensor replaced by its array}, [the Tensors among the values])``:
-    :func:`_unwrap` of every argument, and the Tensors found, in one pass."""
+    """``({name: value}, [the Tensors among the values])`` in one pass: a ``Tensor`` argument becomes its
+    array, and a list/tuple holding ``Tensor``s a tuple with each ``Tensor`` replaced by its array."""
     tensor_type = _tensor.Tensor
     values, inputs = {}, []
     for name, value in arguments.items():
