@@ -49,7 +49,8 @@ def _block_rows(block, rows, blocks):
 
 @njit(cache=True, parallel=True)
 def _forward_blocks(x, wt, bias, has_bias, y, blocks):
-    """``y[rows of r] = x[rows of r] @ wt (+ bias)`` for every block ``r``, one ``prange`` iteration each."""
+    """``y[rows of r] = x[rows of r] @ wt (+ bias)`` for every block ``r``, one ``prange`` iteration each
+    (``wt`` is the weight's transposed view, Fortran-ordered)."""
     for block in prange(blocks):
         first, stop = _block_rows(np.int64(block), x.shape[0], blocks)
         if first < stop:
@@ -81,7 +82,8 @@ def forward(x, weight, bias):
     if rows.shape[0] and rows.shape[1]:
         # one signature with and without a bias: an empty stand-in and a flag instead of None
         b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
-        _forward_blocks(rows, np.ascontiguousarray(weight.T), b, bias is not None, y, _blocks(rows.shape[0]))
+        # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
+        _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, _blocks(rows.shape[0]))
     else:
         y[:] = 0.0 if bias is None else bias
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
