@@ -10,7 +10,10 @@ Reverse
     :func:`run_backward` orders the nodes reachable from the output so that every node
     comes after all the nodes that consume its outputs, then walks them: a node's
     output gradients (zeros for an output that received none) go through the op's own
-    ``backward``, which returns one gradient per differentiable input.
+    ``backward``, which returns one gradient per differentiable input. An op whose ``backward``
+    takes the keyword ``needs`` is told which of them are read: one bool per differentiable
+    input, False for an input with no parent ``Tensor`` that requires a gradient, and may skip
+    computing those (it returns ``None`` for them).
 
 Versions
     When it records a node, :func:`apply` also notes the version counter and version of
@@ -43,6 +46,7 @@ from refvit.autograd.grad_mode import is_grad_enabled
 _signatures = {}
 _names = {}
 _required = {}
+_takes_needs = {}
 
 
 class Node:
@@ -55,10 +59,13 @@ class Node:
     ``saved`` lists ``(counter, version, what, shape)`` for each tensor whose array the
     cache holds (``what``: the argument's name, ``(name, i)`` in a sequence, or the
     output's index).
+
+    ``needs``: the ``needs`` keyword its backward is called with (one bool per parent: whether it is
+    not ``None``), or ``None`` for a backward that does not take it.
     """
 
     __slots__ = ("name", "input_names", "backward_fn", "cache", "parents", "output_specs", "multi_output", "freed",
-                 "saved")
+                 "saved", "needs")
 
     def __init__(self, name, input_names, backward_fn, cache, parents, output_specs, multi_output, saved=()):
         self.name = name
@@ -70,6 +77,7 @@ class Node:
         self.multi_output = multi_output
         self.freed = False
         self.saved = saved
+        self.needs = tuple(p is not None for p in parents) if takes_needs(backward_fn) else None
 
     def check_versions(self):
         """Raise ``RuntimeError`` if a tensor the cache holds was changed in place since the forward.
@@ -113,6 +121,19 @@ def _flat_parents(parents):
             yield from (p for p in parent if p is not None)
         elif parent is not None:
             yield parent
+
+
+def takes_needs(backward_fn):
+    """Whether ``backward_fn`` takes the keyword ``needs`` (read from its signature once per function)."""
+    takes = _takes_needs.get(backward_fn)
+    if takes is None:
+        try:
+            parameter = inspect.signature(backward_fn).parameters.get("needs")
+        except (TypeError, ValueError):  # a callable without a signature Python can read
+            parameter = None
+        takes = _takes_needs[backward_fn] = parameter is not None and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return takes
 
 
 def op_name(op) -> str:
@@ -340,7 +361,11 @@ def run_backward(root, grad, retain_graph=False):
             )
         node.check_versions()
         douts = [np.zeros(shape, dtype) if d is None else d for d, (shape, dtype) in zip(douts, node.output_specs)]
-        grads = node.backward_fn(tuple(douts) if node.multi_output else douts[0], node.cache)
+        dout = tuple(douts) if node.multi_output else douts[0]
+        if node.needs is None:
+            grads = node.backward_fn(dout, node.cache)
+        else:
+            grads = node.backward_fn(dout, node.cache, needs=node.needs)
         if len(grads) != len(node.parents):
             raise RuntimeError(
                 f"autograd: {node.name}.backward returned {len(grads)} gradients; expected {len(node.parents)}"

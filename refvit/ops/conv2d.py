@@ -33,6 +33,7 @@ from refvit._validate import (
     check_array, check_grad, check_int, check_optional_array, check_same_dtype, check_shape, fail,
 )
 from refvit.ops import _dispatch as dispatch
+from refvit.ops._needs import check_needs
 from refvit.ops._conv_geometry import ArraySpec, Window, check_map, check_pair, check_window_fits, pad_map, tap_slice
 
 OP = "conv2d"
@@ -74,12 +75,17 @@ def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, bac
     return out, Cache(x, weight, bias is not None, window, groups, tuple(out.shape), backend)
 
 
-def backward(dout, cache):
-    """``dout (B, H_out, W_out, C_out)`` -> ``(dx, dweight, dbias)`` (``dbias`` None without bias)."""
+def backward(dout, cache, needs=None):
+    """``dout (B, H_out, W_out, C_out)`` -> ``(dx, dweight, dbias)`` (``dbias`` None without bias).
+
+    ``needs``: one bool per ``DIFFERENTIABLE`` input (``None``: all True); a gradient whose flag is False is
+    not computed and comes back as ``None`` (a stem's ``dx``, whose input is the image)."""
     dispatch.check_cache(OP, cache, Cache)
+    needs = check_needs(OP, needs, DIFFERENTIABLE)
     dout = check_grad(OP, dout, ArraySpec(cache.out_shape, cache.x.dtype))
-    args = (dout, cache.x, cache.weight, cache.has_bias, cache.window)
-    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args + (cache.groups,), kernel_args=args)
+    args = (dout, cache.x, cache.weight, cache.has_bias and needs[2], cache.window)
+    return dispatch.run(OP, cache.backend, "backward", _backward_numpy, args + (cache.groups, needs[:2]),
+                        kernel_args=args + (needs[:2],))
 
 
 def example(rng):
@@ -122,22 +128,26 @@ def _forward_numpy(x, weight, bias, window, groups):
     return out if bias is None else out + bias
 
 
-def _backward_numpy(dout, x, weight, has_bias, window, groups):
+def _backward_numpy(dout, x, weight, has_bias, window, groups, needs=(True, True)):
+    """``needs``: whether ``dx`` and ``dweight`` are wanted (``None`` in their place when not);
+    ``has_bias`` False also when ``dbias`` is not wanted."""
     batch, height, width, in_channels = x.shape
     out_channels, group_in, kh, kw = weight.shape
     out_size = dout.shape[1:3]
     padded = pad_map(x, window.padding)
-    dpadded = np.zeros_like(padded)
+    dpadded = np.zeros_like(padded) if needs[0] else None
     w_grouped = weight.reshape(groups, out_channels // groups, group_in, kh, kw)
     dout_grouped = dout.reshape(batch, *out_size, groups, out_channels // groups)
-    dweight = np.zeros_like(w_grouped)
+    dweight = np.zeros_like(w_grouped) if needs[1] else None
     for i, j in _taps(window):
         patch, index = _tap_window(padded, i, j, window, out_size)
         patch = patch.reshape(batch, *out_size, groups, group_in)
-        dweight[:, :, :, i, j] = np.einsum("buvgo,buvgc->goc", dout_grouped, patch)
-        dpatch = np.einsum("buvgo,goc->buvgc", dout_grouped, w_grouped[:, :, :, i, j])
-        dpadded[index] += dpatch.reshape(batch, *out_size, in_channels)
+        if needs[1]:
+            dweight[:, :, :, i, j] = np.einsum("buvgo,buvgc->goc", dout_grouped, patch)
+        if needs[0]:
+            dpatch = np.einsum("buvgo,goc->buvgc", dout_grouped, w_grouped[:, :, :, i, j])
+            dpadded[index] += dpatch.reshape(batch, *out_size, in_channels)
     ph, pw = window.padding
-    dx = dpadded[:, ph:ph + height, pw:pw + width, :]
+    dx = np.ascontiguousarray(dpadded[:, ph:ph + height, pw:pw + width, :]) if needs[0] else None
     dbias = dout.sum(axis=(0, 1, 2)) if has_bias else None
-    return np.ascontiguousarray(dx), dweight.reshape(weight.shape), dbias
+    return dx, (dweight.reshape(weight.shape) if needs[1] else None), dbias

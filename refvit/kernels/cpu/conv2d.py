@@ -55,10 +55,11 @@ def forward(x, weight, bias, window):
     return choose(x.shape[3], weight.shape[0], groups, window).forward(x, weight, bias, window)
 
 
-def backward(dout, x, weight, has_bias, window):
-    """-> ``(dx, dweight, dbias)``, ``dbias`` None without a bias."""
+def backward(dout, x, weight, has_bias, window, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``, ``dbias`` None without a bias; ``needs``: whether ``dx`` and ``dweight``
+    are wanted (each path skips the one that is not and returns ``None`` for it)."""
     groups = x.shape[3] // weight.shape[1]
     path = choose(x.shape[3], weight.shape[0], groups, window)
     if path is depthwise_conv2d:
-        return depthwise_conv2d.backward(dout, x, weight, has_bias, window)
-    return path.backward(dout, x, weight, has_bias, window, channel_sums)
+        return depthwise_conv2d.backward(dout, x, weight, has_bias, window, needs)
+    return path.backward(dout, x, weight, has_bias, window, channel_sums, needs)

@@ -130,16 +130,20 @@ def forward(x, weight, bias, window):
     return out
 
 
-def backward(dout, x, weight, has_bias, window, channel_sums):
-    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``."""
+def backward(dout, x, weight, has_bias, window, channel_sums, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``; ``needs``: whether
+    ``dx`` and ``dweight`` are wanted (``None`` in their place when not, and not computed)."""
     out_channels, group_in, kh, kw = weight.shape
     groups = x.shape[3] // group_in
     geo = geometry(window, x.shape[1], x.shape[2])
     x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
-    dx = np.empty_like(x)
-    _input_grad(dout, np.ascontiguousarray(_taps(weight, groups).transpose(0, 1, 2, 4, 3)), dx, geo)
-    blocks = -(-(x.shape[0] * geo.out_h) // ROWS_PER_PARTIAL)
-    partials = np.empty((blocks, groups, kh, kw, group_in, out_channels // groups), dtype=np.float64)
-    _weight_grad_partials(dout, x, partials, geo)
-    dweight = partials.sum(axis=0).transpose(0, 4, 3, 1, 2).reshape(weight.shape).astype(x.dtype)
+    dx = dweight = None
+    if needs[0]:
+        dx = np.empty_like(x)
+        _input_grad(dout, np.ascontiguousarray(_taps(weight, groups).transpose(0, 1, 2, 4, 3)), dx, geo)
+    if needs[1]:
+        blocks = -(-(x.shape[0] * geo.out_h) // ROWS_PER_PARTIAL)
+        partials = np.empty((blocks, groups, kh, kw, group_in, out_channels // groups), dtype=np.float64)
+        _weight_grad_partials(dout, x, partials, geo)
+        dweight = partials.sum(axis=0).transpose(0, 4, 3, 1, 2).reshape(weight.shape).astype(x.dtype)
     return dx, dweight, channel_sums(dout) if has_bias else None

@@ -134,23 +134,26 @@ def _forward_blocks(x, matrix, cols, out, size, geo, pointwise):
 
 @njit(cache=True, parallel=True)
 def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, dx, size, geo, pointwise):
-    """Per block ``r``: ``partials[r] = dout_r^T P_r`` and, unless ``dx`` is empty, ``dout_r @ matrix_t``
-    into the thread's ``dcols`` and folded into ``dx (B, H, W*C)`` (the blocks are whole images), or
-    written to ``dx`` as it is for a pointwise window."""
+    """Per block ``r``: unless ``partials`` has no columns, ``partials[r] = dout_r^T P_r``; unless ``dx`` is
+    empty, ``dout_r @ matrix_t`` into the thread's ``dcols`` and folded into ``dx (B, H, W*C)`` (the blocks
+    are whole images), or written to ``dx`` as it is for a pointwise window."""
     rows = dout.shape[0]
     flat = x.reshape(rows if pointwise else 1, x.size // (rows if pointwise else 1))
+    with_dweight = partials.shape[2] > 0
     for block in prange(partials.shape[0]):
         first, stop = _bounds(np.int64(block), rows, size)
         if pointwise:
-            np.dot(dout[first:stop].T, flat[first:stop], partials[block])
+            if with_dweight:
+                np.dot(dout[first:stop].T, flat[first:stop], partials[block])
             if dx.shape[0] > 0:
                 grads = dx.reshape(rows, flat.shape[1])
                 np.dot(dout[first:stop], matrix_t, grads[first:stop])
             continue
         thread = get_thread_id()
-        own = cols[thread]
-        _fill_patches(x, own, first, stop, geo)
-        np.dot(dout[first:stop].T, own[:stop - first], partials[block])
+        if with_dweight:
+            own = cols[thread]
+            _fill_patches(x, own, first, stop, geo)
+            np.dot(dout[first:stop].T, own[:stop - first], partials[block])
         if dx.shape[0] > 0:
             grads = dcols[thread]
             np.dot(dout[first:stop], matrix_t, grads[:stop - first])
@@ -239,8 +242,9 @@ def transposed_window(window):
     return type(window)(window.kernel, (1, 1), padding, window.dilation)
 
 
-def backward(dout, x, weight, has_bias, window, channel_sums):
-    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``.
+def backward(dout, x, weight, has_bias, window, channel_sums, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``; ``needs``: whether
+    ``dx`` and ``dweight`` are wanted (``None`` in their place when not, and not computed).
 
     ``dx`` of a stride-1 window is the forward on ``dout`` (:func:`transposed_window`), in cache
     block by block (at (2, 112, 112, 64) 3x3 -> 64, one thread: backward 65 -> 50 ms against a fold);
@@ -248,10 +252,15 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
     CPU time, forward + backward, against a separate fold pass per image afterwards, the range over 3
     alternating runs of the minimum of 7 calls of ``examples/conv2d_shapes.py --cpu-time --repeat 7``:
     the 7x7 stride-2 stem at (64, 32, 32, 3) 11.8-12.1 -> 9.2-10.1 ms, 3x3 stride 2 at (2, 56, 56, 64)
-    8.87-9.23 -> 8.14-8.50 ms, at (2, 14, 14, 256) 11.8-14.4 -> 10.3-11.1 ms)."""
+    8.87-9.23 -> 8.14-8.50 ms, at (2, 14, 14, 256) 11.8-14.4 -> 10.3-11.1 ms). Without ``dx`` the blocks
+    of a folding window keep their size (whole images), so ``dweight`` is the same to the bit."""
+    want_dx, want_dweight = needs
     transposed = None if is_pointwise(geometry(window, *x.shape[1:3])) else transposed_window(window)
-    dx, dweight = _blocked_gradients(dout, x, weight, window, transposed is None)
-    if transposed:
+    dx = dweight = None
+    if want_dweight or (want_dx and transposed is None):
+        dx, dweight = _blocked_gradients(dout, x, weight, window, want_dx and transposed is None,
+                                         fold_sized=transposed is None, with_dweight=want_dweight)
+    if want_dx and transposed:
         dx = forward(dout, transposed_weight(weight), None, transposed)
     return dx, dweight, channel_sums(dout) if has_bias else None
 
@@ -266,9 +275,10 @@ def weight_gradient(dout, x, weight, window):
     return _blocked_gradients(dout, x, weight, window, False)[1]
 
 
-def _blocked_gradients(dout, x, weight, window, with_dx):
+def _blocked_gradients(dout, x, weight, window, with_dx, fold_sized=False, with_dweight=True):
     """``(dx, dweight)`` from the blocks of :func:`_backward_blocks`; ``dx`` None unless ``with_dx``
-    (a pointwise window writes it directly, other windows fold each block's patch gradients back)."""
+    (a pointwise window writes it directly, other windows fold each block's patch gradients back), ``dweight``
+    None unless ``with_dweight``. The blocks are whole images when ``dx`` is folded or ``fold_sized``."""
     batch, height, width, channels = x.shape
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
@@ -276,16 +286,19 @@ def _blocked_gradients(dout, x, weight, window, with_dx):
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
     folds = with_dx and not pointwise
-    size = image_block_rows(rows, geo.out_h * geo.out_w) if folds else block_rows(rows)
+    size = image_block_rows(rows, geo.out_h * geo.out_w) if (folds or fold_sized) and not pointwise else block_rows(rows)
     columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
-    partials = np.empty((-(-rows // size), out_channels, columns), dtype=x.dtype)
+    partials = np.empty((-(-rows // size), out_channels, columns if with_dweight else 0), dtype=x.dtype)
     dx = np.empty(x.shape if with_dx else (0, 1, 1, 1), dtype=x.dtype)
-    cols = _patch_workspace(1 if pointwise else size, 1 if pointwise else columns, x.dtype)
-    dcols = scratch("conv2d.patch_grads", cols.shape if folds else (1, 1, 1), x.dtype)
+    patches = with_dweight and not pointwise
+    cols = _patch_workspace(size if patches else 1, columns if patches else 1, x.dtype)
+    dcols = scratch("conv2d.patch_grads", (cols.shape[0], size, columns) if folds else (1, 1, 1), x.dtype)
     flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
-    _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials, dx.reshape(dx.shape[0], dx.shape[1], dx.shape[2] * dx.shape[3]),
-                     size, geo, pointwise)
+    _backward_blocks(flat, dout_rows, matrix_t, cols, dcols, partials,
+                     dx.reshape(dx.shape[0], dx.shape[1], dx.shape[2] * dx.shape[3]), size, geo, pointwise)
+    if not with_dweight:
+        return (dx if with_dx else None), None
     dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
     dweight = np.ascontiguousarray(dmatrix.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2))
     return (dx if with_dx else None), dweight

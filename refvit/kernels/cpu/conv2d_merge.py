@@ -74,8 +74,15 @@ def _backward_blocks(x, dout, matrix_t, cols, dcols, partials, dx, size, geo):
         _scatter(grads, dx, first, stop, geo)
 
 
-def backward(dout, x, weight, has_bias, window, channel_sums):
-    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``."""
+def backward(dout, x, weight, has_bias, window, channel_sums, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``; ``channel_sums(dout)`` gives ``dbias`` when ``has_bias``; ``needs``: whether
+    ``dx`` and ``dweight`` are wanted (``None`` in their place when not, and not computed). Without ``dx`` the
+    blocked products of :func:`~refvit.kernels.cpu.conv2d_gemm.weight_gradient` (the same blocks, so the same
+    ``dweight`` to the bit); without ``dweight`` the gemm path's fold, which for these windows is the same copy."""
+    dbias = channel_sums(dout) if has_bias else None
+    if not needs[0] or not needs[1]:
+        dx, dweight = conv2d_gemm._blocked_gradients(dout, x, weight, window, needs[0], with_dweight=needs[1])
+        return dx, dweight, dbias
     batch, height, width, channels = x.shape
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
@@ -92,4 +99,4 @@ def backward(dout, x, weight, has_bias, window, channel_sums):
                      dx.reshape(batch, height, width * channels), size, geo)
     dmatrix = partials.sum(axis=0) if partials.shape[0] > 1 else partials[0]
     dweight = np.ascontiguousarray(dmatrix.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2))
-    return dx, dweight, channel_sums(dout) if has_bias else None
+    return dx, dweight, dbias

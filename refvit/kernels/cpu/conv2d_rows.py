@@ -119,12 +119,16 @@ def forward(x, weight, bias, window):
     return out.reshape(batch, out_h, out_w, out_channels)
 
 
-def backward(dout, x, weight, has_bias, window, channel_sums):
+def backward(dout, x, weight, has_bias, window, channel_sums, needs=(True, True)):
     """-> ``(dx, dweight, dbias)``: ``dx`` by :func:`forward` (or the patch products where this path does
-    not take the transposed convolution), ``dweight`` by the patch products of :mod:`conv2d_gemm`."""
-    transposed = conv2d_gemm.transposed_window(window)
-    flipped = conv2d_gemm.transposed_weight(weight)
-    dx_path = forward if takes(weight.shape[0], transposed) else conv2d_gemm.forward
-    dx = dx_path(np.ascontiguousarray(dout), flipped, None, transposed)
-    dweight = conv2d_gemm.weight_gradient(dout, x, weight, window)
+    not take the transposed convolution), ``dweight`` by the patch products of :mod:`conv2d_gemm`;
+    ``needs``: whether ``dx`` and ``dweight`` are wanted (``None`` in their place when not, and not computed)."""
+    dx = dweight = None
+    if needs[0]:
+        transposed = conv2d_gemm.transposed_window(window)
+        flipped = conv2d_gemm.transposed_weight(weight)
+        dx_path = forward if takes(weight.shape[0], transposed) else conv2d_gemm.forward
+        dx = dx_path(np.ascontiguousarray(dout), flipped, None, transposed)
+    if needs[1]:
+        dweight = conv2d_gemm.weight_gradient(dout, x, weight, window)
     return dx, dweight, channel_sums(dout) if has_bias else None

@@ -199,12 +199,17 @@ def forward(x, weight, bias, window):
     return out
 
 
-def backward(dout, x, weight, has_bias, window):
+def backward(dout, x, weight, has_bias, window, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``; ``needs``: whether ``dx`` and ``dweight`` are wanted (``None`` in their
+    place when not, and not computed)."""
     batch, height, width, channels = x.shape
     out_h, out_w = dout.shape[1], dout.shape[2]
     dout_rows, x_rows = _as_rows(dout), _as_rows(x)
-    dx = np.zeros((batch, height, width, channels), dtype=x.dtype)
-    _grad_input(dout_rows, _tap_rows(weight, out_w), _as_rows(dx), channels, *_window_args(window))
-    taps = weight_gradient(dout_rows, x_rows, weight.shape[2:], channels, _window_args(window))
-    dweight = np.ascontiguousarray(taps.transpose(2, 0, 1))[:, None]
+    dx = dweight = None
+    if needs[0]:
+        dx = np.zeros((batch, height, width, channels), dtype=x.dtype)
+        _grad_input(dout_rows, _tap_rows(weight, out_w), _as_rows(dx), channels, *_window_args(window))
+    if needs[1]:
+        taps = weight_gradient(dout_rows, x_rows, weight.shape[2:], channels, _window_args(window))
+        dweight = np.ascontiguousarray(taps.transpose(2, 0, 1))[:, None]
     return dx, dweight, channel_sums(dout) if has_bias else None

@@ -103,13 +103,18 @@ def forward(x, weight, bias, window):
     return to_host_unless(on_device, out)
 
 
-def backward(dout, x, weight, has_bias, window):
+def backward(dout, x, weight, has_bias, window, needs=(True, True)):
+    """-> ``(dx, dweight, dbias)``; ``needs``: whether ``dx`` and ``dweight`` are wanted (``None`` in their
+    place when not, and their kernels not launched)."""
     on_device = any_device(dout, x, weight)
     dout, x, weight = to_device(dout, x, weight)
-    dx = empty(x.shape, x.dtype)
-    _grad_input_kernel[grid_1d(dx.size)](dout, weight, dx, *_window_args(window))
-    dweight = empty(weight.shape, x.dtype)
-    grid = (_channel_blocks(x.shape[3]), weight.shape[2] * weight.shape[3])
-    _grad_weight_kernel[grid, (CHANNEL_LANES, PIXEL_LANES)](dout, x, dweight, *_window_args(window))
+    dx = dweight = None
+    if needs[0]:
+        dx = empty(x.shape, x.dtype)
+        _grad_input_kernel[grid_1d(dx.size)](dout, weight, dx, *_window_args(window))
+    if needs[1]:
+        dweight = empty(weight.shape, x.dtype)
+        grid = (_channel_blocks(x.shape[3]), weight.shape[2] * weight.shape[3])
+        _grad_weight_kernel[grid, (CHANNEL_LANES, PIXEL_LANES)](dout, x, dweight, *_window_args(window))
     dbias = channel_sums(dout) if has_bias else None
     return to_host_unless(on_device, dx, dweight, dbias)
