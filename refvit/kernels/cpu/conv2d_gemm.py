@@ -286,7 +286,8 @@ def _blocked_gradients(dout, x, weight, window, with_dx, fold_sized=False, with_
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
     folds = with_dx and not pointwise
-    size = image_block_rows(rows, geo.out_h * geo.out_w) if (folds or fold_sized) and not pointwise else block_rows(rows)
+    whole_images = (with_dx or fold_sized) and not pointwise
+    size = image_block_rows(rows, geo.out_h * geo.out_w) if whole_images else block_rows(rows)
     columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
     partials = np.empty((-(-rows // size), out_channels, columns if with_dweight else 0), dtype=x.dtype)
