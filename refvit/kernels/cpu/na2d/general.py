@@ -8,8 +8,10 @@ The window of an axis is given per query by :class:`SteppedBounds`: ``first`` (f
 (number of keys, ``step`` = dilation apart) and ``bias`` (bias index of the first key), from
 :func:`refvit.ops._neighborhood.axis_bounds`.
 
-* forward: ``prange`` over (batch*head, query row); per query the logits, a softmax over the
-  valid slots and the weighted sum of values. Writes only that query's ``out`` and ``attn``.
+* forward: ``prange`` over (batch*head, query row); per query the logits (three keys at a time, so
+  three dot products run side by side), then the exponentials of the whole row in one pass of
+  :func:`refvit.kernels.cpu.vector_math.exp_shifted` (``exp_shifted_for_float32`` for float32), then per
+  query the weights and the weighted sum of values. Writes only that row's ``out`` and ``attn``.
 * backward, queries: the same loop writes ``dlogits`` and ``dq`` of each query (gather), and adds
   ``dlogits`` into per-(map, query row) bias tables, summed over batch and rows afterwards.
 * backward, keys: ``prange`` over (batch*head, key row); each key gathers its ``dk`` and ``dv``
@@ -17,14 +19,17 @@ The window of an axis is given per query by :class:`SteppedBounds`: ``first`` (f
   :func:`refvit.ops._neighborhood.inverse_windows` (:class:`refvit.ops._neighborhood.InverseWindows`, per
   axis; 2-D is their product). No key is written by two threads, so there are no races and no atomics.
 
-Inner loops run over the head dimension with the array's own dtype, so float32 stays float32.
+Inner loops run over the head dimension with the array's own dtype, so float32 stays float32 (the
+exponentials of a float32 row are computed in float64 and rounded). The kernels index the 4-D arrays
+directly rather than through row views: a view per key and query cost 15-30% of the work at 3x3
+windows (figures in ``docs/ops/na2d.md``).
 """
-import math
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu.vector_math import exp_shifted, exp_shifted_for_float32
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
 
@@ -39,74 +44,32 @@ class SteppedBounds(NamedTuple):
 
 
 @njit(cache=True)
-def _dot(a, b):
-    total = a[0] * b[0]
-    for c in range(1, a.shape[0]):
-        total += a[c] * b[c]
-    return total
+def _row_dots(q, k, m, x, y, key_row, first, step, count, scale, logits):
+    """``logits[w] = scale * q[m, x, y] . k[m, key_row, first + step*w]`` for ``w < count``, three keys
+    at a time (three sums side by side, each over the head dimension in order)."""
+    head_dim = q.shape[3]
+    w = 0
+    while w + 3 <= count:
+        c0, c1, c2 = first + step * w, first + step * (w + 1), first + step * (w + 2)
+        a = q[m, x, y, 0]
+        s0, s1, s2 = a * k[m, key_row, c0, 0], a * k[m, key_row, c1, 0], a * k[m, key_row, c2, 0]
+        for c in range(1, head_dim):
+            a = q[m, x, y, c]
+            s0 += a * k[m, key_row, c0, c]
+            s1 += a * k[m, key_row, c1, c]
+            s2 += a * k[m, key_row, c2, c]
+        logits[w], logits[w + 1], logits[w + 2] = scale * s0, scale * s1, scale * s2
+        w += 3
+    while w < count:
+        col = first + step * w
+        s0 = q[m, x, y, 0] * k[m, key_row, col, 0]
+        for c in range(1, head_dim):
+            s0 += q[m, x, y, c] * k[m, key_row, col, c]
+        logits[w] = scale * s0
+        w += 1
 
 
-@njit(cache=True)
-def _dots(query, rows, first, step, count, products):
-    """``products[t] = query . rows[first + step*t]`` for ``t < count``.
-
-    Four keys at a time: four independent sums keep the floating-point units busy while
-    each sum still runs over the head dimension in order (no reassociation)."""
-    t = 0
-    while t + 4 <= count:
-        k0 = rows[first + step * t]
-        k1 = rows[first + step * (t + 1)]
-        k2 = rows[first + step * (t + 2)]
-        k3 = rows[first + step * (t + 3)]
-        first_channel = query[0]
-        s0, s1, s2, s3 = first_channel * k0[0], first_channel * k1[0], first_channel * k2[0], first_channel * k3[0]
-        for c in range(1, query.shape[0]):
-            channel = query[c]
-            s0, s1, s2, s3 = s0 + channel * k0[c], s1 + channel * k1[c], s2 + channel * k2[c], s3 + channel * k3[c]
-        products[t], products[t + 1], products[t + 2], products[t + 3] = s0, s1, s2, s3
-        t += 4
-    if count - t >= 2:
-        k0 = rows[first + step * t]
-        k1 = rows[first + step * (t + 1)]
-        k2 = rows[first + step * (count - 1)]  # the third key, or the second again when two are left
-        s0 = query[0] * k0[0]
-        s1 = query[0] * k1[0]
-        s2 = query[0] * k2[0]
-        for c in range(1, query.shape[0]):
-            s0 += query[c] * k0[c]
-            s1 += query[c] * k1[c]
-            s2 += query[c] * k2[c]
-        products[t] = s0
-        products[t + 1] = s1
-        products[count - 1] = s2
-    elif count - t == 1:
-        products[t] = _dot(query, rows[first + step * t])
-
-
-@njit(cache=True)
-def _weighted_sum(weights, rows, first, step, count, result):
-    """``result += sum_t weights[t] * rows[first + step*t]`` for ``t < count``, four rows per pass."""
-    t = 0
-    while t + 4 <= count:
-        row = first + step * t
-        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
-        for c in range(result.shape[0]):
-            result[c] += (w0 * rows[row, c] + w1 * rows[row + step, c] + w2 * rows[row + 2 * step, c]
-                          + w3 * rows[row + 3 * step, c])
-        t += 4
-    while t < count:
-        _axpy(weights[t], rows[first + step * t], result)
-        t += 1
-
-
-@njit(cache=True)
-def _axpy(alpha, x, y):
-    """``y += alpha * x``."""
-    for c in range(x.shape[0]):
-        y[c] += alpha * x[c]
-
-
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _forward(q, k, v, rpb, heads, scale, rows, cols, kernel_w, out, attn):
     """``rows, cols``: :class:`SteppedBounds`; ``rpb (heads, 2kh-1, 2kw-1)`` (0 rows: none)."""
     row_first, row_count, row_bias, row_step = rows
@@ -118,38 +81,45 @@ def _forward(q, k, v, rpb, heads, scale, rows, cols, kernel_w, out, attn):
         m = task // height
         x = task % height
         head = m % heads
-        logits = np.empty(slots, dtype=q.dtype)
+        # the logits of the whole query row minus each query's largest, -inf in empty slots, so
+        # that one pass of exp_shifted exponentiates them all
+        shifted = np.empty(width * slots)
+        powers = np.empty(width * slots)
+        logits = np.empty(kernel_w, dtype=q.dtype)
         for y in range(width):
-            query = q[m, x, y]
+            row = shifted[y * slots:(y + 1) * slots]
+            row[:] = -np.inf
+            largest = -np.inf
             for u in range(row_count[x]):
-                row_logits = logits[u * kernel_w:(u + 1) * kernel_w]
-                _dots(query, k[m, row_first[x] + row_step * u], col_first[y], col_step, col_count[y], row_logits)
+                _row_dots(q, k, m, x, y, row_first[x] + row_step * u, col_first[y], col_step, col_count[y],
+                          scale, logits)
                 for w in range(col_count[y]):
-                    row_logits[w] *= scale
+                    logit = logits[w]
                     if has_rpb:
-                        row_logits[w] += rpb[head, row_bias[x] + u, col_bias[y] + w]
-            largest = logits[0]
+                        logit += rpb[head, row_bias[x] + u, col_bias[y] + w]
+                    row[u * kernel_w + w] = logit
+                    largest = max(largest, logit)
+            for t in range(slots):
+                row[t] -= largest
+        if out.itemsize == 4:
+            exp_shifted_for_float32(shifted, 0.0, powers)
+        else:
+            exp_shifted(shifted, 0.0, powers)
+        for y in range(width):
+            row = shifted[y * slots:(y + 1) * slots]
+            total = 0.0
+            for t in range(slots):
+                total += row[t]
+            for t in range(slots):
+                attn[m, x, y, t] = row[t] / total
+            out[m, x, y] = 0.0
             for u in range(row_count[x]):
+                key_row = row_first[x] + row_step * u
                 for w in range(col_count[y]):
-                    if logits[u * kernel_w + w] > largest:
-                        largest = logits[u * kernel_w + w]
-            weights = attn[m, x, y]
-            weights[:] = 0.0
-            total = weights[0]
-            for u in range(row_count[x]):
-                for w in range(col_count[y]):
-                    slot = u * kernel_w + w
-                    weights[slot] = math.exp(logits[slot] - largest)
-                    total += weights[slot]
-            inverse_total = 1.0 / total
-            result = out[m, x, y]
-            result[:] = 0.0
-            for u in range(row_count[x]):
-                row_weights = weights[u * kernel_w:(u + 1) * kernel_w]
-                for w in range(col_count[y]):
-                    row_weights[w] *= inverse_total
-                _weighted_sum(row_weights, v[m, row_first[x] + row_step * u], col_first[y], col_step,
-                              col_count[y], result)
+                    p = attn[m, x, y, u * kernel_w + w]
+                    col = col_first[y] + col_step * w
+                    for c in range(head_dim):
+                        out[m, x, y, c] += p * v[m, key_row, col, c]
 
 
 @njit(cache=True, parallel=True)
@@ -160,26 +130,29 @@ def _backward_queries(dout, k, v, out, attn, scale, rows, cols, kernel_w, dlogit
     col_first, col_count, col_bias, col_step = cols
     maps, height, width, head_dim = k.shape
     has_rpb = bias_partials.shape[0] > 0
+    one = dq.dtype.type(1.0)
     for task in prange(maps * height):
         m = task // height
         x = task % height
-        scaled = np.empty(kernel_w, dtype=dq.dtype)
+        dprobs = np.empty(kernel_w, dtype=dq.dtype)
         for y in range(width):
-            grad = dout[m, x, y]
-            grad_dot_out = _dot(grad, out[m, x, y])
-            result = dq[m, x, y]
-            result[:] = 0.0
+            grad_dot_out = dout[m, x, y, 0] * out[m, x, y, 0]
+            for c in range(1, head_dim):
+                grad_dot_out += dout[m, x, y, c] * out[m, x, y, c]
+            dq[m, x, y] = 0.0
             for u in range(row_count[x]):
                 key_row = row_first[x] + row_step * u
-                _dots(grad, v[m, key_row], col_first[y], col_step, col_count[y], scaled)
+                _row_dots(dout, v, m, x, y, key_row, col_first[y], col_step, col_count[y], one, dprobs)
                 for w in range(col_count[y]):
                     slot = u * kernel_w + w
-                    dlogit = attn[m, x, y, slot] * (scaled[w] - grad_dot_out)
+                    dlogit = attn[m, x, y, slot] * (dprobs[w] - grad_dot_out)
                     dlogits[m, x, y, slot] = dlogit
-                    scaled[w] = scale * dlogit
                     if has_rpb:
                         bias_partials[m, x, row_bias[x] + u, col_bias[y] + w] += dlogit
-                _weighted_sum(scaled, k[m, key_row], col_first[y], col_step, col_count[y], result)
+                    scaled = scale * dlogit
+                    col = col_first[y] + col_step * w
+                    for c in range(head_dim):
+                        dq[m, x, y, c] += scaled * k[m, key_row, col, c]
 
 
 @njit(cache=True, parallel=True)
@@ -192,33 +165,22 @@ def _backward_keys(q, dout, attn, dlogits, scale, rows, cols, kernel_w, dk, dv):
         m = task // height
         key_row = task % height
         for key_col in range(width):
-            grad_k = dk[m, key_row, key_col]
-            grad_v = dv[m, key_row, key_col]
-            grad_k[:] = 0.0
-            grad_v[:] = 0.0
+            dk[m, key_row, key_col] = 0.0
+            dv[m, key_row, key_col] = 0.0
             for a in range(row_count[key_row]):
                 x = row_queries[key_row, a]
                 first_slot = row_slots[key_row, a] * kernel_w
-                queries = col_queries[key_col]
-                slots = col_slots[key_col]
-                b = 0
-                while b + 2 <= col_count[key_col]:
-                    y0, y1 = queries[b], queries[b + 1]
-                    d0 = dlogits[m, x, y0, first_slot + slots[b]]
-                    d1 = dlogits[m, x, y1, first_slot + slots[b + 1]]
-                    p0 = attn[m, x, y0, first_slot + slots[b]]
-                    p1 = attn[m, x, y1, first_slot + slots[b + 1]]
-                    q0, q1, g0, g1 = q[m, x, y0], q[m, x, y1], dout[m, x, y0], dout[m, x, y1]
+                for b in range(col_count[key_col]):
+                    y = col_queries[key_col, b]
+                    slot = first_slot + col_slots[key_col, b]
+                    d = dlogits[m, x, y, slot]
+                    p = attn[m, x, y, slot]
                     for c in range(head_dim):
-                        grad_k[c] += d0 * q0[c] + d1 * q1[c]
-                        grad_v[c] += p0 * g0[c] + p1 * g1[c]
-                    b += 2
-                if b < col_count[key_col]:
-                    y0 = queries[b]
-                    _axpy(dlogits[m, x, y0, first_slot + slots[b]], q[m, x, y0], grad_k)
-                    _axpy(attn[m, x, y0, first_slot + slots[b]], dout[m, x, y0], grad_v)
+                        dk[m, key_row, key_col, c] += d * q[m, x, y, c]
+                    for c in range(head_dim):
+                        dv[m, key_row, key_col, c] += p * dout[m, x, y, c]
             for c in range(head_dim):
-                grad_k[c] *= scale
+                dk[m, key_row, key_col, c] *= scale
 
 
 def _axes(height, width, options):
