@@ -28,7 +28,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu import stripe_small
 from refvit.kernels.cpu.attention import _row_dot, _row_max
+from refvit.kernels.cpu.stripe_tiles import _add_lepe, _gather, _lepe_partials, _scatter
 from refvit.kernels.cpu.vector_math import exp_shifted
 
 # Scratch elements of one ``(rows, n)`` tile of logits: larger windows are split into query tiles.
@@ -74,79 +76,6 @@ def _window(index, heads, window_rows, window_cols, stripe_h, stripe_w):
     window_row = index % window_rows
     index //= window_rows
     return index // heads, index % heads, window_row * stripe_h, window_col * stripe_w
-
-
-@njit(cache=True)
-def _gather(plane, top, left, tile):
-    """``tile[t] = plane[top + t // sw, left + t % sw]``: the window's tokens, row-major, as ``(n, d)``."""
-    stripe_h, stripe_w, depth = tile.shape
-    for y in range(stripe_h):
-        for x in range(stripe_w):
-            source, target = plane[top + y, left + x], tile[y, x]
-            for j in range(depth):  # element by element: a row assignment compiled Numba's array setitem
-                target[j] = source[j]
-
-
-@njit(cache=True)
-def _scatter(tile, top, left, plane):
-    """Inverse of :func:`_gather`: ``plane[top + y, left + x] = tile[y, x]`` (rounded to the plane's dtype)."""
-    stripe_h, stripe_w, depth = tile.shape
-    for y in range(stripe_h):
-        for x in range(stripe_w):
-            source, target = tile[y, x], plane[top + y, left + x]
-            for j in range(depth):
-                target[j] = source[j]
-
-
-@njit(cache=True)
-def _add_lepe(source, taps, direction, target):
-    """``target[y, x] += sum_{a,e} taps[a, e] * source[y + direction(a-1), x + direction(e-1)]`` over the
-    neighbours inside the window; ``source``, ``target`` are ``(sh, sw, d)`` tiles, ``taps`` ``(3, 3, d)``.
-
-    ``direction = 1``: the LePE forward (``source`` = values); ``-1``: its transpose (gradients, for ``dv``).
-    """
-    stripe_h, stripe_w, head_dim = source.shape
-    for y in range(stripe_h):
-        for x in range(stripe_w):
-            row = target[y, x]
-            for a in range(3):
-                yy = y + direction * (a - 1)
-                if yy < 0 or yy >= stripe_h:
-                    continue
-                for e in range(3):
-                    xx = x + direction * (e - 1)
-                    if xx < 0 or xx >= stripe_w:
-                        continue
-                    tap, neighbour = taps[a, e], source[yy, xx]
-                    for j in range(head_dim):
-                        row[j] += tap[j] * neighbour[j]
-
-
-@njit(cache=True)
-def _lepe_partials(grads, values, dtaps, dbias):
-    """``dtaps[a, e] = sum_{y,x} G[y, x] v[y + a - 1, x + e - 1]`` inside the window, ``dbias = sum G`` (float64)."""
-    stripe_h, stripe_w, head_dim = grads.shape
-    for j in range(head_dim):
-        dbias[j] = 0.0
-        for a in range(3):
-            for e in range(3):
-                dtaps[a, e, j] = 0.0
-    for y in range(stripe_h):
-        for x in range(stripe_w):
-            g = grads[y, x]
-            for j in range(head_dim):
-                dbias[j] += g[j]
-            for a in range(3):
-                yy = y + a - 1
-                if yy < 0 or yy >= stripe_h:
-                    continue
-                for e in range(3):
-                    xx = x + e - 1
-                    if xx < 0 or xx >= stripe_w:
-                        continue
-                    slot, neighbour = dtaps[a, e], values[yy, xx]
-                    for j in range(head_dim):
-                        slot[j] += g[j] * neighbour[j]
 
 
 @njit(cache=True, parallel=True)
@@ -293,6 +222,9 @@ def forward(q, k, v, lepe_weight, lepe_bias, stripe_size, scale):
     taps, bias, has_lepe = _lepe_tables(lepe_weight, lepe_bias, heads, head_dim, q.dtype)
     out = np.empty_like(q)
     logsumexp = np.empty(q.shape[:4])
+    if stripe_size[0] * stripe_size[1] <= stripe_small.FORWARD_TOKENS:
+        stripe_small.forward(q, k, v, (taps, bias, has_lepe), stripe_size, float(scale), out, logsumexp)
+        return out, (q, k, v, taps, has_lepe, logsumexp)
     _forward_windows(q, k, v, taps, bias, has_lepe, _stripes(stripe_size), float(scale), out, logsumexp)
     return out, (q, k, v, taps, has_lepe, logsumexp)
 
@@ -302,6 +234,11 @@ def backward(dout, saved, has_bias, stripe_size, scale):
     q, k, v, taps, has_lepe, logsumexp = saved
     dout = np.ascontiguousarray(dout)
     batch, heads, head_dim = q.shape[0], q.shape[1], q.shape[4]
+    if stripe_size[0] * stripe_size[1] <= stripe_small.BACKWARD_TOKENS:
+        dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+        dtaps, dbias = stripe_small.backward(Inputs(dout, q, k, v, logsumexp, taps, has_lepe, float(scale)),
+                                             stripe_size, dq, dk, dv)
+        return (dq, dk, dv) + _lepe_gradients(dtaps, dbias, has_bias, q.dtype)
     n_windows = _window_count(q.shape, stripe_size) if has_lepe else 1
     dtaps_windows = np.zeros((n_windows, 3, 3, head_dim))
     dbias_windows = np.zeros((n_windows, head_dim))
@@ -312,6 +249,14 @@ def backward(dout, saved, has_bias, stripe_size, scale):
         return dq, dk, dv, None, None
     # windows are ordered (batch, head, window): sum each head's windows over the batch
     dtaps = dtaps_windows.reshape(batch, heads, -1, 3, 3, head_dim).sum(axis=(0, 2))
-    dweight = dtaps.transpose(0, 3, 1, 2).reshape(heads * head_dim, 1, 3, 3).astype(q.dtype)
-    dbias = dbias_windows.reshape(batch, heads, -1, head_dim).sum(axis=(0, 2)).reshape(heads * head_dim)
-    return dq, dk, dv, dweight, (dbias.astype(q.dtype) if has_bias else None)
+    dbias = dbias_windows.reshape(batch, heads, -1, head_dim).sum(axis=(0, 2))
+    return (dq, dk, dv) + _lepe_gradients(dtaps, dbias, has_bias, q.dtype)
+
+
+def _lepe_gradients(dtaps, dbias, has_bias, dtype):
+    """Per-head sums ``dtaps (heads, 3, 3, d)``, ``dbias (heads, d)`` (None: no LePE) -> ``(dweight, dbias)``."""
+    if dtaps is None:
+        return None, None
+    heads, head_dim = dbias.shape
+    dweight = dtaps.transpose(0, 3, 1, 2).reshape(heads * head_dim, 1, 3, 3).astype(dtype)
+    return dweight, (dbias.reshape(heads * head_dim).astype(dtype) if has_bias else None)

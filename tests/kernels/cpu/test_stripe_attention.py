@@ -1,11 +1,13 @@
 """The `cpu` stripe-attention kernels' own code paths: query tiles inside a window, the per-window
-LePE parameter gradients, one thread against all threads, and float64 agreement with `numpy`."""
+LePE parameter gradients, the loop kernels of small windows (blocks of windows side by side, the last
+one partly filled), one thread against all threads, and float64 agreement with `numpy`."""
 import numpy as np
 import pytest
 
 from refvit import ops
 from refvit.kernels.cpu import _threads
 from refvit.kernels.cpu import stripe_attention as kernel
+from refvit.kernels.cpu import stripe_small
 from refvit.testing import assert_close
 
 op = ops.stripe_attention
@@ -88,6 +90,64 @@ def test_one_thread_and_all_threads_agree_exactly(monkeypatch, rng, dtype):
 
 def test_float32_matches_numpy(rng):
     shape, stripe_size = (1, 2, 14, 14, 8), (14, 7)
+    q, k, v, kwargs = _inputs(rng, shape, dtype=np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    expected = _forward_backward("numpy", q, k, v, stripe_size, kwargs, dout)
+    got = _forward_backward("cpu", q, k, v, stripe_size, kwargs, dout)
+    for g, e in zip(got, expected):
+        assert g.dtype == np.float32
+        assert_close(g, e, rtol=2e-4, atol=2e-4)
+
+
+# Small windows (the loop kernels): 80 windows of a head make a full block of 64 and one of 16; 16 tokens
+# take the loop forward and the BLAS backward; a block with a single window; one-token windows.
+SMALL_PROBLEMS = [((5, 2, 4, 8, 3), (1, 2)), ((3, 1, 8, 8, 4), (8, 2)), ((2, 3, 4, 6, 5), (2, 3)),
+                  ((1, 1, 2, 4, 2), (2, 4)), ((70, 1, 1, 1, 2), (1, 1))]
+
+
+@pytest.mark.parametrize("shape, stripe_size", SMALL_PROBLEMS)
+@pytest.mark.parametrize("lepe", ["none", "weight", "weight_and_bias"])
+def test_small_windows_match_numpy(rng, shape, stripe_size, lepe):
+    assert stripe_size[0] * stripe_size[1] <= stripe_small.FORWARD_TOKENS
+    _assert_matches_numpy(rng, shape, stripe_size, lepe)
+
+
+@pytest.mark.parametrize("stripe_size", [(4, 5), (20, 1), (10, 10)])
+def test_loop_kernels_on_larger_windows_match_numpy(monkeypatch, rng, stripe_size):
+    monkeypatch.setattr(stripe_small, "FORWARD_TOKENS", 1000)
+    monkeypatch.setattr(stripe_small, "BACKWARD_TOKENS", 1000)
+    _assert_matches_numpy(rng, (2, 2, 20, 20, 3), stripe_size)
+
+
+@pytest.mark.parametrize("stripe_size, forward_loops, backward_loops", [((8, 2), True, False), ((2, 4), True, True),
+                                                                        ((4, 5), False, False)])
+def test_window_size_picks_the_kernels(monkeypatch, rng, stripe_size, forward_loops, backward_loops):
+    called = []
+    for name in ("_forward_blocks", "_backward_blocks"):
+        compiled = getattr(stripe_small, name)
+        monkeypatch.setattr(stripe_small, name, lambda *args, _f=compiled, _n=name: called.append(_n) or _f(*args))
+    q, k, v, kwargs = _inputs(rng, (1, 1, 8, 20, 2))
+    _forward_backward("cpu", q, k, v, stripe_size, kwargs, np.ones_like(q))
+    assert called == ["_forward_blocks"] * forward_loops + ["_backward_blocks"] * backward_loops
+
+
+@pytest.mark.parametrize("shape, stripe_size", [((70, 2, 2, 4, 4), (2, 1)), ((9, 1, 8, 8, 4), (8, 2))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_windows_one_thread_and_all_threads_agree_exactly(monkeypatch, rng, shape, stripe_size, dtype):
+    q, k, v, kwargs = _inputs(rng, shape, dtype=dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
+    parallel = _forward_backward("cpu", q, k, v, stripe_size, kwargs, dout)
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 1 << 62)
+    serial = _forward_backward("cpu", q, k, v, stripe_size, kwargs, dout)
+    for p, s in zip(parallel, serial):
+        assert p.dtype == dtype
+        np.testing.assert_array_equal(p, s)
+
+
+@pytest.mark.parametrize("stripe_size", [(8, 2), (2, 4), (1, 1)])
+def test_small_windows_float32_matches_numpy(rng, stripe_size):
+    shape = (9, 2, 8, 8, 16)
     q, k, v, kwargs = _inputs(rng, shape, dtype=np.float32)
     dout = rng.standard_normal(shape).astype(np.float32)
     expected = _forward_backward("numpy", q, k, v, stripe_size, kwargs, dout)
