@@ -84,7 +84,7 @@ def _add_lepe_lanes(source, taps, direction, target):
                     if xx < 0 or xx >= stripe_w:
                         continue
                     for j in range(head_dim):
-                        tap, neighbour, row = float(taps[a, e, j]), source[yy, xx, j], target[y, x, j]
+                        tap, neighbour, row = taps[a, e, j], source[yy, xx, j], target[y, x, j]
                         for w in range(lanes):
                             row[w] += tap * neighbour[w]
 
@@ -92,7 +92,8 @@ def _add_lepe_lanes(source, taps, direction, target):
 @njit(cache=True)
 def _lepe_partials_lanes(grads, values, taps_lanes, bias_lanes):
     """``taps_lanes[a, e, :, w] = sum_{y,x} G[y, x, :, w] v[y + a - 1, x + e - 1, :, w]`` inside the window and
-    ``bias_lanes[:, w] = sum_{y,x} G[y, x, :, w]`` (float64): each window's LePE parameter gradient."""
+    ``bias_lanes[:, w] = sum_{y,x} G[y, x, :, w]``: each window's LePE parameter gradient, summed in float64
+    (the products in the inputs' dtype, as :func:`refvit.kernels.cpu.stripe_tiles._lepe_partials`)."""
     stripe_h, stripe_w, head_dim, lanes = grads.shape
     taps_lanes[:] = 0.0
     bias_lanes[:] = 0.0
@@ -113,7 +114,7 @@ def _lepe_partials_lanes(grads, values, taps_lanes, bias_lanes):
                     for j in range(head_dim):
                         g, neighbour, total = grads[y, x, j], values[yy, xx, j], taps_lanes[a, e, j]
                         for w in range(lanes):
-                            total[w] += float(g[w]) * float(neighbour[w])
+                            total[w] += g[w] * neighbour[w]
 
 
 @njit(cache=True)

@@ -14,13 +14,13 @@ The arithmetic is that of :mod:`refvit.kernels.cpu.stripe_attention`, one query 
 
 * ``_forward_blocks``: ``s_t = scale (q_i . k_t)`` (summed over ``d`` in the inputs' dtype, as BLAS
   does), ``m = max_t s_t``, ``E_t = exp(s_t - m)`` (:func:`refvit.kernels.cpu.vector_math.exp_shifted`),
-  ``l = sum_t E_t`` and ``A_i = sum_t E_t v_t / l`` in float64, plus the bias and the LePE taps, rounded
-  once on store; ``lse_i = m + log l``.
+  ``l = sum_t E_t`` (float64), ``sum_t E_t v_t`` (the inputs' dtype), ``A_i`` its quotient by ``l`` in
+  float64, plus the bias and the LePE taps, rounded once on store; ``lse_i = m + log l``.
 * ``_backward_blocks``: ``P_t = exp(scale q_i . k_t - lse_i)``, ``dP_t = g_i . v_t``,
   ``delta = sum_t P_t dP_t`` (float64), ``D_t = scale P_t (dP_t - delta)``, ``dq_i = sum_t D_t k_t``;
   with ``P`` and ``D`` of all rows kept (``(n, n, lanes)``), ``dk_t = sum_i D_it q_i`` and
-  ``dv_t = sum_i P_it g_i`` (float64, rounded once on store), then the LePE transpose into ``dv`` and the
-  window's LePE parameter gradients.
+  ``dv_t = sum_i P_it g_i`` (the inputs' dtype, as the BLAS kernel), then the LePE transpose into ``dv``
+  and the window's LePE parameter gradients (float64).
 """
 import numpy as np
 from numba import njit, prange
@@ -61,14 +61,15 @@ def _dots(rows, i, columns, out):
 
 @njit(cache=True)
 def _weighted_sum(weights, values, j, out):
-    """``out[w] = sum_t weights[t, w] values[t, j, w]`` in float64; ``weights (n, lanes)``, ``values (n, d, lanes)``."""
+    """``out[w] = sum_t weights[t, w] values[t, j, w]`` in ``out``'s dtype (that of the inputs, as BLAS
+    sums); ``weights (n, lanes)``, ``values (n, d, lanes)``."""
     n, lanes = weights.shape
     for w in range(lanes):
         out[w] = 0.0
     for t in range(n):
         weight, value = weights[t], values[t, j]
         for w in range(lanes):
-            out[w] += float(weight[w]) * value[w]
+            out[w] += weight[w] * value[w]
 
 
 @njit(cache=True)
@@ -103,6 +104,7 @@ def _forward_blocks(q, k, v, lepe, stripes, scale, out, logsumexp):
         largest = np.empty(LANES, dtype=q.dtype)
         powers = np.empty(LANES, dtype=q.dtype)
         totals = np.empty(LANES)
+        weighted = np.empty(LANES, dtype=q.dtype)
         result = np.empty((stripe_h, stripe_w, head_dim, LANES))
         result_rows = result.reshape(n, head_dim, LANES)
         lse = np.empty((stripe_h, stripe_w, 1, LANES))
@@ -122,10 +124,10 @@ def _forward_blocks(q, k, v, lepe, stripes, scale, out, logsumexp):
                 for w in range(LANES):
                     totals[w] += row[w]
             for j in range(head_dim):
+                _weighted_sum(logits, values, j, weighted)
                 acc = result_rows[i, j]
-                _weighted_sum(logits, values, j, acc)
                 for w in range(LANES):
-                    acc[w] = acc[w] / totals[w]
+                    acc[w] = weighted[w] / totals[w]
             for w in range(LANES):
                 lse_rows[i, w] = largest[w] + np.log(totals[w])
         if has_lepe:
@@ -165,7 +167,7 @@ def _backward_blocks(inputs, stripes, grads):
         delta = np.empty(LANES)
         probs_t = np.empty((n, n, LANES), dtype=q.dtype)     # [t, i]: P and D of every query row
         dlogits_t = np.empty((n, n, LANES), dtype=q.dtype)
-        results = np.empty((3, stripe_h, stripe_w, head_dim, LANES))   # dq, dk, dv (float64)
+        results = np.empty((3, stripe_h, stripe_w, head_dim, LANES), dtype=q.dtype)   # dq, dk, dv
         dq_rows, dk_rows = results[0].reshape(n, head_dim, LANES), results[1].reshape(n, head_dim, LANES)
         dv_rows = results[2].reshape(n, head_dim, LANES)
         for i in range(n):
