@@ -15,6 +15,8 @@ the same problem as ``(B, H*W, heads*d)`` tokens. Each line gives, in ms, the mi
 over ``--repeat`` calls after one warm-up call: the forward, then forward + backward. The last line of
 each model adds up its calls' minima, each shape counted as often as one forward of the model runs it.
 ``--filter TEXT`` keeps the shapes whose label contains TEXT; ``--batch`` replaces every batch size.
+``--path blas`` or ``--path loops`` sends every window, forward and backward, to that ``cpu`` kernel
+(``refvit/kernels/cpu/stripe_attention.py`` or ``stripe_small.py``) instead of the one its size picks.
 """
 import argparse
 import statistics
@@ -48,7 +50,18 @@ def _arguments(argv=None):
     parser.add_argument("--torch", action="store_true", help="time the PyTorch port's LePEBranch instead")
     parser.add_argument("--filter", default="", help="only shapes whose label contains this text")
     parser.add_argument("--batch", type=int, default=None, help="replace every batch size (a quick run)")
+    parser.add_argument("--path", choices=["entry", "blas", "loops"], default="entry",
+                        help="the cpu kernel: the one the window size picks, or one forced")
     return parser.parse_args(argv)
+
+
+def _force_path(path):
+    """Every window size to the BLAS (``blas``) or the loop (``loops``) kernels; ``entry`` leaves the rule."""
+    from refvit.kernels.cpu import stripe_small
+
+    if path != "entry":
+        tokens = 0 if path == "blas" else 1 << 62
+        stripe_small.FORWARD_TOKENS = stripe_small.BACKWARD_TOKENS = tokens
 
 
 def _timed(fn, repeat, clock):
@@ -113,7 +126,9 @@ def main(argv=None):
         pin_one_thread()
     import numpy as np
 
-    side, clock = side_and_clock(args.torch, args.cpu_time, "refvit cpu")
+    side, clock = side_and_clock(args.torch, args.cpu_time, f"refvit cpu ({args.path})")
+    if not args.torch:
+        _force_path(args.path)
     print(f"{side}, float32, {'one thread, CPU' if args.cpu_time else 'wall'} time in ms, "
           f"min / median of {args.repeat}: forward | forward + backward")
     rng = np.random.default_rng(0)

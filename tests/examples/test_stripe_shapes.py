@@ -24,7 +24,8 @@ def _rows(lines):
     return rows
 
 
-@pytest.mark.parametrize("extra, side", [([], "refvit cpu"), (["--torch"], "PyTorch")])
+@pytest.mark.parametrize("extra, side", [([], "refvit cpu (entry)"), (["--path", "blas"], "refvit cpu (blas)"),
+                                         (["--path", "loops"], "refvit cpu (loops)"), (["--torch"], "PyTorch")])
 def test_one_thread_run_prints_its_shape_and_the_sum(extra, side):
     env = {name: value for name, value in os.environ.items() if name not in THREAD_VARIABLES}
     command = [sys.executable, os.path.join(EXAMPLES, "stripe_shapes.py"), "--cpu-time", "--repeat", "2",
@@ -53,3 +54,19 @@ def test_every_nano_shape_runs_and_sums_by_its_calls(capsys, extra):
     both = sum(calls * row[3] for (_, calls), row in zip(nano, rows))
     total = lines[-1].split()
     assert float(total[3]) == pytest.approx(forward, abs=0.01) and float(total[5]) == pytest.approx(both, abs=0.01)
+
+
+@pytest.mark.parametrize("path", ["blas", "loops"])
+def test_a_forced_path_takes_every_window(monkeypatch, capsys, path):
+    from refvit.kernels.cpu import stripe_small
+
+    for name in ("FORWARD_TOKENS", "BACKWARD_TOKENS"):
+        monkeypatch.setattr(stripe_small, name, getattr(stripe_small, name))  # restored after the test
+    called = []
+    for name in ("_forward_blocks", "_backward_blocks"):
+        compiled = getattr(stripe_small, name)
+        monkeypatch.setattr(stripe_small, name, lambda *args, _f=compiled, _n=name: called.append(_n) or _f(*args))
+    script = load_example("stripe_shapes")
+    script.main(["--repeat", "1", "--batch", "1", "--filter", "cswin_tiny s4", "--path", path])
+    assert capsys.readouterr().out.startswith(f"refvit cpu ({path})")
+    assert bool(called) == (path == "loops") and set(called) <= {"_forward_blocks", "_backward_blocks"}

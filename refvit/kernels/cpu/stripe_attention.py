@@ -1,5 +1,14 @@
 r"""Stripe attention with LePE on the CPU, one window at a time with BLAS products.
 
+Windows of at most :data:`refvit.kernels.cpu.stripe_small.FORWARD_TOKENS` tokens (forward) or
+:data:`~refvit.kernels.cpu.stripe_small.BACKWARD_TOKENS` (backward) go to the loop kernels of
+:mod:`refvit.kernels.cpu.stripe_small` instead, which take 64 windows side by side: on cswin_nano's windows
+(16, 8, 2, 1 tokens, d = 16, batch 64) the 11 calls of a forward took 3.2 ms instead of 7.3-7.9 and
+forward + backward 9.6-9.7 ms instead of 18.0-20.1 (``python examples/stripe_shapes.py --cpu-time
+--repeat 7``, one thread, float32, 3 runs alternating with the BLAS-only kernels; PyTorch's port 5.5-5.6
+and 19.5-20.6 ms). Both kernels save the same log-sum-exp, so either backward follows either forward.
+The BLAS kernels, for larger windows (cswin_tiny's 49 to 98 tokens):
+
 The ``prange`` of both kernels runs over the windows ``(batch, head, window-row, window-col)``; an
 iteration copies its window's tokens into contiguous ``(n, d)`` scratch tiles (``n = sh*sw``, tokens
 row-major inside the window), works on them with ``np.dot`` (which Numba hands to BLAS, as the NumPy
