@@ -57,136 +57,189 @@ def _copy_queries(rows, y0, step, count, dst):
 
 
 @njit(cache=True)
-def _copy_band(plane, first_row, row_step, row_count, first_col, col_step, band, dst):
-    """``dst[u*band + c] = plane[first_row + row_step*u, first_col + col_step*c]``."""
-    for u in range(row_count):
-        row = plane[first_row + row_step * u]
-        if col_step == 1:  # the band of a key row is one contiguous block
-            dst[u * band:(u + 1) * band] = row[first_col:first_col + band]
-        else:
-            for c in range(band):
-                dst[u * band + c] = row[first_col + col_step * c]
+def _tiles(cols, width):
+    """The column tiles of a map, dilation group by group: per tile its first query column, query
+    count, and the first column and width (in group columns) of its key band."""
+    step = cols[3]
+    total = 0
+    for group in range(min(step, width)):
+        total += ((width - group + step - 1) // step + TILE - 1) // TILE
+    tiles = np.empty((total, 4), np.int64)
+    i = 0
+    for group in range(min(step, width)):
+        group_cols = (width - group + step - 1) // step
+        for j0 in range(0, group_cols, TILE):
+            count = min(TILE, group_cols - j0)
+            y0 = group + step * j0
+            first_col, band = _band(cols, y0, count)
+            tiles[i, 0], tiles[i, 1], tiles[i, 2], tiles[i, 3] = y0, count, first_col, band
+            i += 1
+    return tiles
 
 
 @njit(cache=True)
-def _add_band(src, first_row, row_step, row_count, first_col, col_step, band, plane):
-    """``plane[first_row + row_step*u, first_col + col_step*c] += src[u*band + c]``."""
-    width = src.shape[1]
-    for u in range(row_count):
-        row = plane[first_row + row_step * u]
+def _copy_strip(plane, row_group, row_step, first_col, col_step, band, dst):
+    """``dst[i*band + c] = plane[row_group + row_step*i, first_col + col_step*c]`` for every row ``i`` of
+    the row dilation group: the band's columns of the whole map height, so that the band of any query
+    row of the group is the contiguous block ``dst[i0*band:(i0 + rows)*band]``."""
+    head_dim = plane.shape[2]
+    i = 0
+    for r in range(row_group, plane.shape[0], row_step):
         for c in range(band):
-            target = row[first_col + col_step * c]
-            source = src[u * band + c]
-            for e in range(width):
-                target[e] += source[e]
+            col = first_col + col_step * c
+            for e in range(head_dim):
+                dst[i * band + c, e] = plane[r, col, e]
+        i += 1
+
+
+@njit(cache=True)
+def _add_strip(src, row_group, row_step, first_col, col_step, band, plane):
+    """The inverse of :func:`_copy_strip`, adding: ``plane[row_group + row_step*i, first_col +
+    col_step*c] += src[i*band + c]``."""
+    head_dim = plane.shape[2]
+    i = 0
+    for r in range(row_group, plane.shape[0], row_step):
+        for c in range(band):
+            col = first_col + col_step * c
+            for e in range(head_dim):
+                plane[r, col, e] += src[i * band + c, e]
+        i += 1
+
+
+@njit(cache=True)
+def _add_into(src, dst):
+    """``dst += src``, both ``(n, d)``."""
+    for i in range(src.shape[0]):
+        for e in range(src.shape[1]):
+            dst[i, e] += src[i, e]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _forward(q, k, v, rpb, heads, scale, rows, cols, kernel, out, attn):
     """``q, k, v, out (maps, H, W, d)``, ``attn (maps, H, W, kh*kw)``, ``rpb (heads, 2kh-1, 2kw-1)``
-    (0 rows: none), ``rows, cols``: :class:`refvit.kernels.cpu.na2d.general.SteppedBounds`, ``kernel = (kh, kw)``."""
+    (0 rows: none), ``rows, cols``: :class:`refvit.kernels.cpu.na2d.general.SteppedBounds`, ``kernel = (kh, kw)``.
+
+    One ``prange`` task per (map, column tile, row dilation group): the band's keys and values of the
+    whole group are copied once (a *strip*), and every query row of the group takes its band from it."""
     row_first, row_count, row_bias, row_step = rows
     col_first, col_count, col_bias, col_step = cols
     kernel_h, kernel_w = kernel
     maps, height, width, head_dim = q.shape
     slots = kernel_h * kernel_w
     has_rpb = rpb.shape[1] > 0
-    span = kernel_h * (TILE + kernel_w - 1)
-    for task in prange(maps * height):
-        m = task // height
-        x = task % height
+    tiles = _tiles(cols, width)
+    widest = 0
+    for i in range(tiles.shape[0]):
+        widest = max(widest, tiles[i, 3])
+    row_groups = min(row_step, height)
+    strip_rows = (height + row_step - 1) // row_step
+    per_map = tiles.shape[0] * row_groups
+    for task in prange(maps * per_map):
+        m = task // per_map
+        tile = (task % per_map) // row_groups
+        row_group = task % row_groups
         head = m % heads
-        used_rows = row_count[x]
+        y0, count, first_col, band = tiles[tile, 0], tiles[tile, 1], tiles[tile, 2], tiles[tile, 3]
         queries = np.empty((TILE, head_dim), q.dtype)
-        keys = np.empty((span, head_dim), q.dtype)
-        values = np.empty((span, head_dim), q.dtype)
-        weights = np.empty(TILE * span, q.dtype)
+        keys = np.empty((strip_rows * widest, head_dim), q.dtype)
+        values = np.empty((strip_rows * widest, head_dim), q.dtype)
+        weights = np.empty(TILE * kernel_h * widest, q.dtype)
         logits = np.empty(TILE * slots)
         powers = np.empty(TILE * slots)
-        for group in range(min(col_step, width)):
-            group_cols = (width - group + col_step - 1) // col_step
-            for j0 in range(0, group_cols, TILE):
-                count = min(TILE, group_cols - j0)
-                y0 = group + col_step * j0
-                first_col, band = _band(cols, y0, count)
-                n_b = used_rows * band
-                _copy_queries(q[m, x], y0, col_step, count, queries)
-                _copy_band(k[m], row_first[x], row_step, used_rows, first_col, col_step, band, keys)
-                _copy_band(v[m], row_first[x], row_step, used_rows, first_col, col_step, band, values)
-                products = np.dot(queries[:count], keys[:n_b].T)
-                for j in range(count):
-                    y = y0 + col_step * j
-                    offset = (col_first[y] - first_col) // col_step
-                    row = logits[j * slots:(j + 1) * slots]
-                    row[:] = -np.inf
-                    largest = -np.inf
-                    for u in range(used_rows):
-                        for w in range(col_count[y]):
-                            logit = scale * products[j, u * band + offset + w]
-                            if has_rpb:
-                                logit += rpb[head, row_bias[x] + u, col_bias[y] + w]
-                            row[u * kernel_w + w] = logit
-                            largest = max(largest, row[u * kernel_w + w])
-                    for t in range(slots):
-                        row[t] -= largest
-                if out.itemsize == 4:  # float32 results: the cheaper polynomial is exact enough
-                    exp_shifted_for_float32(logits[:count * slots], 0.0, powers)
-                else:
-                    exp_shifted(logits[:count * slots], 0.0, powers)
-                dense = weights[:count * n_b].reshape((count, n_b))
-                dense[:] = 0.0
-                for j in range(count):
-                    y = y0 + col_step * j
-                    offset = (col_first[y] - first_col) // col_step
-                    row = logits[j * slots:(j + 1) * slots]
-                    total = 0.0
-                    for t in range(slots):
-                        total += row[t]
-                    probs = attn[m, x, y]
-                    for t in range(slots):
-                        probs[t] = row[t] / total
-                    for u in range(used_rows):
-                        for w in range(col_count[y]):
-                            dense[j, u * band + offset + w] = probs[u * kernel_w + w]
-                result = np.dot(dense, values[:n_b])
-                for j in range(count):
-                    out[m, x, y0 + col_step * j] = result[j]
+        _copy_strip(k[m], row_group, row_step, first_col, col_step, band, keys)
+        _copy_strip(v[m], row_group, row_step, first_col, col_step, band, values)
+        for x in range(height):
+            if row_first[x] % row_step != row_group:
+                continue
+            used_rows = row_count[x]
+            n_b = used_rows * band
+            lo = (row_first[x] - row_group) // row_step * band
+            _copy_queries(q[m, x], y0, col_step, count, queries)
+            products = np.dot(queries[:count], keys[lo:lo + n_b].T)
+            for j in range(count):
+                y = y0 + col_step * j
+                offset = (col_first[y] - first_col) // col_step
+                row = logits[j * slots:(j + 1) * slots]
+                row[:] = -np.inf
+                largest = -np.inf
+                for u in range(used_rows):
+                    for w in range(col_count[y]):
+                        logit = scale * products[j, u * band + offset + w]
+                        if has_rpb:
+                            logit += rpb[head, row_bias[x] + u, col_bias[y] + w]
+                        row[u * kernel_w + w] = logit
+                        largest = max(largest, row[u * kernel_w + w])
+                for t in range(slots):
+                    row[t] -= largest
+            if out.itemsize == 4:  # float32 results: the cheaper polynomial is exact enough
+                exp_shifted_for_float32(logits[:count * slots], 0.0, powers)
+            else:
+                exp_shifted(logits[:count * slots], 0.0, powers)
+            dense = weights[:count * n_b].reshape((count, n_b))
+            dense[:] = 0.0
+            for j in range(count):
+                y = y0 + col_step * j
+                offset = (col_first[y] - first_col) // col_step
+                row = logits[j * slots:(j + 1) * slots]
+                total = 0.0
+                for t in range(slots):
+                    total += row[t]
+                probs = attn[m, x, y]
+                for t in range(slots):
+                    probs[t] = row[t] / total
+                for u in range(used_rows):
+                    for w in range(col_count[y]):
+                        dense[j, u * band + offset + w] = probs[u * kernel_w + w]
+            result = np.dot(dense, values[lo:lo + n_b])
+            for j in range(count):
+                out[m, x, y0 + col_step * j] = result[j]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _backward(dout, q, k, v, out, attn, scale, rows, cols, kernel, grads, bias_partials):
     """Gradients ``grads = (dq, dk, dv)`` of one map per ``prange`` iteration; ``bias_partials (maps,
-    2kh-1, 2kw-1)`` float64 (0 maps: none)."""
+    2kh-1, 2kw-1)`` float64 (0 maps: none). Per (column tile, row dilation group) the keys and values
+    of the band are copied to strips once, and ``dk``, ``dv`` of the band summed in strips that are
+    added onto the map after the group's last query row."""
     row_first, row_count, row_bias, row_step = rows
     col_first, col_count, col_bias, col_step = cols
     kernel_h, kernel_w = kernel
     maps, height, width, head_dim = q.shape
     has_rpb = bias_partials.shape[0] > 0
     dq, dk, dv = grads
-    span = kernel_h * (TILE + kernel_w - 1)
+    tiles = _tiles(cols, width)
+    widest = 0
+    for i in range(tiles.shape[0]):
+        widest = max(widest, tiles[i, 3])
+    strip_rows = (height + row_step - 1) // row_step
+    strip = strip_rows * widest
     for m in prange(maps):
         dk[m] = 0.0
         dv[m] = 0.0
         queries = np.empty((TILE, head_dim), q.dtype)
         grad_rows = np.empty((TILE, head_dim), q.dtype)
-        keys = np.empty((span, head_dim), q.dtype)
-        values = np.empty((span, head_dim), q.dtype)
-        weights = np.empty(TILE * span, q.dtype)
-        scaled = np.empty(TILE * span, q.dtype)
-        for x in range(height):
-            used_rows = row_count[x]
-            for group in range(min(col_step, width)):
-                group_cols = (width - group + col_step - 1) // col_step
-                for j0 in range(0, group_cols, TILE):
-                    count = min(TILE, group_cols - j0)
-                    y0 = group + col_step * j0
-                    first_col, band = _band(cols, y0, count)
+        keys = np.empty((strip, head_dim), q.dtype)
+        values = np.empty((strip, head_dim), q.dtype)
+        key_grads = np.empty((strip, head_dim), q.dtype)
+        value_grads = np.empty((strip, head_dim), q.dtype)
+        weights = np.empty(TILE * kernel_h * widest, q.dtype)
+        scaled = np.empty(TILE * kernel_h * widest, q.dtype)
+        for tile in range(tiles.shape[0]):
+            y0, count, first_col, band = tiles[tile, 0], tiles[tile, 1], tiles[tile, 2], tiles[tile, 3]
+            for row_group in range(min(row_step, height)):
+                _copy_strip(k[m], row_group, row_step, first_col, col_step, band, keys)
+                _copy_strip(v[m], row_group, row_step, first_col, col_step, band, values)
+                key_grads[:] = 0.0
+                value_grads[:] = 0.0
+                for x in range(height):
+                    if row_first[x] % row_step != row_group:
+                        continue
+                    used_rows = row_count[x]
                     n_b = used_rows * band
+                    lo = (row_first[x] - row_group) // row_step * band
                     _copy_queries(q[m, x], y0, col_step, count, queries)
                     _copy_queries(dout[m, x], y0, col_step, count, grad_rows)
-                    _copy_band(k[m], row_first[x], row_step, used_rows, first_col, col_step, band, keys)
-                    _copy_band(v[m], row_first[x], row_step, used_rows, first_col, col_step, band, values)
-                    dprobs = np.dot(grad_rows[:count], values[:n_b].T)
+                    dprobs = np.dot(grad_rows[:count], values[lo:lo + n_b].T)
                     p_dense = weights[:count * n_b].reshape((count, n_b))
                     a_dense = scaled[:count * n_b].reshape((count, n_b))
                     p_dense[:] = 0.0
@@ -206,13 +259,13 @@ def _backward(dout, q, k, v, out, attn, scale, rows, cols, kernel, grads, bias_p
                                     bias_partials[m, row_bias[x] + u, col_bias[y] + w] += dlogit
                                 p_dense[j, index] = p
                                 a_dense[j, index] = scale * dlogit
-                    result = np.dot(a_dense, keys[:n_b])
+                    result = np.dot(a_dense, keys[lo:lo + n_b])
                     for j in range(count):
                         dq[m, x, y0 + col_step * j] = result[j]
-                    _add_band(np.dot(a_dense.T, queries[:count]), row_first[x], row_step, used_rows, first_col,
-                              col_step, band, dk[m])
-                    _add_band(np.dot(p_dense.T, grad_rows[:count]), row_first[x], row_step, used_rows, first_col,
-                              col_step, band, dv[m])
+                    _add_into(np.dot(a_dense.T, queries[:count]), key_grads[lo:lo + n_b])
+                    _add_into(np.dot(p_dense.T, grad_rows[:count]), value_grads[lo:lo + n_b])
+                _add_strip(key_grads, row_group, row_step, first_col, col_step, band, dk[m])
+                _add_strip(value_grads, row_group, row_step, first_col, col_step, band, dv[m])
 
 
 def forward(q, k, v, rpb, options):
