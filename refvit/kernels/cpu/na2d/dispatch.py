@@ -26,7 +26,8 @@ The rule (:func:`choose_path`), with ``K = kh kw``; ``tiled`` and ``wide`` need 
 tile or wide row), so a call with any other input takes ``dense`` or ``general``:
 
 1. backward with ``K >= TILED_MIN_SLOTS`` (25): ``tiled``;
-2. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * K)``: ``dense``;
+2. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * K)``, and, for a forward with
+   ``K >= TILED_MIN_SLOTS`` and finite inputs, ``H W <= DENSE_MAX_TOKENS_LARGE_WINDOW`` (400): ``dense``;
 3. ``K < TILED_MIN_SLOTS``: ``general``;
 4. forward, stride 1, no causal window, and the narrowest dilation group at least
    :data:`WIDE_MIN_GROUP_COLS` (48) columns wide (``W // dilation_w``): ``wide``;
@@ -61,6 +62,11 @@ B, map, kernel (dil.)  dense / wide     tiled            general          rule n
 16, 8, 3               dense 0.86/2.55  1.86/3.93        1.54/3.77        dense
 =====================  ===============  ===============  ===============  ===============
 
+The table predates the strips of the ``tiled`` path (each band copied once per column tile and row
+dilation group, not once per tile): they took 18-32% off its forward and 10-27% off its backward, so
+its forward now also beats ``dense`` from about 21x21 up (:data:`DENSE_MAX_TOKENS_LARGE_WINDOW`) and ties
+``wide`` at 56x56 with ``k = 7`` (10.2-10.6 ms against 10.1-10.2; ``wide`` kept).
+
 (The "dense / wide" column is the path the previous rule took: ``wide`` forward and backward on the
 large maps; that backward has since been removed.) So: the ``tiled`` backward beats every other
 backward from ``K = 25`` up (ties on the 7x7 and 14x14 maps, 15-35% less work from 28x28 up); on 3x3 windows ``general`` does the least work
@@ -84,8 +90,8 @@ Every layer of every shipped model and the bench cases, and the path each takes
     56x56    7        2      tiled    tiled     bench na2d 7x7 dilation 2 (1,4,56,56,32) rpb
     56x56    7        8      tiled    tiled     dinat_mini, dinat_tiny
                                                 bench NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8
-    28x28    7        1      dense    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
-    28x28    7        4      dense    tiled     dinat_mini, dinat_tiny
+    28x28    7        1      tiled    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
+    28x28    7        4      tiled    tiled     dinat_mini, dinat_tiny
     14x14    7        1      dense    tiled     dinat_mini, dinat_tiny, nat_mini, nat_tiny
     14x14    7        2      dense    tiled     dinat_mini, dinat_tiny
                                                 bench NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2
@@ -110,6 +116,13 @@ BACKWARD_PATHS = ("dense", "tiled", "general")
 # k 7 (64 tokens per slot) the (3136, 3136) products cost more than the window's dot products.
 DENSE_MAX_TOKENS_PER_SLOT = 32
 DENSE_MAX_TOKENS = 1024
+
+# The forward of windows of at least TILED_MIN_SLOTS slots takes the dense path only on maps of at most
+# this many tokens: since the tiled path copies each band once per column tile (a strip), its forward
+# does less work from about 21x21 up (CPU time, one thread, 1 x 4 heads, d 32: 28x28 k 7 2.2-2.4 ms
+# against dense 3.3-3.4, k 13 5.9-6.1 against 6.8-7.0, k 5 1.6 against 2.6; 21x21 k 7 1.3-1.4 against
+# 1.4-1.5; 20x20 k 5 0.85-0.88 against 0.77-0.89; 14x14 k 7 0.56-0.62 against 0.50-0.53).
+DENSE_MAX_TOKENS_LARGE_WINDOW = 400
 
 # Windows of at least this many slots take the tiled path (backward always, forward above the dense
 # limit): below, a tile's gemm computes mostly products that no window holds.
@@ -148,7 +161,9 @@ def choose_path(height, width, options, direction, finite=True):
     slots = options.kernel_size[0] * options.kernel_size[1]
     if finite and direction == "backward" and slots >= TILED_MIN_SLOTS:
         return "tiled"
-    if dense_applies(height, width, options):
+    if dense_applies(height, width, options) and (
+            direction == "backward" or slots < TILED_MIN_SLOTS or not finite
+            or height * width <= DENSE_MAX_TOKENS_LARGE_WINDOW):
         return "dense"
     if not finite or slots < TILED_MIN_SLOTS:
         return "general"
@@ -185,8 +200,8 @@ SHIPPED_LAYERS = (
     Layer(56, 7, 1, "wide", "tiled", _MINI_TINY, ("na2d 7x7 (1,4,56,56,32) rpb",)),
     Layer(56, 7, 2, "tiled", "tiled", (), ("na2d 7x7 dilation 2 (1,4,56,56,32) rpb",)),
     Layer(56, 7, 8, "tiled", "tiled", _DINAT, ("NATLayer DiNAT-Mini level 1 (1,56,56,64) d 8",)),
-    Layer(28, 7, 1, "dense", "tiled", _MINI_TINY, ()),
-    Layer(28, 7, 4, "dense", "tiled", _DINAT, ()),
+    Layer(28, 7, 1, "tiled", "tiled", _MINI_TINY, ()),
+    Layer(28, 7, 4, "tiled", "tiled", _DINAT, ()),
     Layer(14, 7, 1, "dense", "tiled", _MINI_TINY, ()),
     Layer(14, 7, 2, "dense", "tiled", _DINAT, ("NATLayer DiNAT-Mini level 3 (1,14,14,256) d 2",)),
     Layer(7, 7, 1, "dense", "tiled", _MINI_TINY, ()),

@@ -88,3 +88,12 @@ def test_backward_by_window_size(kernel, side, expected):
 def test_small_windows_on_large_maps_take_general():
     assert dispatch.choose_path(56, 56, _options(3), "forward") == "general"
     assert dispatch.choose_path(112, 112, _options(3), "forward") == "general"
+
+
+def test_large_window_forward_leaves_dense_above_400_tokens():
+    options = _options(7)
+    assert dispatch.choose_path(20, 20, options, "forward") == "dense"          # 400 tokens
+    assert dispatch.choose_path(21, 21, options, "forward") == "tiled"          # 441
+    assert dispatch.choose_path(21, 21, options, "forward", finite=False) == "dense"
+    assert dispatch.choose_path(28, 28, _options(3), "forward") == "general"   # 3x3: the rule of small windows
+    assert dispatch.choose_path(16, 16, _options(3), "forward") == "dense"
