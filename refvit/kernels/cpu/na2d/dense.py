@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu.na2d.flat import flat
 from refvit.kernels.cpu.vector_math import exp_shifted, exp_shifted_for_float32
 from refvit.ops._neighborhood import windows_2d
 
@@ -142,7 +143,7 @@ def _backward(dout, q, k, v, out, attn, scale, tables, grads, bias_partials):
 
 def _flat(a):
     batch, heads, height, width, head_dim = a.shape
-    return np.ascontiguousarray(a).reshape(batch * heads, height * width, head_dim)
+    return flat(a).reshape(batch * heads, height * width, head_dim)
 
 
 def forward(q, k, v, rpb, options):

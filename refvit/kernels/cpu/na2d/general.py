@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from refvit.kernels.cpu.na2d.flat import flat
 from refvit.kernels.cpu.vector_math import exp_shifted, exp_shifted_for_float32
 from refvit.ops._neighborhood import axis_bounds, axis_windows, inverse_windows
 
@@ -194,8 +195,7 @@ def _windows(axis):
 
 
 def _flat(a):
-    batch, heads = a.shape[:2]
-    return np.ascontiguousarray(a).reshape((batch * heads,) + a.shape[2:])
+    return flat(a)
 
 
 def forward(q, k, v, rpb, options):

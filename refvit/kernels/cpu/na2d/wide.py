@@ -49,6 +49,7 @@ import numpy as np
 
 from refvit.kernels.cpu._workspace import scratch
 from refvit.kernels.cpu.na2d import wide_layout as layout
+from refvit.kernels.cpu.na2d.flat import flat
 from refvit.kernels.cpu.na2d.wide_kernels import GroupAxis, Lanes, RowWindows, Slots, forward_corners, forward_rows
 from refvit.ops._neighborhood import axis_bounds
 
@@ -130,8 +131,7 @@ def _cached_groups(height, width, maps, kernel_size, dilation, target_row_length
 
 
 def _flat(a):
-    batch, heads = a.shape[:2]
-    return np.ascontiguousarray(a).reshape((batch * heads,) + a.shape[2:])
+    return flat(a)
 
 
 def forward(q, k, v, rpb, options):
