@@ -46,14 +46,14 @@ B, map, kernel (dil.)  dense / wide     tiled            general          rule n
 1, 56, 7 (8)           -                12.2/28.8        17.0/41.3        tiled / tiled
 1, 112, 7              wide 43.3/135.7  51.0/113.0       -                wide / tiled
 1, 56, 13              wide 29.5/96.7   30.7/63.7        -                wide / tiled
-1, 28, 7               dense 3.8/10.1   3.8/7.8          -                dense / tiled
-1, 28, 7 (4)           dense 4.4/11.1   3.8/7.8          4.6/10.9         dense / tiled
-8, 28, 7               dense 29.1/75.9  28.8/62.2        31.1/69.4        dense / tiled
-1, 28, 13              dense 9.5/26.1   9.3/19.0         12.7/30.3        dense / tiled
+1, 28, 7               dense 3.8/10.1   3.8/7.8          -                tiled / tiled
+1, 28, 7 (4)           dense 4.4/11.1   3.8/7.8          4.6/10.9         tiled / tiled
+8, 28, 7               dense 29.1/75.9  28.8/62.2        31.1/69.4        tiled / tiled
+1, 28, 13              dense 9.5/26.1   9.3/19.0         12.7/30.3        tiled / tiled
 1, 14, 7               dense 0.70/1.91  1.10/2.28        1.13/2.80        dense / tiled
 8, 14, 13              dense 13.1/41.2  14.8/30.1        23.8/57.9        dense / tiled
 4, 7, 7                dense 0.62/1.79  1.01/2.05        1.17/2.72        dense / tiled
-1, 28, 5               dense 2.9/7.1    2.4/5.2          2.5/5.7          dense / tiled
+1, 28, 5               dense 2.9/7.1    2.4/5.2          2.5/5.7          tiled / tiled
 1, 56, 5               wide 8.6/24.8    9.2/21.6         9.7/21.5         wide / tiled
 1, 56, 3               wide 6.2/17.9    5.8/14.7         4.6/10.7         general
 1, 112, 3              wide 22.0/62.2   21.1/52.3        16.4/36.3        general
