@@ -14,7 +14,7 @@ import pytest
 
 from refvit import ops
 from refvit.kernels.cpu import na2d as cpu_na2d
-from refvit.kernels.cpu.na2d import dispatch, tiled, wide
+from refvit.kernels.cpu.na2d import dispatch, general, tiled, wide
 from refvit.ops._neighborhood import Options
 from refvit.testing import assert_close
 from tests.conftest import tolerance
@@ -91,6 +91,15 @@ def test_strided_and_causal_windows_match_numpy(rng, dtype, force_path, path, op
     force_path(path)
     q, k, v, dout, rpb = _inputs(rng, 2, 2, (7, 9), 4, 3, True)
     _compare(path, dtype, q, k, v, dout, rpb, 3, **options)
+
+
+@pytest.mark.parametrize("options", [dict(stride=2), dict(is_causal=True, dilation=2)], ids=["stride", "causal-dilated"])
+@pytest.mark.parametrize("min_maps", [1, 5], ids=["one-pass", "two-passes"])  # the call has 4 maps
+def test_general_backward_in_one_pass_and_in_two_match_numpy(rng, dtype, force_path, monkeypatch, min_maps, options):
+    monkeypatch.setattr(general, "BACKWARD_MAP_MIN_MAPS", min_maps)
+    force_path("general")
+    q, k, v, dout, rpb = _inputs(rng, 2, 2, (7, 9), 4, 3, True)
+    _compare("general", dtype, q, k, v, dout, rpb, 3, **options)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(stride=(1, 2)), dict(is_causal=(False, True)), dict(dilation=(1, 2)),
