@@ -27,7 +27,8 @@ tile or wide row), so a call with any other input takes ``dense`` or ``general``
 
 1. backward with ``K >= TILED_MIN_SLOTS`` (25): ``tiled``;
 2. ``H W <= min(DENSE_MAX_TOKENS, DENSE_MAX_TOKENS_PER_SLOT * K)``, and, for a forward with
-   ``K >= TILED_MIN_SLOTS`` and finite inputs, ``H W <= DENSE_MAX_TOKENS_LARGE_WINDOW`` (400): ``dense``;
+   ``K >= TILED_MIN_SLOTS`` and finite inputs, ``H W <= DENSE_MAX_TOKENS_LARGE_WINDOW`` (400), for a
+   backward with ``K < TILED_MIN_SLOTS``, ``H W <= DENSE_MAX_TOKENS_SMALL_WINDOW_BACKWARD`` (100): ``dense``;
 3. ``K < TILED_MIN_SLOTS``: ``general``;
 4. forward, stride 1, no causal window, and the narrowest dilation group at least
    :data:`WIDE_MIN_GROUP_COLS` (48) columns wide (``W // dilation_w``): ``wide``;
@@ -58,7 +59,7 @@ B, map, kernel (dil.)  dense / wide     tiled            general          rule n
 1, 56, 3               wide 6.2/17.9    5.8/14.7         4.6/10.7         general
 1, 112, 3              wide 22.0/62.2   21.1/52.3        16.4/36.3        general
 8, 28, 3               wide 13.7/27.1   11.1/30.0        8.7/22.6         general
-8, 14, 3               dense 2.2/5.8    3.2/7.3          2.5/5.7          dense
+8, 14, 3               dense 2.2/5.8    3.2/7.3          2.5/5.7          dense / general
 16, 8, 3               dense 0.86/2.55  1.86/3.93        1.54/3.77        dense
 =====================  ===============  ===============  ===============  ===============
 
@@ -124,6 +125,12 @@ DENSE_MAX_TOKENS = 1024
 # 1.4-1.5; 20x20 k 5 0.85-0.88 against 0.77-0.89; 14x14 k 7 0.56-0.62 against 0.50-0.53).
 DENSE_MAX_TOKENS_LARGE_WINDOW = 400
 
+# The backward of windows below TILED_MIN_SLOTS slots takes the dense path only on maps of at most this
+# many tokens: since the general backward runs one pass per map, it does less work above (CPU time, one
+# thread, 16 x 4 heads, d 32, k 3: 16x16 4.0-4.2 ms against dense 6.5-6.7, 12x12 2.39-2.41 against
+# 2.83-2.85, 10x10 1.67-1.73 against 1.78-1.86; 64 x 1 head, 8x8, the nano layers: 1.12-1.18 both).
+DENSE_MAX_TOKENS_SMALL_WINDOW_BACKWARD = 100
+
 # Windows of at least this many slots take the tiled path (backward always, forward above the dense
 # limit): below, a tile's gemm computes mostly products that no window holds.
 TILED_MIN_SLOTS = 25
@@ -161,15 +168,20 @@ def choose_path(height, width, options, direction, finite=True):
     slots = options.kernel_size[0] * options.kernel_size[1]
     if finite and direction == "backward" and slots >= TILED_MIN_SLOTS:
         return "tiled"
-    if dense_applies(height, width, options) and (
-            direction == "backward" or slots < TILED_MIN_SLOTS or not finite
-            or height * width <= DENSE_MAX_TOKENS_LARGE_WINDOW):
+    if dense_applies(height, width, options) and _dense_beats_the_others(height * width, slots, direction, finite):
         return "dense"
     if not finite or slots < TILED_MIN_SLOTS:
         return "general"
     if direction == "forward" and wide_applies(width, options):
         return "wide"
     return "tiled"
+
+
+def _dense_beats_the_others(tokens, slots, direction, finite):
+    """Whether a call that fits the dense path takes it (the limits of rule 2 beyond :func:`dense_applies`)."""
+    if direction == "backward":
+        return slots >= TILED_MIN_SLOTS or tokens <= DENSE_MAX_TOKENS_SMALL_WINDOW_BACKWARD
+    return slots < TILED_MIN_SLOTS or not finite or tokens <= DENSE_MAX_TOKENS_LARGE_WINDOW
 
 
 def all_finite(*arrays):

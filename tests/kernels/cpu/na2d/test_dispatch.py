@@ -58,7 +58,7 @@ def test_module_docstring_shows_the_table():
 def test_dense_by_tokens_per_slot():
     options = _options(3)
     assert dispatch.choose_path(8, 8, options, "forward") == "dense"       # 64 tokens, 9 slots
-    assert dispatch.choose_path(16, 16, options, "backward") == "dense"    # 28 tokens per slot
+    assert dispatch.choose_path(16, 16, options, "forward") == "dense"     # 28 tokens per slot
     assert dispatch.choose_path(20, 20, options, "backward") == "general"  # 44 per slot
     assert dispatch.choose_path(56, 56, _options(7), "forward") == "wide"  # 64 per slot
     assert dispatch.choose_path(33, 33, _options(7), "forward") == "tiled"  # 1089 tokens: above 1024
@@ -97,3 +97,11 @@ def test_large_window_forward_leaves_dense_above_400_tokens():
     assert dispatch.choose_path(21, 21, options, "forward", finite=False) == "dense"
     assert dispatch.choose_path(28, 28, _options(3), "forward") == "general"   # 3x3: the rule of small windows
     assert dispatch.choose_path(16, 16, _options(3), "forward") == "dense"
+
+
+def test_small_window_backward_leaves_dense_above_100_tokens():
+    options = _options(3)
+    assert dispatch.choose_path(10, 10, options, "backward") == "dense"    # 100 tokens
+    assert dispatch.choose_path(8, 8, options, "backward") == "dense"      # the nano layers
+    assert dispatch.choose_path(11, 11, options, "backward") == "general"  # 121
+    assert dispatch.choose_path(16, 16, _options(7), "backward") == "tiled"
