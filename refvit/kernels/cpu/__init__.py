@@ -11,9 +11,13 @@ Rules the kernels follow:
 Threads: see :mod:`refvit.kernels.cpu._threads` (BLAS single-threaded inside the kernels, no
 Numba threads for small arrays, OpenMP workers that spin only briefly between parallel regions).
 Memory: see :mod:`refvit.kernels.cpu._heap` (freed arrays stay in the heap for the next step).
+Cache: see :mod:`refvit.kernels.cpu._stale_cache` (a kernel is compiled afresh when a file it imports
+changed, which Numba alone does not notice).
 """
 from refvit.kernels.cpu._heap import keep_freed_memory
+from refvit.kernels.cpu._stale_cache import refresh_kernels
 from refvit.kernels.cpu._threads import spin_briefly
 
+refresh_kernels()
 spin_briefly()
 keep_freed_memory()

@@ -6,8 +6,7 @@ iteration over the windows (the lanes): the same arithmetic on each window, vect
 whatever the window's size. Lanes past the last window of a block hold zeros, are computed like the
 others and never written back.
 
-Numba's on-disk cache of a kernel is keyed on its own file only: after editing this module, delete the
-cache files of the kernels that use it (``__pycache__/stripe_small.*.nb*``).
+An edit here recompiles the kernels that import it on the next import (:mod:`refvit.kernels.cpu._stale_cache`).
 """
 import numpy as np
 from numba import njit

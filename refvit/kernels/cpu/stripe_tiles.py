@@ -2,9 +2,8 @@
 tile, and the LePE taps applied inside the window (forward and transpose) and differentiated.
 
 Shared by the BLAS kernels (:mod:`refvit.kernels.cpu.stripe_attention`) and the loop kernels for small
-windows (:mod:`refvit.kernels.cpu.stripe_small`). Numba's on-disk cache of a kernel is keyed on its own
-file only: after editing this module, delete ``__pycache__/stripe_attention.*.nb*`` and
-``__pycache__/stripe_small.*.nb*``.
+windows (:mod:`refvit.kernels.cpu.stripe_small`). An edit here recompiles both on the next import
+(:mod:`refvit.kernels.cpu._stale_cache`).
 """
 from numba import njit
 

@@ -48,9 +48,8 @@ back to scalar code when they do, hence "must not overlap" below. The block help
 with ``error_model="numpy"``: a float division by zero gives inf instead of raising, which would need
 a branch per element.
 
-Numba's on-disk cache of a kernel is keyed on its own file only: after editing this module, delete
-the cache files of the kernels that use it (``__pycache__/{attention,stripe_attention,softmax,gelu,
-sigmoid,silu}.*.nb*`` and ``na2d/__pycache__/*.nb*``), or they keep the compiled old version.
+Numba's on-disk cache of a kernel is keyed on its own file only; :mod:`refvit.kernels.cpu._stale_cache`
+drops the cached kernels that import this module when it changes, so they are compiled afresh.
 """
 import math
 from typing import NamedTuple
