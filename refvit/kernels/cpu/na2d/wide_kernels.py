@@ -4,8 +4,8 @@ r"""The ``numba`` kernels of the ``wide`` path of ``na2d`` and the named tuples 
 layouts and the vector loops are in :mod:`refvit.kernels.cpu.na2d.wide_layout`. See the former's docstring
 for the method: wide rows, tall columns and corners. The path is a forward one only.
 
-Numba's on-disk cache of these kernels does not notice edits to the helpers in ``wide_layout``: after
-changing those, delete this module's cache files (``__pycache__/wide_kernels.*.nb*``).
+Numba's on-disk cache of these kernels does not notice edits to the helpers in ``wide_layout`` by itself;
+:mod:`refvit.kernels.cpu._stale_cache` drops them when ``wide_layout`` changes.
 """
 from typing import NamedTuple
 

@@ -12,8 +12,8 @@ Every loop below runs along ``t`` from 0, so the compiler sees contiguous loads 
 negative index and vectorises it; the channel or slot loops outside it keep a fixed summation order.
 A group's position in the image is given per axis as ``(offset, step)``.
 
-Numba's on-disk cache of the kernels in :mod:`refvit.kernels.cpu.na2d.wide_kernels` does not notice edits
-to these helpers: after changing them, delete ``na2d/__pycache__/wide_kernels.*.nb*``.
+An edit of these helpers recompiles the kernels of :mod:`refvit.kernels.cpu.na2d.wide_kernels` on the next
+import (:mod:`refvit.kernels.cpu._stale_cache`; Numba's own cache would not notice it).
 """
 from typing import NamedTuple
 
