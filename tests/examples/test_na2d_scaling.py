@@ -33,10 +33,11 @@ def test_smallest_run_prints_one_row_per_shape(na2d_scaling, capsys, clock):
     assert lines[1].split() == ["B", "map", "k", "paths", "(fwd/bwd)", "fwd", "ms", "min/med", "f+b", "ms",
                                 "min/med", "ns/HWk2", "f+b", "%mm", "fwd", "%mm", "f+b"]
     rows = _rows(lines[2:])
-    # a 7x7 window on a 5x5 map is skipped; a 14x14 map of 196 tokens is within the dense limit both
-    # ways for 9 slots, and a window of 49 slots takes the tiled backward
+    # a 7x7 window on a 5x5 map is skipped; a 14x14 map of 196 tokens stays dense forward, while its
+    # backward of 9 slots leaves dense above 100 tokens (general), and a window of 49 slots takes the
+    # tiled backward
     assert {shape: paths for shape, (paths, _) in rows.items()} == {
-        (1, 5, 3): "dense/dense", (1, 14, 3): "dense/dense", (1, 14, 7): "dense/tiled"}
+        (1, 5, 3): "dense/dense", (1, 14, 3): "dense/general", (1, 14, 7): "dense/tiled"}
     for (batch, side, kernel), (_, numbers) in rows.items():
         fwd_min, fwd_med, both_min, both_med, ns_per_unit, share_fwd, share_both = numbers
         assert 0 < fwd_min <= fwd_med and 0 < both_min <= both_med  # one repeat: min and median agree
