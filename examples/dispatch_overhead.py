@@ -8,7 +8,10 @@ Times chains of tiny calls and prints microseconds per call (the minimum over ``
 * ``add kernel direct``: the ``cpu`` kernel module's ``forward`` called by hand (no op layer, no rule);
 * ``kernels.call add``: the same through :func:`refvit.kernels.call`, i.e. with the thread rule;
 * ``thread rule alone``: :func:`refvit.kernels.cpu._threads.run_as_kernel_entry` around a function
-  that does nothing, with BLAS allowed its default number of threads outside the call.
+  that does nothing, with BLAS allowed its default number of threads outside the call;
+* ``tape x + x`` / ``tape reshape`` / ``tape permute``: the same ops on a (4, 4) float32 ``Tensor``
+  that requires a gradient, recorded on the tape (default backend ``cpu``);
+* ``tape (x+x).backward``: one recorded ``add`` and its backward, the gradient summed into ``x.grad``.
 
     python examples/dispatch_overhead.py [--calls 10000] [--repeat 7]
 
@@ -20,6 +23,8 @@ import time
 import numpy as np
 
 from refvit import kernels, ops
+from refvit.autograd import Tensor
+from refvit.backend import use_backend
 from refvit.kernels.cpu import _threads
 
 
@@ -45,6 +50,12 @@ def cases():
     def nothing(array):
         return array
 
+    t = Tensor(a, requires_grad=True)
+
+    def tape_backward():
+        t.grad = None
+        (t + t).backward(b)
+
     return [
         ("add fwd cpu", lambda: ops.add.forward(a, b, backend="cpu")),
         ("add fwd numpy", lambda: ops.add.forward(a, b, backend="numpy")),
@@ -53,6 +64,10 @@ def cases():
         ("add kernel direct", lambda: add_kernel(*add_args)),
         ("kernels.call add", lambda: kernels.call("cpu", "add", "forward", add_args)),
         ("thread rule alone", lambda: _threads.run_as_kernel_entry(nothing, (a,))),
+        ("tape x + x", lambda: t + t),
+        ("tape reshape", lambda: t.reshape(2, 8)),
+        ("tape permute", lambda: t.permute(1, 0)),
+        ("tape (x+x).backward", tape_backward),
     ]
 
 
@@ -61,8 +76,9 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args(argv)
-    for label, fn in cases():
-        print(f"{label:20s} {_per_call_us(fn, args.calls, args.repeat):7.2f} us/call")
+    with use_backend("cpu"):
+        for label, fn in cases():
+            print(f"{label:20s} {_per_call_us(fn, args.calls, args.repeat):7.2f} us/call")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from refvit.autograd.grad_mode import is_grad_enabled
 _signatures = {}
 _names = {}
 _required = {}
+_positional = {}
 _takes_needs = {}
 
 
@@ -154,17 +155,27 @@ def _names_of(op):
     if names is False:
         parameters = _signature(op).parameters.values()
         plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
-        names = _names[op.forward] = tuple(p.name for p in parameters) if plain else None
         _required[op.forward] = frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty)
+        # (names, how many leading parameters have no default) for the positional fast path of _bind;
+        # a plain signature lists its parameters without a default first
+        _positional[op.forward] = (tuple(p.name for p in parameters), len(_required[op.forward])) if plain else None
+        names = _names[op.forward] = tuple(p.name for p in parameters) if plain else None
     return names
 
 
 def _bind(op, args, kwargs):
     """``{name: value}`` of the arguments given, in the order of ``op.forward``'s parameters.
 
-    The common case (positional arguments, then keywords, all named by a plain signature) is read
-    off the cached parameter names; anything else goes through ``inspect.Signature.bind``, which also
-    raises the ``TypeError`` of a bad call."""
+    The common cases (positional arguments only; positional arguments, then keywords, all named by a
+    plain signature) are read off the cached parameter names; anything else goes through
+    ``inspect.Signature.bind``, which also raises the ``TypeError`` of a bad call."""
+    if not kwargs:
+        positional = _positional.get(op.forward, False)
+        if positional is False:
+            _names_of(op)
+            positional = _positional[op.forward]
+        if positional is not None and positional[1] <= len(args) <= len(positional[0]):
+            return dict(zip(positional[0], args))
     names = _names_of(op)
     if names is not None and len(args) <= len(names):
         arguments = dict(zip(names, args))
@@ -214,28 +225,24 @@ def _cached_memory(cache, found, depth=0):
     return found
 
 
-def _saved_versions(arguments, outputs):
+def _saved_versions(inputs, whats, outputs):
     """``(counter, version, what, shape, memory)`` of each argument and output ``Tensor``: its version when
     the op ran and the ``id`` of the memory it views, for :meth:`Node.check_versions`.
 
     Arrays are matched by the memory they view, so a slice of a saved array counts as saved (a
     conservative test: a view of another part of the same memory counts too). An ``id`` found among
     the cache's arrays is that very object: both were alive when the op ran. ``what`` is an argument
-    name, ``(name, i)`` for the ``i``-th of a sequence, or an output's index.
+    name, ``(name, i)`` for the ``i``-th of a sequence, or an output's index. ``inputs`` and ``whats``
+    are the argument ``Tensor``s and their ``what``, as :func:`_unwrapped` lists them.
     """
-    saved = []
-    for name, value in arguments.items():
-        if isinstance(value, _tensor.Tensor):
-            saved.append(_note(value, name))
-        elif isinstance(value, (list, tuple)):
-            saved.extend(_note(v, (name, i)) for i, v in enumerate(value) if isinstance(v, _tensor.Tensor))
+    saved = [_note(tensor, what) for tensor, what in zip(inputs, whats)]
     saved.extend(_note(tensor, index) for index, tensor in enumerate(outputs))
     return tuple(saved)
 
 
 def _note(tensor, what):
-    counter = tensor._version_counter
-    return counter, counter.value, what, tensor._data.shape, id(_memory(tensor._data))
+    counter, data = tensor._version_counter, tensor._data
+    return counter, counter.value, what, data.shape, id(data if data.base is None else _memory(data))
 
 
 def _view_counter(array, inputs):
@@ -259,40 +266,64 @@ def apply(op, *args, **kwargs):
     Returns a ``Tensor``, or a tuple of ``Tensor``s for an op with several outputs.
     """
     arguments = _bind(op, args, kwargs)
-    values, inputs = _unwrapped(arguments)
-    parents = tuple(_parent_of(arguments.get(name)) for name in op.DIFFERENTIABLE)
+    values, inputs, whats = _unwrapped(arguments)
+    tensor_type = _tensor.Tensor
+    parents, recorded = [], False
+    for name in op.DIFFERENTIABLE:
+        value = arguments.get(name)
+        if isinstance(value, tensor_type):  # the common case, before the search through sequences
+            parent = value if value.requires_grad else None
+        else:
+            parent = _parent_of(value)
+        if parent is not None:
+            recorded = True
+        parents.append(parent)
     out, cache = op.forward(**values)
 
-    multi_output = isinstance(out, tuple)
-    arrays = tuple(_host(o) for o in out) if multi_output else (_host(out),)
-    counters = [_view_counter(a, inputs) for a in arrays]
-    record = is_grad_enabled() and any(p is not None for p in parents)
-    if not record:
-        outputs = tuple(_tensor.Tensor._from_op(a, None, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
-        return outputs if multi_output else outputs[0]
-    specs = tuple((a.shape, a.dtype) for a in arrays)
-    node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, parents, specs, multi_output)
-    outputs = tuple(_tensor.Tensor._from_op(a, node, i, c) for i, (a, c) in enumerate(zip(arrays, counters)))
-    node.saved = _saved_versions(arguments, outputs)
-    return outputs if multi_output else outputs[0]
+    from_op = tensor_type._from_op
+    record = recorded and is_grad_enabled()
+    node = None
+    if record:
+        node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, tuple(parents), None, False)
+    if not isinstance(out, tuple):  # one output
+        array = out if type(out) is np.ndarray else _host(out)
+        output = from_op(array, node, 0, None if array.base is None else _view_counter(array, inputs))
+        if record:
+            node.output_specs = ((array.shape, array.dtype),)
+            node.saved = _saved_versions(inputs, whats, (output,))
+        return output
+    arrays = tuple(_host(o) for o in out)
+    outputs = tuple(from_op(a, node, i, _view_counter(a, inputs)) for i, a in enumerate(arrays))
+    if record:
+        node.output_specs = tuple((a.shape, a.dtype) for a in arrays)
+        node.multi_output = True
+        node.saved = _saved_versions(inputs, whats, outputs)
+    return outputs
 
 
 def _unwrapped(arguments):
-    """``({name: value}, [the Tensors among the values])`` in one pass: a ``Tensor`` argument becomes its
-    array, and a list/tuple holding ``Tensor``s a tuple with each ``Tensor`` replaced by its array."""
+    """``({name: value}, [the Tensors among the values], [where each of them was])`` in one pass: a
+    ``Tensor`` argument becomes its array, and a list/tuple holding ``Tensor``s a tuple with each
+    ``Tensor`` replaced by its array. Where a ``Tensor`` was: the argument's name, or ``(name, i)`` for
+    the ``i``-th item of a sequence."""
     tensor_type = _tensor.Tensor
-    values, inputs = {}, []
+    values, inputs, whats = {}, [], []
     for name, value in arguments.items():
         if isinstance(value, tensor_type):
             inputs.append(value)
+            whats.append(name)
             value = value._data
         elif isinstance(value, (list, tuple)):
-            tensors = [v for v in value if isinstance(v, tensor_type)]
-            if tensors:
-                inputs.extend(tensors)
+            found = False
+            for i, v in enumerate(value):
+                if isinstance(v, tensor_type):
+                    inputs.append(v)
+                    whats.append((name, i))
+                    found = True
+            if found:
                 value = tuple(v._data if isinstance(v, tensor_type) else v for v in value)
         values[name] = value
-    return values, inputs
+    return values, inputs, whats
 
 
 def _topological_order(root):
@@ -352,7 +383,12 @@ def run_backward(root, grad, retain_graph=False):
     taken = None if retain_graph else {id(grad)}  # the caller's array is never taken over
     for node in _topological_order(root._node):
         douts = pending.pop(node, None)
-        if douts is None or all(d is None for d in douts):
+        if douts is None:
+            continue
+        for d in douts:
+            if d is not None:
+                break
+        else:  # no output of this node received a gradient
             continue
         if node.freed:
             raise RuntimeError(
@@ -360,8 +396,10 @@ def run_backward(root, grad, retain_graph=False):
                 "call backward(..., retain_graph=True) to go through it more than once"
             )
         node.check_versions()
-        douts = [np.zeros(shape, dtype) if d is None else d for d, (shape, dtype) in zip(douts, node.output_specs)]
-        dout = tuple(douts) if node.multi_output else douts[0]
+        if node.multi_output:
+            dout = tuple(np.zeros(shape, dtype) if d is None else d for d, (shape, dtype) in zip(douts, node.output_specs))
+        else:
+            dout = douts[0]  # not None: checked above
         if node.needs is None:
             grads = node.backward_fn(dout, node.cache)
         else:
@@ -379,8 +417,10 @@ def run_backward(root, grad, retain_graph=False):
             for tensor, g in pairs:
                 if tensor is None or g is None:
                     continue
-                g = _host(g)
-                _check_gradient(node, name, tensor, g)
+                if type(g) is not np.ndarray:
+                    g = _host(g)
+                if g.shape != tensor._data.shape:
+                    _check_gradient(node, name, tensor, g)
                 if tensor._node is None:
                     _accumulate_leaf(tensor, g, taken)
                     continue

@@ -119,19 +119,19 @@ class Tensor:
     # ---- array facts
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return self._data.shape  # a tuple: ``_data`` is always a NumPy array
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self):
-        return self.data.size
+        return self._data.size
 
     @property
     def is_leaf(self):
