@@ -7,6 +7,8 @@
   ``1x1``): the blocked products with ``dx`` copied back in place, :mod:`refvit.kernels.cpu.conv2d_merge`;
 * ``groups == 1``, stride 1, no dilation, few input channels (``k_w C_in <= 48``): one product per
   kernel row over wide rows of the input, :mod:`refvit.kernels.cpu.conv2d_rows`;
+* ``groups == 1``, stride 1, no dilation, ``k_w C_in <= 96``: ``dweight`` from the same wide rows
+  (:func:`refvit.kernels.cpu.conv2d_rows.weight_gradient`), the rest on the path picked;
 * other ``groups == 1``: patch rows and matrix products over blocks of output pixels,
   :mod:`refvit.kernels.cpu.conv2d_gemm`.
 
@@ -62,4 +64,7 @@ def backward(dout, x, weight, has_bias, window, needs=(True, True)):
     path = choose(x.shape[3], weight.shape[0], groups, window)
     if path is depthwise_conv2d:
         return depthwise_conv2d.backward(dout, x, weight, has_bias, window, needs)
+    if path is conv2d_gemm and needs[1] and conv2d_rows.takes_weight(x.shape[3], window):
+        dx, _, dbias = path.backward(dout, x, weight, has_bias, window, channel_sums, (needs[0], False))
+        return dx, conv2d_rows.weight_gradient(dout, x, weight, window), dbias
     return path.backward(dout, x, weight, has_bias, window, channel_sums, needs)

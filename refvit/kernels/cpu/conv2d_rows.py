@@ -36,6 +36,11 @@ from refvit.kernels.cpu._workspace import scratch
 # CPU time, the least of 15 calls, forward at (64, 16, 16, C) 3x3 -> C: C = 16 (48 numbers) 2.15 ms with
 # the patch matrix, 1.27 ms here; C = 32 (96 numbers) 4.99 against 5.03 ms.
 MAX_WIDE_ROW = 48
+# dweight alone (:func:`weight_gradient`) is taken up to this wide row, also where the forward and dx take
+# the patch products: one thread, CPU time, the least of 7 calls, 3x3 stride 1: (64, 16, 16, 32) -> 32
+# (coatnet_nano) 5.17 ms with the patch products, 3.03 ms here; (2, 112, 112, 32) -> 32 (dualvit_s) 8.46 against
+# 4.90 ms; but (2, 112, 112, 64) -> 64 (coatnet_0, 192 numbers) 23.8 against 27.4 ms.
+MAX_WEIGHT_WIDE_ROW = 96
 # Output pixels per block (at least one output row): a block's wide rows and products stay in L2.
 BLOCK_PIXELS = 256
 
@@ -49,6 +54,14 @@ def takes(in_channels, window):
         return False
     return (tuple(window.stride) == (1, 1) and tuple(window.dilation) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
             and kw * in_channels <= MAX_WIDE_ROW)
+
+
+def takes_weight(in_channels, window):
+    """Whether :func:`weight_gradient` gives ``dweight`` of a ``groups == 1`` convolution (the windows of
+    :func:`takes`, with wide rows up to ``MAX_WEIGHT_WIDE_ROW``)."""
+    (kh, kw), (ph, pw) = window.kernel, window.padding
+    return ((kh, kw) != (1, 1) and tuple(window.stride) == (1, 1) and tuple(window.dilation) == (1, 1)
+            and ph <= kh - 1 and pw <= kw - 1 and kw * in_channels <= MAX_WEIGHT_WIDE_ROW)
 
 
 @njit(cache=True, parallel=True)

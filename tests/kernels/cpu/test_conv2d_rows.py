@@ -1,6 +1,7 @@
 """The kernel-row products of refvit/kernels/cpu/conv2d_rows.py against the NumPy reference of
 refvit/ops/conv2d.py: the windows it takes (stride 1, no dilation, padding at most k - 1), odd map sizes,
-float32 and float64, with and without bias, blocks of one output row or several; the rule that picks it;
+float32 and float64, with and without bias, blocks of one output row or several; the rule that picks it
+and the one that takes dweight from the wide rows on the patch path;
 one thread and two give the same bits."""
 import numba
 import numpy as np
@@ -86,3 +87,21 @@ def test_one_and_two_threads_give_the_same_bits(rng):
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     for first, second in zip(*results):
         np.testing.assert_array_equal(first, second)
+
+
+def test_the_entry_takes_dweight_from_the_wide_rows_up_to_96_numbers(rng):
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1))
+    assert conv2d_rows.takes_weight(32, window) and not conv2d_rows.takes_weight(33, window)
+    assert not conv2d_rows.takes_weight(8, Window((3, 3), (2, 2), (1, 1), (1, 1)))
+    assert conv2d.choose(32, 32, 1, window) is conv2d_gemm  # coatnet_nano's 3x3: forward and dx as patches
+    x = rng.standard_normal((2, 6, 5, 32)).astype(np.float32)
+    weight = rng.standard_normal((7, 32, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)
+    dx, dweight, dbias = run_as_kernel_entry(conv2d.backward, (dout, x, weight, True, window))
+    patches = run_as_kernel_entry(conv2d_gemm.backward, (dout, x, weight, True, window, channel_sums))
+    np.testing.assert_array_equal(dx, patches[0])
+    np.testing.assert_array_equal(dbias, patches[2])
+    np.testing.assert_allclose(dweight, patches[1], rtol=1e-5, atol=1e-4)
+    only = run_as_kernel_entry(conv2d.backward, (dout, x, weight, False, window, (False, True)))
+    assert only[0] is None
+    np.testing.assert_array_equal(only[1], dweight)
