@@ -25,8 +25,9 @@ from refvit.bench.one_thread import pin_one_thread, side_and_clock
 
 # (label, x shape, weight shape, stride, padding, groups): the float32 training shapes of the
 # ``*_nano`` models (batch 64, 32x32 images) and of the official sizes at batch 2, 224x224. dualvit_nano's
-# training step runs the "dualvit" lines of batch 64 (the 3x3 twice), "several 3x3 s2", and depthwise 3x3 convolutions at (64, 4, 4, 256)
-# (the coatnet_nano line), (64, 2, 2, 192) and (64, 1, 1, 256), which are like the 2x2 line.
+# training step runs the "dualvit" lines of batch 64 (the 3x3 twice), "several 3x3 s2", and depthwise 3x3
+# convolutions at (64, 4, 4, 256) (the coatnet_nano line), (64, 2, 2, 192) and (64, 1, 1, 256), which are
+# like the 2x2 line.
 SHAPES = [
     ("dualvit_nano stem", (64, 32, 32, 3), (16, 3, 7, 7), 2, 3, 1),
     ("dualvit_nano 3x3", (64, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1),
