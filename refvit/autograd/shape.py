@@ -78,7 +78,7 @@ def _reshape_forward(x, shape, backend=None):
     x = check_array("reshape", "x", x, "numpy")
     shape = _as_shape("reshape", "shape", shape)
     try:
-        out = np.reshape(x, shape)
+        out = x.reshape(shape)  # the method: np.reshape adds a Python wrapper around it
     except ValueError:
         fail("reshape", "shape", f"compatible with the {x.size} elements of 'x' {x.shape}", shape)
     return out, _cache(x, out, shape, backend)
@@ -103,7 +103,7 @@ def _permute_forward(x, axes, backend=None):
             a % x.ndim for a in axes) != list(range(x.ndim)):
         fail("permute", "axes", f"a permutation of the {x.ndim} axes of 'x'", axes)
     axes = tuple(a % x.ndim for a in axes)
-    out = np.transpose(x, axes)
+    out = x.transpose(axes)
     return out, _cache(x, out, axes, backend)
 
 

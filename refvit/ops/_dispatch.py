@@ -65,12 +65,21 @@ def check_cache(op, cache, cache_type):
 def is_empty(values):
     """True when an array with no elements is among ``values`` (searched through tuples and lists)."""
     for value in values:
-        if isinstance(value, (tuple, list)):
+        kind = type(value)
+        if kind is np.ndarray:  # the common cases first: arrays, then shapes, numbers and None
+            if value.size == 0:
+                return True
+        elif kind is tuple or kind is list or isinstance(value, (tuple, list)):
             if is_empty(value):
                 return True
+        elif kind in _NOT_ARRAYS:
+            continue
         elif (isinstance(value, np.ndarray) or is_device_array(value)) and _size(value) == 0:
             return True
     return False
+
+
+_NOT_ARRAYS = frozenset((int, float, bool, str, type(None), np.float32, np.float64, np.int64))
 
 
 def _size(array):

@@ -162,7 +162,10 @@ def largest_size(args):
     lists (0 if none)."""
     largest = 0
     for a in args:
-        if isinstance(a, np.ndarray):
+        kind = type(a)
+        if kind is int or a is None:  # shapes and options: the most frequent arguments after arrays
+            continue
+        if kind is np.ndarray or isinstance(a, np.ndarray):
             size = a.size
         elif isinstance(a, (tuple, list)):
             size = largest_size(a)
