@@ -326,21 +326,35 @@ def _unwrapped(arguments):
     return values, inputs, whats
 
 
+def _parent_node_list(node):
+    """:meth:`Node.parent_nodes` as a list, in the same order (the walk below calls it once per node)."""
+    found = []
+    for parent in node.parents:
+        if parent is None:
+            continue
+        if isinstance(parent, tuple):
+            found.extend(p._node for p in parent if p is not None and p._node is not None)
+        elif parent._node is not None:
+            found.append(parent._node)
+    return found
+
+
 def _topological_order(root):
     """Nodes reachable from ``root``, each before the nodes that produced its inputs."""
     post_order, visited = [], {root}
-    stack = [(root, root.parent_nodes())]
+    stack = [(root, iter(_parent_node_list(root)))]
     while stack:
         node, parents = stack[-1]
         for parent in parents:
             if parent not in visited:
                 visited.add(parent)
-                stack.append((parent, parent.parent_nodes()))
+                stack.append((parent, iter(_parent_node_list(parent))))
                 break
         else:
             stack.pop()
             post_order.append(node)
-    return post_order[::-1]
+    post_order.reverse()
+    return post_order
 
 
 def _accumulate_leaf(tensor, grad, taken=None):
@@ -397,7 +411,8 @@ def run_backward(root, grad, retain_graph=False):
             )
         node.check_versions()
         if node.multi_output:
-            dout = tuple(np.zeros(shape, dtype) if d is None else d for d, (shape, dtype) in zip(douts, node.output_specs))
+            dout = tuple(np.zeros(shape, dtype) if d is None else d
+                         for d, (shape, dtype) in zip(douts, node.output_specs))
         else:
             dout = douts[0]  # not None: checked above
         if node.needs is None:
@@ -424,6 +439,8 @@ def run_backward(root, grad, retain_graph=False):
                 if tensor._node is None:
                     _accumulate_leaf(tensor, g, taken)
                     continue
-                slots = pending.setdefault(tensor._node, [None] * len(tensor._node.output_specs))
+                slots = pending.get(tensor._node)
+                if slots is None:
+                    slots = pending[tensor._node] = [None] * len(tensor._node.output_specs)
                 current = slots[tensor._output_index]
                 slots[tensor._output_index] = g if current is None else current + g
