@@ -69,6 +69,11 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name):
+        # called for every submodule, parameter and buffer read (they live in the registries, not in
+        # __dict__): submodules, the most read, are looked up first; a name is in one registry at most
+        modules = self.__dict__.get("_modules")
+        if modules is not None and name in modules:
+            return modules[name]
         for registry in ("_parameters", "_buffers", "_modules"):
             entries = self.__dict__.get(registry)
             if entries is not None and name in entries:
