@@ -68,7 +68,8 @@ class Node:
     __slots__ = ("name", "input_names", "backward_fn", "cache", "parents", "output_specs", "multi_output", "freed",
                  "saved", "needs")
 
-    def __init__(self, name, input_names, backward_fn, cache, parents, output_specs, multi_output, saved=()):
+    def __init__(self, name, input_names, backward_fn, cache, parents, output_specs, multi_output, saved=(),
+                 given=None):
         self.name = name
         self.input_names = input_names
         self.backward_fn = backward_fn
@@ -78,7 +79,10 @@ class Node:
         self.multi_output = multi_output
         self.freed = False
         self.saved = saved
-        self.needs = tuple(p is not None for p in parents) if takes_needs(backward_fn) else None
+        if not takes_needs(backward_fn):
+            self.needs = None
+        else:  # ``given``: the same flags when the caller has them already
+            self.needs = given if given is not None else tuple(p is not None for p in parents)
 
     def check_versions(self):
         """Raise ``RuntimeError`` if a tensor the cache holds was changed in place since the forward.
@@ -235,7 +239,10 @@ def _saved_versions(inputs, whats, outputs):
     name, ``(name, i)`` for the ``i``-th of a sequence, or an output's index. ``inputs`` and ``whats``
     are the argument ``Tensor``s and their ``what``, as :func:`_unwrapped` lists them.
     """
-    saved = [_note(tensor, what) for tensor, what in zip(inputs, whats)]
+    saved = []
+    for tensor, what in zip(inputs, whats):  # _note, inlined: three or four of these per recorded op
+        counter, data = tensor._version_counter, tensor._data
+        saved.append((counter, counter.value, what, data.shape, id(data if data.base is None else _memory(data))))
     saved.extend(_note(tensor, index) for index, tensor in enumerate(outputs))
     return tuple(saved)
 
@@ -265,10 +272,14 @@ def apply(op, *args, **kwargs):
     running statistics) are passed as their own array, so in-place updates reach it.
     Returns a ``Tensor``, or a tuple of ``Tensor``s for an op with several outputs.
     """
-    arguments = _bind(op, args, kwargs)
+    positional = False if kwargs else _positional.get(op.forward, False)
+    if positional and positional[1] <= len(args) <= len(positional[0]):  # _bind's first case, inline
+        arguments = dict(zip(positional[0], args))
+    else:
+        arguments = _bind(op, args, kwargs)
     values, inputs, whats = _unwrapped(arguments)
     tensor_type = _tensor.Tensor
-    parents, recorded = [], False
+    parents, given, recorded = [], [], False
     for name in op.DIFFERENTIABLE:
         value = arguments.get(name)
         if isinstance(value, tensor_type):  # the common case, before the search through sequences
@@ -277,6 +288,9 @@ def apply(op, *args, **kwargs):
             parent = _parent_of(value)
         if parent is not None:
             recorded = True
+            given.append(True)
+        else:
+            given.append(False)
         parents.append(parent)
     out, cache = op.forward(**values)
 
@@ -284,7 +298,8 @@ def apply(op, *args, **kwargs):
     record = recorded and is_grad_enabled()
     node = None
     if record:
-        node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, tuple(parents), None, False)
+        node = Node(op_name(op), tuple(op.DIFFERENTIABLE), op.backward, cache, tuple(parents), None, False,
+                    given=tuple(given))
     if not isinstance(out, tuple):  # one output
         array = out if type(out) is np.ndarray else _host(out)
         output = from_op(array, node, 0, None if array.base is None else _view_counter(array, inputs))
