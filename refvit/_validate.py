@@ -91,13 +91,23 @@ def check_same_dtype(op, **arrays):
 
 def check_shape(op, arg, a, expected):
     """``expected`` is a tuple of ints or ``None`` (any size)."""
-    shape = tuple(a.shape)
+    shape = a.shape
+    if len(shape) == len(expected):  # the common case, without building the generator of ``all``
+        for e, s in zip(expected, shape):
+            if e is not None and e != s:
+                break
+        else:
+            return
+    shape = tuple(shape)
     if len(shape) != len(expected) or not all(e is None or e == s for e, s in zip(expected, shape)):
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         fail(op, arg, f"of shape {want}", f"shape {shape}")
 
 
 def check_int(op, arg, value, minimum=None, maximum=None, odd=False):
+    if type(value) is int and (minimum is None or value >= minimum) and (maximum is None or value <= maximum) and (
+            not odd or value % 2):
+        return value  # the common case, before the checks against the numbers ABCs that explain a refusal
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
         fail(op, arg, "an integer", describe(value), TypeError)
     value = int(value)
