@@ -35,8 +35,8 @@ def test_cpu_entry_rule(in_channels, out_channels, groups, path):
 
 @pytest.mark.parametrize("window, groups, path", [
     (((2, 2), (2, 2), (0, 0), (1, 1)), 1, "conv2d_merge"), (((4, 4), (4, 4), (0, 0), (1, 1)), 1, "conv2d_merge"),
-    (((2, 2), (2, 2), (0, 0), (1, 1)), 4, "conv2d_direct"), (((2, 2), (2, 2), (1, 1), (1, 1)), 1, "conv2d_gemm"),
-    (((3, 3), (2, 2), (1, 1), (1, 1)), 1, "conv2d_gemm"), (((1, 1), (1, 1), (0, 0), (1, 1)), 1, "conv2d_gemm"),
+    (((2, 2), (2, 2), (0, 0), (1, 1)), 4, "conv2d_direct"), (((2, 2), (2, 2), (1, 1), (1, 1)), 1, "conv2d_rows"),
+    (((3, 3), (2, 2), (1, 1), (1, 1)), 1, "conv2d_rows"), (((1, 1), (1, 1), (0, 0), (1, 1)), 1, "conv2d_gemm"),
     (((2, 2), (1, 1), (0, 0), (1, 1)), 1, "conv2d_rows"), (((2, 2), (2, 2), (0, 0), (2, 2)), 1, "conv2d_gemm")])
 def test_cpu_entry_rule_for_windows(window, groups, path):
     from refvit.kernels.cpu import conv2d

@@ -13,10 +13,10 @@ PATTERNS = list(itertools.product([False, True], repeat=3))
 
 # (x shape, weight shape, options, the cpu path that runs it)
 CASES = {
-    "stem_7x7_stride_2": ((2, 13, 12, 3), (8, 3, 7, 7), dict(stride=2, padding=3), "conv2d_gemm"),
+    "stem_7x7_stride_2": ((2, 13, 12, 3), (8, 3, 7, 7), dict(stride=2, padding=3), "conv2d_rows"),
     "rows_3x3": ((2, 7, 6, 4), (5, 4, 3, 3), dict(padding=1), "conv2d_rows"),
     "transposed_3x3": ((2, 6, 5, 20), (6, 20, 3, 3), dict(padding=1), "conv2d_gemm"),
-    "stride_2_3x3": ((2, 7, 7, 6), (5, 6, 3, 3), dict(stride=2, padding=1), "conv2d_gemm"),
+    "stride_2_3x3": ((2, 7, 7, 20), (5, 20, 3, 3), dict(stride=2, padding=1), "conv2d_gemm"),
     "pointwise": ((2, 5, 4, 6), (7, 6, 1, 1), dict(), "conv2d_gemm"),
     "merge_2x2": ((2, 7, 6, 4), (6, 4, 2, 2), dict(stride=2), "conv2d_merge"),
     "grouped": ((2, 6, 5, 8), (8, 4, 3, 3), dict(padding=1, groups=2), "conv2d_direct"),

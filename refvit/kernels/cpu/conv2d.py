@@ -5,7 +5,7 @@
 * other ``groups > 1``: the direct loops of :mod:`refvit.kernels.cpu.conv2d_direct`;
 * ``groups == 1`` with windows that do not overlap (stride == kernel, no padding, no dilation, not
   ``1x1``): the blocked products with ``dx`` copied back in place, :mod:`refvit.kernels.cpu.conv2d_merge`;
-* ``groups == 1``, stride 1, no dilation, few input channels (``k_w C_in <= 48``): one product per
+* ``groups == 1``, no dilation, few input channels (``k_w C_in <= 48``), any stride: one product per
   kernel row over wide rows of the input, :mod:`refvit.kernels.cpu.conv2d_rows`;
 * ``groups == 1``, stride 1, no dilation, ``k_w C_in <= 96``: ``dweight`` from the same wide rows
   (:func:`refvit.kernels.cpu.conv2d_rows.weight_gradient`), the rest on the path picked;
@@ -36,9 +36,10 @@ def choose(in_channels, out_channels, groups, window=None):
       SMT-T's 2x2 stride-2 merge at (2, 112, 112, 64) 11.2-11.6 -> 9.5-10.1 ms (on two threads, wall
       time, the same command without ``--cpu-time``: 16.6-18.3 -> 14.3-15.2 ms); smt_nano's at
       (64, 16, 16, 32) is a tie, 2.34-2.55 against 2.40-2.42 ms (two threads: 1.6-3.6 against 3.2-3.5 ms).
-    * groups == 1, stride 1, ``k_w C_in <= 48`` -> the kernel-row products of ``conv2d_rows`` (figures in
-      ``docs/ops/conv2d.md``): dualvit_nano's 3x3 16 -> 16 at (64, 16, 16, 16); with 32 input channels
-      (coatnet_nano's 3x3) the patch products are as fast.
+    * groups == 1, ``k_w C_in <= 48`` -> the kernel-row products of ``conv2d_rows`` (figures in
+      ``docs/ops/conv2d.md``): dualvit_nano's 3x3 16 -> 16 at (64, 16, 16, 16), its 7x7 stride-2 stem and its
+      3x3 stride-2 16 -> 32; with 32 input channels (coatnet_nano's 3x3) the patch products are as fast
+      forward, and the wide rows win for ``dweight`` alone at stride 1 (``conv2d_rows.MAX_WEIGHT_WIDE_ROW``).
     """
     if is_depthwise(in_channels, out_channels, groups):
         return depthwise_conv2d

@@ -1,5 +1,5 @@
 """The kernel-row products of refvit/kernels/cpu/conv2d_rows.py against the NumPy reference of
-refvit/ops/conv2d.py: the windows it takes (stride 1, no dilation, padding at most k - 1), odd map sizes,
+refvit/ops/conv2d.py: the windows it takes (any stride, no dilation, padding at most k - 1), odd map sizes,
 float32 and float64, with and without bias, blocks of one output row or several; the rule that picks it
 and the one that takes dweight from the wide rows on the patch path;
 one thread and two give the same bits."""
@@ -20,6 +20,9 @@ WINDOWS = {
     "2x3 uneven padding": Window((2, 3), (1, 1), (1, 2), (1, 1)),
     "1x3": Window((1, 3), (1, 1), (0, 1), (1, 1)),
     "5x5 larger than the map": Window((5, 5), (1, 1), (4, 2), (1, 1)),
+    "3x3 stride 2": Window((3, 3), (2, 2), (1, 1), (1, 1)),
+    "7x7 stride 2 (a stem)": Window((7, 7), (2, 2), (3, 3), (1, 1)),
+    "3x5 strides 3 and 2": Window((3, 5), (3, 2), (2, 1), (1, 1)),
 }
 
 
@@ -68,7 +71,9 @@ def test_the_rule_picks_the_rows_path_for_few_input_channels():
     three = WINDOWS["3x3 padded"]
     assert conv2d.choose(16, 16, 1, three) is conv2d_rows  # dualvit_nano's 3x3
     assert conv2d.choose(32, 32, 1, three) is conv2d_gemm  # coatnet_nano's 3x3: a wide row of 96
-    assert conv2d.choose(16, 32, 1, Window((3, 3), (2, 2), (1, 1), (1, 1))) is conv2d_gemm
+    assert conv2d.choose(16, 32, 1, Window((3, 3), (2, 2), (1, 1), (1, 1))) is conv2d_rows  # dualvit_nano's s2
+    assert conv2d.choose(3, 16, 1, Window((7, 7), (2, 2), (3, 3), (1, 1))) is conv2d_rows  # dualvit_nano's stem
+    assert conv2d.choose(32, 64, 1, Window((3, 3), (2, 2), (1, 1), (1, 1))) is conv2d_gemm
     assert conv2d.choose(16, 16, 1, Window((3, 3), (1, 1), (2, 2), (2, 2))) is conv2d_gemm
     assert not conv2d_rows.takes(3, Window((3, 3), (1, 1), (3, 1), (1, 1)))  # padding beyond k - 1
     assert conv2d.choose(8, 8, 1, Window((1, 1), (1, 1), (0, 0), (1, 1))) is conv2d_gemm  # x itself is the patch matrix
