@@ -183,12 +183,14 @@ def _bind(op, args, kwargs):
     names = _names_of(op)
     if names is not None and len(args) <= len(names):
         arguments = dict(zip(names, args))
-        if not kwargs or (not arguments.keys() & kwargs.keys() and all(k in names for k in kwargs)):
-            if kwargs:
-                arguments.update(kwargs)
-                arguments = {name: arguments[name] for name in names if name in arguments}
-            if _required[op.forward] <= arguments.keys():
-                return arguments
+        found = 0
+        for name in names[len(args):]:  # the keywords, in the order of the parameters
+            if name in kwargs:
+                arguments[name] = kwargs[name]
+                found += 1
+        # every keyword names a parameter not given by position, and nothing required is missing
+        if found == len(kwargs) and _required[op.forward] <= arguments.keys():
+            return arguments
     return dict(_signature(op).bind(*args, **kwargs).arguments)
 
 
@@ -243,7 +245,8 @@ def _saved_versions(inputs, whats, outputs):
     for tensor, what in zip(inputs, whats):  # _note, inlined: three or four of these per recorded op
         counter, data = tensor._version_counter, tensor._data
         saved.append((counter, counter.value, what, data.shape, id(data if data.base is None else _memory(data))))
-    saved.extend(_note(tensor, index) for index, tensor in enumerate(outputs))
+    for index, tensor in enumerate(outputs):
+        saved.append(_note(tensor, index))
     return tuple(saved)
 
 
