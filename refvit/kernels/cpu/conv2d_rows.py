@@ -79,10 +79,12 @@ def _wide_shape(x_shape, kernel, window):
 
 
 @njit(cache=True, parallel=True)
-def _fill_wide_rows(x, wide, pad_h, pad_w, stride_w):
+def _fill_wide_rows(x, wide, channels, pad_h, pad_w, stride_w):
     """``wide[b, f, r, v, (j, c)] = x[b, r s_h + f - p_h, v s_w - p_w + j, c]`` (zero outside ``x``) from
-    ``x (B, H, W, C)``: one ``prange`` iteration per wide row."""
-    batch, height, width, channels = x.shape
+    ``x (B, H, W*C)``: one ``prange`` iteration per wide row. A wide pixel whose ``k_w`` taps all fall inside
+    the row is one run of ``k_w C`` consecutive numbers of ``x``."""
+    batch, height, row_length = x.shape
+    width = row_length // channels
     phases, per_phase, out_w, run = wide.shape[1], wide.shape[2], wide.shape[3], wide.shape[4]
     taps = run // channels
     for row in prange(batch * phases * per_phase):
@@ -90,14 +92,21 @@ def _fill_wide_rows(x, wide, pad_h, pad_w, stride_w):
         phase = (row // per_phase) % phases
         h = (row % per_phase) * phases + phase - pad_h
         target = wide[b, phase, row % per_phase]
+        if h < 0 or h >= height:
+            target[:] = 0.0
+            continue
+        line = x[b, h]
         for v in range(out_w):
             pixel = target[v]
+            left = v * stride_w - pad_w
+            if left >= 0 and left + taps <= width:
+                pixel[:] = line[left * channels:left * channels + run]
+                continue
             for j in range(taps):
-                w = v * stride_w - pad_w + j
-                if 0 <= h < height and 0 <= w < width:
-                    source = x[b, h, w]
+                w = left + j
+                if 0 <= w < width:
                     for c in range(channels):
-                        pixel[j * channels + c] = source[c]
+                        pixel[j * channels + c] = line[w * channels + c]
                 else:
                     for c in range(channels):
                         pixel[j * channels + c] = 0.0
@@ -142,7 +151,8 @@ def _row_products(wide, matrices, bias, sums, terms, out, rows_per_block):
 
 def _wide_rows(x, kernel, window):
     wide = scratch("conv2d_rows.wide", _wide_shape(x.shape, kernel, window), x.dtype)
-    _fill_wide_rows(np.ascontiguousarray(x), wide, window.padding[0], window.padding[1], window.stride[1])
+    flat = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+    _fill_wide_rows(flat, wide, x.shape[3], window.padding[0], window.padding[1], window.stride[1])
     return wide
 
 
