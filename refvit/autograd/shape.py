@@ -86,7 +86,7 @@ def _reshape_forward(x, shape, backend=None):
 
 def _reshape_backward(dout, cache):
     dout = check_grad("reshape", dout, cache.out)
-    return (np.reshape(dout, cache.x.shape),)
+    return (dout.reshape(cache.x.shape) if type(dout) is np.ndarray else np.reshape(dout, cache.x.shape),)
 
 
 reshape = _make("reshape", _reshape_forward, _reshape_backward, ("x",),
@@ -109,7 +109,10 @@ def _permute_forward(x, axes, backend=None):
 
 def _permute_backward(dout, cache):
     dout = check_grad("permute", dout, cache.out)
-    return (np.transpose(dout, np.argsort(cache.option)),)
+    inverse = [0] * len(cache.option)  # the inverse permutation (np.argsort of it, without an array)
+    for i, axis in enumerate(cache.option):
+        inverse[axis] = i
+    return (dout.transpose(inverse) if type(dout) is np.ndarray else np.transpose(dout, inverse),)
 
 
 permute = _make("permute", _permute_forward, _permute_backward, ("x",),
