@@ -79,9 +79,10 @@ def test_the_rule_picks_the_rows_path_for_few_input_channels():
     assert conv2d.choose(8, 8, 1, Window((1, 1), (1, 1), (0, 0), (1, 1))) is conv2d_gemm  # x itself is the patch matrix
 
 
-def test_one_and_two_threads_give_the_same_bits(rng):
-    window = WINDOWS["3x3 padded"]
-    x, weight, bias, dout = _case(rng, np.float32, window, 16, 16, (16, 16))
+@pytest.mark.parametrize("name, in_channels", [("3x3 padded", 16), ("7x7 stride 2 (a stem)", 3)])
+def test_one_and_two_threads_give_the_same_bits(rng, name, in_channels):
+    window = WINDOWS[name]
+    x, weight, bias, dout = _case(rng, np.float32, window, in_channels, 16, (16, 16))
     results = []
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         numba.set_num_threads(threads)
