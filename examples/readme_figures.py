@@ -7,8 +7,8 @@
   figure as the median and the range (min-max) over the runs;
 * ``official``: ``refvit bench --markdown --filter official`` (the official sizes against PyTorch,
   ``--official-rounds`` rounds, one timed step after the warm-up; slow, so not part of the default);
-* ``results``: ``examples/results_table.py --markdown`` (trains every ``*_nano`` model in a fresh
-  directory unless ``--results-root`` names finished runs);
+* ``results``: ``examples/results_table.py --markdown --runs N`` (trains every ``*_nano`` model
+  ``--results-runs`` times in a fresh directory unless ``--results-root`` names finished runs);
 * ``train-time``: the README's main command, ``refvit train``, timed ``--train-runs`` times on a
   warm Numba cache (each in a fresh output directory).
 
@@ -101,9 +101,9 @@ def official_markdown(rounds):
     return f"{table.strip()}\n\nProduced by `{' '.join(['refvit'] + command[3:])}`."
 
 
-def results_markdown(root, epochs):
+def results_markdown(root, epochs, runs):
     command = [sys.executable, os.path.join(HERE, "results_table.py"), "--markdown", "--epochs", str(epochs),
-               "--root", root]
+               "--root", root, "--runs", str(runs)]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
 
@@ -136,6 +136,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="add the torch.compile column (slow to compile)")
     parser.add_argument("--results-root", help="finished results_table.py runs to reuse (default: train afresh)")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--results-runs", type=int, default=3, help="training runs per model for the results table")
     parser.add_argument("--train-runs", type=int, default=3)
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -148,10 +149,10 @@ def main(argv=None):
         rewrite(args.readme, "official", official_markdown(args.official_rounds))
     if "results" in parts:
         if args.results_root:
-            body = results_markdown(args.results_root, args.epochs)
+            body = results_markdown(args.results_root, args.epochs, args.results_runs)
         else:
             with tempfile.TemporaryDirectory() as root:
-                body = results_markdown(root, args.epochs)
+                body = results_markdown(root, args.epochs, args.results_runs)
         rewrite(args.readme, "results", body)
     if "train-time" in parts:
         # one untimed run first, so the Numba cache is warm whatever ran before
