@@ -1,10 +1,11 @@
 """Linear on the CPU: the batch axes are flattened into rows and the products go to BLAS in row blocks.
 
 A hand-written Numba loop would be far slower than BLAS ``gemm``, so this module only arranges
-the data and the parallelism. The rows ``(n, in)`` are cut into :func:`_blocks` equal blocks of at
-least :data:`ROWS_PER_BLOCK` rows (at most :data:`MAX_BLOCKS` blocks); a ``prange`` over the blocks
-runs one single-threaded ``gemm`` per block (Numba's ``np.dot``), so the products of one call use
-all of Numba's threads while BLAS keeps to one (see :mod:`refvit.kernels.cpu._threads`):
+the data and the parallelism. The rows ``(n, in)`` are cut into equal blocks of at least
+:data:`ROWS_PER_BLOCK` rows, few for the forward (:func:`forward_blocks`) and up to :data:`MAX_BLOCKS`
+for the backward (:func:`_blocks`); a ``prange`` over the blocks runs one single-threaded ``gemm`` per
+block (Numba's ``np.dot``), so the products of one call use all of Numba's threads while BLAS keeps to
+one (see :mod:`refvit.kernels.cpu._threads`):
 
 * forward, block ``r``: :math:`Y_r = X_r W^\\top`, then the bias added to the block's rows while
   they are still in the thread's cache (a separate ``y += bias`` pass over the whole output took
@@ -17,7 +18,9 @@ The blocks depend on the row count only, never on the number of threads, so the 
 either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
 (rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
 7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias pass, three parallel regions
-and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms.
+and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms. With both threads
+(``--repeat 9``, two alternating runs), the forward's fewer blocks took the 1024-row shapes from
+0.16-0.17 to 0.15 ms; the whole forward column moved from 2.03-2.08 to 1.96-2.01 ms.
 """
 import math
 
@@ -29,6 +32,7 @@ from numba import njit, prange
 ROWS_PER_BLOCK = 128
 # More blocks only add partial products of ``dweight`` to sum.
 MAX_BLOCKS = 16
+MAX_FORWARD_BLOCKS = 8
 
 
 def _rows(a):
@@ -37,7 +41,16 @@ def _rows(a):
 
 
 def _blocks(rows):
+    """Blocks of the backward: many, as the partial sums of ``dweight`` keep the products small."""
     return min(MAX_BLOCKS, max(1, -(-rows // ROWS_PER_BLOCK)))
+
+
+def forward_blocks(rows):
+    """Blocks of the forward: as few as keep both cores busy (two up to 2047 rows, one per 1024 rows
+    above, at most :data:`MAX_FORWARD_BLOCKS`), since each ``gemm`` call has a fixed cost and the
+    forward has no partial sums to keep small. A row's result may depend on the block it falls in
+    (BLAS picks its kernels by the block's size), so this depends on ``rows`` alone."""
+    return min(MAX_FORWARD_BLOCKS, -(-rows // ROWS_PER_BLOCK), max(2, rows // 1024))
 
 
 @njit(cache=True)
@@ -83,7 +96,7 @@ def forward(x, weight, bias):
         # one signature with and without a bias: an empty stand-in and a flag instead of None
         b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
         # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
-        _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, _blocks(rows.shape[0]))
+        _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, forward_blocks(rows.shape[0]))
     else:
         y[:] = 0.0 if bias is None else bias
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
