@@ -40,7 +40,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from refvit.kernels.cpu.vector_math import (ERFCX_COEFFICIENTS, ERFCX_T_SCALE, EXP_LOWEST_F32, EXP_TAYLOR_F32,
                                             LN2_HIGH, LN2_HIGH_F32, LN2_LOW, LN2_LOW_F32, LOG2_E, LOG2_E_F32)
@@ -63,25 +63,33 @@ _SQRT_HALF_F32, _INV_SQRT_2PI_F32, _A_F32 = np.float32(_SQRT_HALF), np.float32(_
 _TWO_C, _THREE_A, _CLIP = np.float32(2.0 * _C), np.float32(3.0 * _A), np.float32(1e4)
 
 
+@njit(cache=True, inline="always")
+def _gelu_libm(v, tanh_approx):
+    """GELU of one float64 value (libm's ``tanh``/``erf``)."""
+    if tanh_approx:
+        return 0.5 * v * (1.0 + math.tanh(_C * (v + _A * v * v * v)))
+    return 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+
+
+@njit(cache=True, inline="always")
+def _gelu_slope_libm(v, tanh_approx):
+    """The derivative of GELU at one float64 value (libm's ``tanh``/``erf``/``exp``)."""
+    if tanh_approx:
+        t = math.tanh(_C * (v + _A * v * v * v))
+        return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _C * (1.0 + 3.0 * _A * v * v)
+    return 0.5 * (1.0 + math.erf(v * _SQRT_HALF)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
+
+
 @njit(cache=True, parallel=True)
 def _forward_libm(x, out, tanh_approx):
     for i in prange(x.size):
-        v = x[i]
-        if tanh_approx:
-            out[i] = 0.5 * v * (1.0 + math.tanh(_C * (v + _A * v * v * v)))
-        else:
-            out[i] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+        out[i] = _gelu_libm(x[i], tanh_approx)
 
 
 @njit(cache=True, parallel=True)
 def _backward_libm(dout, x, dx, tanh_approx):
     for i in prange(x.size):
-        v = x[i]
-        if tanh_approx:
-            t = math.tanh(_C * (v + _A * v * v * v))
-            dx[i] = dout[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _C * (1.0 + 3.0 * _A * v * v))
-        else:
-            dx[i] = dout[i] * (0.5 * (1.0 + math.erf(v * _SQRT_HALF)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+        dx[i] = dout[i] * _gelu_slope_libm(x[i], tanh_approx)
 
 
 @intrinsic
@@ -198,6 +206,36 @@ def _tanh(x, dout, result, gradient):
             result[i] = dout[i] * (first + (v * (e * inverse * inverse)) * _TWO_C * (_ONE + _THREE_A * clipped * clipped))
         else:
             result[i] = v * first
+
+
+def gelu_stretch(x, dout, result, tanh_approx, gradient):
+    """GELU of a stretch of contiguous elements on one thread, the code of this module's kernels for the
+    dtype of ``x``: ``result = gelu(x)``, or with ``gradient`` ``result = dout * gelu'(x)`` (``dout`` is
+    not read in the forward). For compiled callers that apply GELU inside a loop of their own
+    (:mod:`refvit.kernels.cpu.linear_gelu`), with the same results as this module's entries.
+
+    Compiled code only; this Python body states the result with the entries."""
+    result[:] = backward(dout, x, tanh_approx) if gradient else forward(x, tanh_approx)
+
+
+@overload(gelu_stretch, jit_options={"cache": True})
+def _gelu_stretch_for_types(x, dout, result, tanh_approx, gradient):
+    if x.dtype == types.float32:
+        def float32_stretch(x, dout, result, tanh_approx, gradient):
+            if tanh_approx:
+                _tanh(x, dout, result, gradient)
+            else:
+                _exact(x, dout, result, gradient)
+        return float32_stretch
+
+    def float64_stretch(x, dout, result, tanh_approx, gradient):
+        if gradient:
+            for i in range(x.shape[0]):
+                result[i] = dout[i] * _gelu_slope_libm(x[i], tanh_approx)
+        else:
+            for i in range(x.shape[0]):
+                result[i] = _gelu_libm(x[i], tanh_approx)
+    return float64_stretch
 
 
 @njit(cache=True, parallel=True)
