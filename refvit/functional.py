@@ -28,6 +28,11 @@ def linear(x, weight, bias=None, backend=None):
     return apply(ops.linear, x, weight, bias, backend=backend)
 
 
+def linear_gelu(x, weight, bias=None, approximate="none", backend=None):
+    """``gelu(x (..., in) @ weight (out, in)^T + bias (out,))`` -> ``(..., out)``, GELU exact or ``approximate="tanh"``."""
+    return apply(ops.linear_gelu, x, weight, bias, approximate=approximate, backend=backend)
+
+
 def layer_norm(x, weight, bias, eps=1e-5, backend=None):
     """Normalise over the last axis, then ``* weight + bias`` (both ``(C,)``)."""
     return apply(ops.layer_norm, x, weight, bias, eps=eps, backend=backend)

@@ -75,6 +75,8 @@ TABLE = (
            kernels=_kernels("layer_norm")),
     OpSpec("linear", differentiable=("x", "weight", "bias"), batched=("x",),
            kernels=_kernels("linear")),
+    OpSpec("linear_gelu", differentiable=("x", "weight", "bias"), batched=("x",),
+           kernels=_kernels("linear_gelu")),       # the kernels of linear and gelu, GELU per cpu row block
     OpSpec("max_pool2d", differentiable=("x",), batched=("x",),
            kernels=_kernels("max_pool2d")),
     OpSpec("mean", differentiable=("x",), batched=("x",),
