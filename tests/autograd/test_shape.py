@@ -76,6 +76,26 @@ def test_vjp_broadcast_to_and_getitem(in_shape, seed, data):
     check_vjp(shape.getitem, (x, (slice(start, None), Ellipsis)), seed=seed % 1000)
 
 
+@given(in_shape=shapes(min_dims=1, max_dims=4), seed=seeds(), data=st.data())
+def test_split_and_pad_equal_numpy(in_shape, seed, data):
+    """split cuts views where np.split would (pieces may be empty, the axis negative); pad's zeros and
+    copy give np.pad's values in x's dtype."""
+    x = random_array(in_shape, seed).astype(data.draw(st.sampled_from([np.float32, np.float64])))
+    axis = data.draw(st.integers(-len(in_shape), len(in_shape) - 1))
+    cuts = sorted(data.draw(st.lists(st.integers(0, in_shape[axis]), max_size=3)))
+    sizes = tuple(np.diff([0] + cuts + [in_shape[axis]]))
+    pieces, _ = shape.split.forward(x, sizes, axis=axis)
+    expected = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+    assert len(pieces) == len(expected)
+    for got, want in zip(pieces, expected):
+        assert got.shape == want.shape and np.shares_memory(got, x) == (got.size > 0)
+        np.testing.assert_array_equal(got, want)
+    widths = tuple(data.draw(st.tuples(st.integers(0, 2), st.integers(0, 2))) for _ in in_shape)
+    out, _ = shape.pad.forward(x, widths)
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(out, np.pad(x, widths))
+
+
 def test_forward_values_match_numpy(rng):
     x = rng.standard_normal((2, 3, 4))
     assert_close(shape.reshape.forward(x, (6, 4))[0], x.reshape(6, 4))
