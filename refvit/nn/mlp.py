@@ -1,6 +1,7 @@
 """``Mlp``: timm's two-layer perceptron, ``fc2(drop(norm(drop(act(fc1(x))))))``."""
 from __future__ import annotations
 
+from refvit import functional as F
 from refvit.nn.activation import GELU
 from refvit.nn.dropout import Dropout
 from refvit.nn.linear import Identity, Linear
@@ -18,6 +19,12 @@ class Mlp(Module):
     ``state_dict`` keys are ``fc1.weight, fc1.bias, fc2.weight, fc2.bias`` (plus ``norm.*``
     with a ``norm_layer``). ``act_layer`` is a module class (``GELU``); ``drop`` is one
     probability or a pair (after ``act``, after ``fc2``).
+
+    With a plain ``Linear`` ``fc1`` and a plain ``GELU`` ``act`` (the models' MLPs), ``act(fc1(x))`` is
+    computed by the one op ``linear_gelu`` (``F.linear_gelu`` with ``fc1``'s parameters and ``act``'s
+    ``approximate``), which saves the separate GELU pass over the hidden activations; any other
+    ``fc1`` or ``act`` (a subclass, or a module whose ``forward`` was replaced on the instance, included)
+    is called as a module.
     """
 
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=GELU, norm_layer=None,
@@ -35,5 +42,13 @@ class Mlp(Module):
         self.drop2 = Dropout(drop2)
 
     def forward(self, x):
-        x = self.drop1(self.act(self.fc1(x)))
+        x = self.drop1(self._fc1_act(x))
         return self.drop2(self.fc2(self.norm(x)))
+
+    def _fc1_act(self, x):
+        """``act(fc1(x))``: one ``linear_gelu`` where that is what the two modules compute."""
+        fc1, act = self.fc1, self.act
+        if (type(fc1) is Linear and type(act) is GELU and fc1.backend == act.backend
+                and "forward" not in vars(fc1) and "forward" not in vars(act)):  # none replaced on the instance
+            return F.linear_gelu(x, fc1.weight, fc1.bias, approximate=act.approximate, backend=fc1.backend)
+        return act(fc1(x))

@@ -35,7 +35,7 @@ def test_the_rows_add_up_to_the_step(result):
 
 def test_known_ops_appear_in_both_steps_with_matching_calls(result):
     rows = by_key(result)
-    for op in ("linear", "layer_norm", "gelu", "na2d", "add", "cross_entropy"):
+    for op in ("linear", "layer_norm", "linear_gelu", "na2d", "add", "cross_entropy"):  # the MLPs: linear_gelu
         forward, backward = rows[(op, "forward")], rows[(op, "backward")]
         assert forward["calls_per_step"] == backward["calls_per_step"] >= 1, op
     assert rows[("cross_entropy", "forward")]["calls_per_step"] == 1
