@@ -1,8 +1,9 @@
-"""Benchmark cases for gelu, layer_norm and linear at the shapes the ``*_nano`` models run them.
+"""Benchmark cases for gelu, layer_norm, linear and linear_gelu at the shapes the ``*_nano`` models run them.
 
 Batch 64 of 32x32 images, as in the ``train step`` rows and ``refvit bench --profile``: the first
 stages of coatnet_nano and dinat_nano (16x16 and 8x8 maps of 32 channels, their MLPs' 96 hidden
-channels) and a late stage (4x4 maps of 256 channels). Each case has its PyTorch equivalent.
+channels) and a late stage (4x4 maps of 256 channels); linear_gelu at the first MLP layer of nat_nano and
+dinat_nano (what ``nn.Mlp`` runs there). Each case has its PyTorch equivalent.
 They are small and many, so they are tagged :data:`refvit.bench.ON_REQUEST`: a run without
 ``--filter`` leaves them out, ``--filter "nano op"`` runs them all.
 """
@@ -15,6 +16,7 @@ PREFIX = "nano op"
 GELU_SHAPES = ((64, 16, 16, 32), (64, 8, 8, 96), (64, 4, 4, 256))
 LAYER_NORM_SHAPES = ((64, 8, 8, 32), (64, 16, 16, 32))
 LINEAR_SHAPES = (((64, 8, 8, 32), 96), ((64, 8, 8, 96), 32))
+LINEAR_GELU_SHAPES = (((64, 8, 8, 32), 96),)
 
 
 def _shape(shape):
@@ -38,6 +40,13 @@ def _linear_inputs(shape, out_features):
     return make
 
 
+def _linear_gelu_torch(args, kwargs):
+    import torch.nn.functional as F
+
+    forward = _linear_torch(args, kwargs)
+    return lambda: F.gelu(forward())
+
+
 def _linear_flops(args, kwargs):
     return 2.0 * args[0].size * args[1].shape[0]
 
@@ -49,4 +58,6 @@ CASES = (
                  tags=(ON_REQUEST,)) for s in LAYER_NORM_SHAPES]
     + [BenchCase(f"{PREFIX} linear {_shape(s)}->{n}", "linear", _linear_inputs(s, n), _linear_torch,
                  flops=_linear_flops, tags=(ON_REQUEST,)) for s, n in LINEAR_SHAPES]
+    + [BenchCase(f"{PREFIX} linear_gelu {_shape(s)}->{n}", "linear_gelu", _linear_inputs(s, n), _linear_gelu_torch,
+                 flops=_linear_flops, tags=(ON_REQUEST,)) for s, n in LINEAR_GELU_SHAPES]
 )

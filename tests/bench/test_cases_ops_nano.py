@@ -9,7 +9,7 @@ from refvit.bench import ON_REQUEST, cases_ops_nano, collect_cases, runner
 NAMES = [
     "nano op gelu (64,16,16,32)", "nano op gelu (64,8,8,96)", "nano op gelu (64,4,4,256)",
     "nano op layer_norm (64,8,8,32)", "nano op layer_norm (64,16,16,32)",
-    "nano op linear (64,8,8,32)->96", "nano op linear (64,8,8,96)->32",
+    "nano op linear (64,8,8,32)->96", "nano op linear (64,8,8,96)->32", "nano op linear_gelu (64,8,8,32)->96",
 ]
 
 
@@ -18,7 +18,7 @@ def test_the_cases_and_their_shapes():
     for case in cases_ops_nano.CASES:
         args, _ = case.make(np.random.default_rng(0), np.float32)
         shape = "(" + ",".join(str(n) for n in args[0].shape) + ")"
-        out = f"->{args[1].shape[0]}" if case.op == "linear" else ""
+        out = f"->{args[1].shape[0]}" if case.op in ("linear", "linear_gelu") else ""
         assert case.name == f"nano op {case.op} {shape}{out}"
         assert all(a.dtype == np.float32 for a in args)
         assert ON_REQUEST in case.tags and case.torch_forward is not None
