@@ -18,3 +18,18 @@ def test_prints_each_shape_and_the_sum(capsys, extra, side):
         assert all(float(row[3]) > 0 for row in rows[:-1])
     assert rows[-1][0] == "all shapes"
     assert float(rows[-1][1]) == pytest.approx(forward, abs=0.01) and float(rows[-1][3]) == pytest.approx(backward, abs=0.01)
+
+
+@pytest.mark.parametrize("extra, side", [(["--gelu", "fused"], "refvit cpu linear + gelu fused"),
+                                         (["--gelu", "separate"], "refvit cpu linear + gelu separate"),
+                                         (["--gelu", "fused", "--torch"], "PyTorch")])
+def test_gelu_prints_the_fc1_shapes_and_the_dinat_nano_step(capsys, extra, side):
+    script = load_example("linear_shapes")
+    script.main(["--repeat", "1"] + extra)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(side)
+    assert len(lines) == len(script.GELU_SHAPES) + 2
+    assert [line.split(" -> ")[0] for line in lines[1:-1]] == [f"({r}, {i})" for r, i, _, _ in script.GELU_SHAPES]
+    total, step = lines[-1].split("   dinat_nano step: ")
+    forward, backward = (float(v) for v in step.split(" | "))
+    assert total.startswith("all shapes") and forward > 0 and backward != 0
