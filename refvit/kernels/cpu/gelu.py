@@ -33,6 +33,9 @@ See ``docs/backends.md``.
 
 **float64**: one ``prange`` loop over the elements with ``math.erf``/``math.exp``/``math.tanh``
 (libm), so float64 results stay at rounding level.
+
+:func:`gelu_stretch` is the code of both paths for one contiguous stretch, for kernels that apply GELU in a
+loop of their own (``linear_gelu``): it gives the bits of this module's entries.
 """
 import math
 
