@@ -29,7 +29,7 @@ def linear(x, weight, bias=None, backend=None):
 
 
 def linear_gelu(x, weight, bias=None, approximate="none", backend=None):
-    """``gelu(x (..., in) @ weight (out, in)^T + bias (out,))`` -> ``(..., out)``, GELU exact or ``approximate="tanh"``."""
+    """``gelu(x (..., in) @ weight (out, in)^T + bias (out,))`` -> ``(..., out)``; GELU exact or ``"tanh"``."""
     return apply(ops.linear_gelu, x, weight, bias, approximate=approximate, backend=backend)
 
 
