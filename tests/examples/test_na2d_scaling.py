@@ -29,7 +29,8 @@ def test_smallest_run_prints_one_row_per_shape(na2d_scaling, capsys, clock):
     na2d_scaling.main(TINY + (["--cpu-time"] if clock == "CPU time" else []))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("matmul rate ") and lines[0].endswith(f"GFLOP/s (float32, 1024^3, {clock})")
-    assert float(lines[0].split()[2]) > 0
+    rate = float(lines[0].split()[2])
+    assert rate > 0
     assert lines[1].split() == ["B", "map", "k", "paths", "(fwd/bwd)", "fwd", "ms", "min/med", "f+b", "ms",
                                 "min/med", "ns/HWk2", "f+b", "%mm", "fwd", "%mm", "f+b"]
     rows = _rows(lines[2:])
@@ -44,7 +45,16 @@ def test_smallest_run_prints_one_row_per_shape(na2d_scaling, capsys, clock):
         units = batch * 4 * side * side * kernel * kernel  # 4 heads
         # ns per H W k^2 from the printed milliseconds, each rounded to its printed digits
         assert abs(ns_per_unit - both_min * 1e6 / units) <= 0.005 * 1e6 / units + 0.05 + 1e-9
-        assert share_fwd > 0 and share_both > 0
+        # the shares of the matmul rate from the printed times and rate, each rounded to its printed
+        # digits; a tiny map can round its share to 0.0, so the bounds, not the sign, are checked
+        flops_fwd = 4.0 * units * 32
+        for share, flops, ms in ((share_fwd, flops_fwd, fwd_min), (share_both, 3 * flops_fwd, both_min)):
+            assert share >= 0
+            slowest = 100.0 * flops / ((ms + 0.005) * 1e-3) / ((rate + 0.05) * 1e9)
+            assert share >= slowest - 0.05 - 1e-9
+            if ms > 0.005:
+                fastest = 100.0 * flops / ((ms - 0.005) * 1e-3) / ((rate - 0.05) * 1e9)
+                assert share <= fastest + 0.05 + 1e-9
 
 
 def test_large_maps_are_skipped_for_batches_above_one(na2d_scaling, capsys):
