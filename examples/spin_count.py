@@ -61,6 +61,31 @@ def measure(model_name, steps, batch):
     return tuple(results)
 
 
+def run_rounds(settings, rounds, command, environment):
+    """``{setting: [measurement, ...]}``: one process per setting and round, the settings taking turns;
+    ``environment(setting)`` is the process's environment, its output :func:`measure`'s four numbers."""
+    results = {setting: [] for setting in settings}
+    for _ in range(rounds):
+        for setting in settings:
+            output = subprocess.run(command(setting), env=environment(setting), capture_output=True, text=True,
+                                    check=True).stdout
+            results[setting].append(tuple(float(v) for v in output.split()))
+    return results
+
+
+def print_table(title, label, results):
+    """Per setting: the train step's median (min-max), the median of its CPU time, the inference's median
+    (min-max), in ms."""
+    print(title)
+    print(f"{label:>14s}  {'train step':>22s}  {'its CPU time':>12s}  {'inference':>22s}")
+    for setting, rows in results.items():
+        columns = list(zip(*rows))
+
+        def cell(values):
+            return f"{statistics.median(values):7.1f} ({min(values):.1f}-{max(values):.1f})"
+        print(f"{setting:>14s}  {cell(columns[0]):>22s}  {statistics.median(columns[1]):12.1f}  {cell(columns[2]):>22s}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="dinat_nano")
@@ -73,24 +98,17 @@ def main(argv=None):
     if args.measure:
         print(" ".join(f"{value:.2f}" for value in measure(args.model, args.steps, args.batch)))
         return
-    counts = args.counts.split(",")
-    results = {count: [] for count in counts}
-    for _ in range(args.rounds):
-        for count in counts:
-            env = dict(os.environ, GOMP_SPINCOUNT=count)
-            env.pop("OMP_WAIT_POLICY", None)
-            command = [sys.executable, os.path.abspath(__file__), "--measure", "--model", args.model,
-                       "--steps", str(args.steps), "--batch", str(args.batch)]
-            output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-            results[count].append(tuple(float(v) for v in output.split()))
-    print(f"{args.model}, batch {args.batch}, cpu backend, {args.rounds} rounds: median (min-max) ms")
-    print(f"{'GOMP_SPINCOUNT':>14s}  {'train step':>22s}  {'its CPU time':>12s}  {'inference':>22s}")
-    for count, rows in results.items():
-        columns = list(zip(*rows))
 
-        def cell(values):
-            return f"{statistics.median(values):7.1f} ({min(values):.1f}-{max(values):.1f})"
-        print(f"{count:>14s}  {cell(columns[0]):>22s}  {statistics.median(columns[1]):12.1f}  {cell(columns[2]):>22s}")
+    def environment(count):
+        env = dict(os.environ, GOMP_SPINCOUNT=count)
+        env.pop("OMP_WAIT_POLICY", None)
+        return env
+
+    command = [sys.executable, os.path.abspath(__file__), "--measure", "--model", args.model,
+               "--steps", str(args.steps), "--batch", str(args.batch)]
+    results = run_rounds(args.counts.split(","), args.rounds, lambda count: command, environment)
+    print_table(f"{args.model}, batch {args.batch}, cpu backend, {args.rounds} rounds: median (min-max) ms",
+                "GOMP_SPINCOUNT", results)
 
 
 if __name__ == "__main__":
