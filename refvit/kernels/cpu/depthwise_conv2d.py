@@ -6,14 +6,19 @@ One filter per channel:
 
 (taps that fall in the padding are skipped; the padding is never built).
 
-Layout that makes it fast: a map row ``x[b, h]`` is one contiguous run of ``W*C`` numbers,
-and the weight of tap ``(i, j)`` is stored repeated along a row, ``tap_rows[i, j, v*C + c] =
-w[c, i, j]``. With ``stride_w == 1`` the contribution of tap ``(i, j)`` to a whole output row is
-then a single multiply-add over one contiguous run (``x`` shifted by ``(j d_w - p_w) C``), which
-Numba turns into SIMD code; other strides take the same multiply-add one pixel (``C`` numbers)
-at a time.
+Channels last makes the channel the vector axis: a pixel ``x[b, h, w]`` is a contiguous run
+of ``C`` numbers, and so is a tap's weights ``taps[i, j] = w[:, i, j]``.
 
-* forward: ``prange`` over output rows ``(b, u)``; each row adds its ``kh*kw`` tap runs.
+* forward: ``prange`` over output rows ``(b, u)``; each output pixel starts at the bias and adds
+  its ``kh*kw`` taps in ``(i, j)`` order, one multiply-add over the ``C`` channels per tap
+  (SIMD code), while the pixel's ``C`` sums stay in the L1 cache. For any stride and dilation.
+
+For the passes that walk rows, a map row ``x[b, h]`` is one contiguous run of ``W*C`` numbers,
+and the weight of tap ``(i, j)`` is stored repeated along a row, ``tap_rows[i, j, v*C + c] =
+w[c, i, j]``. With ``stride_w == 1`` the contribution of tap ``(i, j)`` to a whole row is then a
+single multiply-add over one contiguous run (``x`` shifted by ``(j d_w - p_w) C``); other
+strides take the same multiply-add one pixel (``C`` numbers) at a time.
+
 * dx (gather): ``prange`` over input rows ``(b, h)``; row ``h`` collects
   :math:`\delta_{b,u,v,c}\,w_{c,i,j}` from the output rows :math:`u = (h + p_h - i d_h)/s_h`
   (whole numbers in ``[0, H_out)``) that read it, tap by tap.
@@ -25,6 +30,13 @@ at a time.
 
 Forward and dx accumulate in the input dtype (at most ``kh*kw`` terms per element); dweight
 and dbias finish their long sums in float64.
+
+The forward's pixel loop replaced a row walk (the dx pass's, with the output as the row written):
+``python examples/conv2d_shapes.py --repeat 9 --filter depthwise`` (2 threads, float32, wall time,
+least of 9, range over 3 alternating runs) gave 0.332-0.341 -> 0.283-0.285 ms at dualvit_nano's
+(64, 8, 8, 128), 0.452-0.791 -> 0.221-0.284 ms at coatnet_nano's (64, 16, 16, 128) stride 2 and
+0.198-0.219 -> 0.116-0.130 ms at its (64, 8, 8, 256) stride 2, where the walk took one run per
+pixel, with the same results to the bit (table in docs/ops/conv2d.md).
 """
 import numpy as np
 from numba import njit, prange
@@ -51,8 +63,34 @@ def _multiply_add(target, a, b):
         target[t] += a[t] * b[t]
 
 
-# What a tap walk writes: the output row (forward), the input row (dx) or the per-tap products (dweight).
-WRITES_OUTPUT, WRITES_INPUT, WRITES_TAPS = 0, 1, 2
+# What a tap walk writes: the input row (dx) or the per-tap products (dweight).
+WRITES_INPUT, WRITES_TAPS = 1, 2
+
+
+@njit(cache=True, parallel=True)
+def _forward_pixels(x, taps, bias, out, stride, pad, dilation):
+    """``out[b, u, v] = bias + sum over taps (i, j) inside of x[b, h, w] * taps[i, j]`` with
+    ``h = u s_h - p_h + i d_h`` and ``w = v s_w - p_w + j d_w``, the taps added in ``(i, j)`` order;
+    ``x (B, H, W, C)``, ``taps (kh, kw, C)``, ``bias (C,)`` (zeros when there is none), ``out (B, H_out, W_out, C)``."""
+    batch, height, width, channels = x.shape
+    out_h, out_w = out.shape[1], out.shape[2]
+    for row in prange(batch * out_h):
+        b, u = row // out_h, row % out_h
+        for v in range(out_w):
+            pixel = out[b, u, v]
+            for c in range(channels):
+                pixel[c] = bias[c]
+            for i in range(taps.shape[0]):
+                h = u * stride[0] - pad[0] + i * dilation[0]
+                if h < 0 or h >= height:
+                    continue
+                for j in range(taps.shape[1]):
+                    w = v * stride[1] - pad[1] + j * dilation[1]
+                    if w < 0 or w >= width:
+                        continue
+                    source, tap = x[b, h, w], taps[i, j]
+                    for c in range(channels):
+                        pixel[c] += source[c] * tap[c]
 
 
 @njit(cache=True)
@@ -62,7 +100,6 @@ def _walk_taps(writes, out_rows, in_rows, taps, row, channels, stride, pad, dila
     for the taps of ``row`` (``u``, or ``h`` when the walk writes the input) that land inside,
     ``writes`` names the run of ``C`` numbers that takes the product of the other two:
 
-    * ``WRITES_OUTPUT``: ``out[u, v] += in[h, w] * taps[i, j, v]`` (forward; ``taps`` the repeated weights),
     * ``WRITES_INPUT``: ``in[h, w] += out[u, v] * taps[i, j, v]`` (dx; ``out`` is ``dout``),
     * ``WRITES_TAPS``: ``taps[i, j, v] += out[u, v] * in[h, w]`` (the dweight products of ``dout`` and ``x``).
 
@@ -90,31 +127,20 @@ def _walk_taps(writes, out_rows, in_rows, taps, row, channels, stride, pad, dila
             for v in range(first, first + runs):
                 o = v * channels
                 n = (v * stride[1] - pad[1] + offset) * channels
-                if writes == WRITES_OUTPUT:
-                    _multiply_add(out_row[o:o + length], in_row[n:n + length], tap[o:o + length])
-                elif writes == WRITES_INPUT:
+                if writes == WRITES_INPUT:
                     _multiply_add(in_row[n:n + length], out_row[o:o + length], tap[o:o + length])
                 else:
                     _multiply_add(tap[o:o + length], out_row[o:o + length], in_row[n:n + length])
 
 
 @njit(cache=True, parallel=True)
-def _walk_rows(writes, out_rows, in_rows, taps, channels, stride, pad, dilation):
-    """:func:`_walk_taps` with ``prange`` over the rows the pass writes: output rows, or input rows for dx."""
-    rows = in_rows.shape[1] if writes == WRITES_INPUT else out_rows.shape[1]
-    for row in prange(out_rows.shape[0] * rows):
-        b = row // rows
-        _walk_taps(writes, out_rows[b], in_rows[b], taps, row % rows, channels, stride, pad, dilation)
-
-
-def _forward(x_rows, tap_rows, out_rows, channels, stride, pad, dilation):
-    """``out_rows (B, H_out, W_out*C) += `` taps of ``x_rows (B, H, W*C)``."""
-    _walk_rows(WRITES_OUTPUT, out_rows, x_rows, tap_rows, channels, stride, pad, dilation)
-
-
 def _grad_input(dout_rows, tap_rows, dx_rows, channels, stride, pad, dilation):
-    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``."""
-    _walk_rows(WRITES_INPUT, dout_rows, dx_rows, tap_rows, channels, stride, pad, dilation)
+    """``dx_rows (B, H, W*C)`` gathers from ``dout_rows (B, H_out, W_out*C)``: :func:`_walk_taps` with
+    ``prange`` over the input rows, each written by its own iteration."""
+    rows = dx_rows.shape[1]
+    for row in prange(dout_rows.shape[0] * rows):
+        b = row // rows
+        _walk_taps(WRITES_INPUT, dout_rows[b], dx_rows[b], tap_rows, row % rows, channels, stride, pad, dilation)
 
 
 @njit(cache=True, parallel=True)
@@ -192,10 +218,10 @@ def weight_gradient(dout_rows, x_rows, kernel, channels, geometry):
 def forward(x, weight, bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = window.output_size(height, width)
-    out = np.zeros((batch, out_h, out_w, channels), dtype=x.dtype)
-    if bias is not None:
-        out[...] = bias
-    _forward(_as_rows(x), _tap_rows(weight, out_w), _as_rows(out), channels, *_window_args(window))
+    out = np.empty((batch, out_h, out_w, channels), dtype=x.dtype)
+    taps = np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
+    start = np.zeros(channels, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)
+    _forward_pixels(np.ascontiguousarray(x), taps, start, out, *_window_args(window))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The tap walks of refvit/kernels/cpu/depthwise_conv2d.py add the taps of every element in
+"""The loops of refvit/kernels/cpu/depthwise_conv2d.py add the taps of every element in
 ``(i, j)`` order, whether a tap's pixels form one contiguous run (``stride_w == 1``) or a run per
 pixel; so forward and dx equal, bit for bit, a NumPy loop that adds tap after tap."""
 import numpy as np
@@ -49,3 +49,20 @@ def test_forward_and_dx_add_the_taps_in_order(window, dtype):
     for i, j, (u, v), (h, w) in _taps(window, 9, 11):
         want_dweight[:, 0, i, j] = np.einsum("bnc,bnc->c", dout[:, u, v].astype(np.float64), x[:, h, w])
     np.testing.assert_allclose(dweight, want_dweight, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_forward_starts_each_pixel_at_the_bias(window):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 9, 11, 5)).astype(np.float32)
+    weight = rng.standard_normal((5, 1, *window.kernel)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    out_h, out_w = window.output_size(9, 11)
+    want = np.broadcast_to(bias, (2, out_h, out_w, 5)).copy()
+    for i, j, (u, v), (h, w) in _taps(window, 9, 11):
+        want[:, u, v] += x[:, h, w] * weight[:, 0, i, j]
+    np.testing.assert_array_equal(depthwise_conv2d.forward(x, weight, bias, window), want)
+    # a strided view of x gives the same
+    wide = np.zeros((2, 9, 22, 5), np.float32)
+    wide[:, :, ::2] = x
+    np.testing.assert_array_equal(depthwise_conv2d.forward(wide[:, :, ::2], weight, bias, window), want)
