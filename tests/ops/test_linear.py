@@ -137,11 +137,12 @@ def test_cpu_row_blocks_do_not_depend_on_threads(rng):
 
 
 def test_cpu_forward_blocks_are_few_and_depend_on_rows_only():
-    """The forward cuts rows into at least two blocks once there are two blocks' worth of rows, and
-    never into more than the backward does."""
+    """Forward and backward cut rows into at least two blocks from 64 rows on (one per core), and the
+    forward never into more than the backward does."""
     from refvit.kernels.cpu import linear as cpu_linear
 
-    for rows in (1, 128, 129, 256, 1024, 2047, 2048, 4096, 16384, 10**6):
+    for rows in (1, 63, 64, 128, 129, 256, 1024, 2047, 2048, 4096, 16384, 10**6):
         blocks = cpu_linear.forward_blocks(rows)
         assert 1 <= blocks <= min(cpu_linear.MAX_FORWARD_BLOCKS, cpu_linear._blocks(rows))
-        assert (blocks >= 2) == (rows > cpu_linear.ROWS_PER_BLOCK)
+        assert (blocks >= 2) == (rows >= 2 * cpu_linear.MIN_ROWS_PER_BLOCK)
+        assert (cpu_linear._blocks(rows) >= 2) == (rows >= 2 * cpu_linear.MIN_ROWS_PER_BLOCK)

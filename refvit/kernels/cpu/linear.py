@@ -1,9 +1,9 @@
 """Linear on the CPU: the batch axes are flattened into rows and the products go to BLAS in row blocks.
 
 A hand-written Numba loop would be far slower than BLAS ``gemm``, so this module only arranges
-the data and the parallelism. The rows ``(n, in)`` are cut into equal blocks of at least
-:data:`ROWS_PER_BLOCK` rows, few for the forward (:func:`forward_blocks`) and up to :data:`MAX_BLOCKS`
-for the backward (:func:`_blocks`); a ``prange`` over the blocks runs one single-threaded ``gemm`` per
+the data and the parallelism. The rows ``(n, in)`` are cut into equal blocks, one per
+:data:`ROWS_PER_BLOCK` rows but at least two from 64 rows on, few for the forward
+(:func:`forward_blocks`) and up to :data:`MAX_BLOCKS` for the backward (:func:`_blocks`); a ``prange`` over the blocks runs one single-threaded ``gemm`` per
 block (Numba's ``np.dot``), so the products of one call use all of Numba's threads while BLAS keeps to
 one (see :mod:`refvit.kernels.cpu._threads`):
 
@@ -30,6 +30,11 @@ from numba import njit, prange
 # Rows of the smallest block: at the nano models' 256 to 4096 rows a block still makes a
 # well-shaped gemm, and 256 rows give two blocks, one per core of a laptop.
 ROWS_PER_BLOCK = 128
+# From twice this many rows a call is cut into at least two blocks, one per core of a laptop: at 64 and
+# 128 rows (dualvit_nano's per-token layers) one block left a core idle. On 2 threads, the median of 200
+# calls: forward (64, 256) -> 128 55 -> 44 us, (128, 128) -> 256 98 -> 70 us; backward 102 -> 64 and
+# 187 -> 105 us.
+MIN_ROWS_PER_BLOCK = 32
 # More blocks only add partial products of ``dweight`` to sum.
 MAX_BLOCKS = 16
 MAX_FORWARD_BLOCKS = 8
@@ -40,17 +45,22 @@ def _rows(a):
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
+def _at_least(rows):
+    """Two blocks from ``2 * MIN_ROWS_PER_BLOCK`` rows on, else one."""
+    return 2 if rows >= 2 * MIN_ROWS_PER_BLOCK else 1
+
+
 def _blocks(rows):
     """Blocks of the backward: many, as the partial sums of ``dweight`` keep the products small."""
-    return min(MAX_BLOCKS, max(1, -(-rows // ROWS_PER_BLOCK)))
+    return min(MAX_BLOCKS, max(_at_least(rows), -(-rows // ROWS_PER_BLOCK)))
 
 
 def forward_blocks(rows):
-    """Blocks of the forward: as few as keep both cores busy (two up to 2047 rows, one per 1024 rows
-    above, at most :data:`MAX_FORWARD_BLOCKS`), since each ``gemm`` call has a fixed cost and the
-    forward has no partial sums to keep small. A row's result may depend on the block it falls in
+    """Blocks of the forward: as few as keep both cores busy (two from 64 rows up to 2047 rows, one per
+    1024 rows above, at most :data:`MAX_FORWARD_BLOCKS`), since each ``gemm`` call has a fixed cost and
+    the forward has no partial sums to keep small. A row's result may depend on the block it falls in
     (BLAS picks its kernels by the block's size), so this depends on ``rows`` alone."""
-    return min(MAX_FORWARD_BLOCKS, -(-rows // ROWS_PER_BLOCK), max(2, rows // 1024))
+    return min(MAX_FORWARD_BLOCKS, max(_at_least(rows), min(-(-rows // ROWS_PER_BLOCK), max(2, rows // 1024))))
 
 
 @njit(cache=True)
