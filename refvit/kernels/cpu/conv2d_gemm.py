@@ -9,7 +9,7 @@ The patch matrix holds, for output pixel ``n = (b, u, v)`` and column ``k = (i, 
 .. math::  Y = P M, \qquad \frac{\partial L}{\partial M^\top} = \Delta^\top P, \qquad
            \frac{\partial L}{\partial P} = \Delta M^\top
 
-The ``N = B*H_out*W_out`` rows are cut into fixed blocks (:func:`block_rows`, set by the sizes
+The ``N = B*H_out*W_out`` rows are cut into fixed blocks (:func:`split_block_rows`, set by the sizes
 only, never by the thread count). One ``prange`` iteration per block copies the block's patch rows
 into a reused workspace and multiplies them at once, while they are still in cache, with Numba's
 ``np.dot`` (single-threaded BLAS, see :mod:`refvit.kernels.cpu._threads`): the forward writes
@@ -36,11 +36,11 @@ from refvit.kernels.cpu._workspace import scratch
 # the backward keeps a (kh*kw*C_in, C_out) partial weight gradient).
 MIN_BLOCK_ROWS = 256
 MAX_BLOCKS = 32
-# The forward splits a patch matrix of fewer than 2 * MIN_BLOCK_ROWS rows into two blocks, from this
-# many rows per block up: dualvit_nano's stride-2 3x3 64 -> 96 at (64, 4, 4, 64), 256 rows, forward on
-# 2 threads 0.37 ms in one block, 0.20 ms in two (the least of 15 calls); at 1024 rows or more the block
-# size made no difference (64 to 1024 rows per block within 10%).
-MIN_FORWARD_HALF = 32
+# A patch matrix of fewer than 2 * MIN_BLOCK_ROWS rows is split into two blocks, from this many rows per
+# block up (:func:`split_block_rows`): dualvit_nano's stride-2 3x3 64 -> 96 at (64, 4, 4, 64), 256 rows,
+# forward on 2 threads 0.37 ms in one block, 0.20 ms in two (the least of 15 calls), backward 0.82 ms on
+# one core; at 1024 rows or more the block size made no difference (64 to 1024 rows per block within 10%).
+MIN_HALF_ROWS = 32
 
 
 class Geometry(NamedTuple):
@@ -69,19 +69,19 @@ def block_rows(rows):
     return max(MIN_BLOCK_ROWS, -(-rows // MAX_BLOCKS))
 
 
-def forward_block_rows(rows):
-    """Rows per block of the forward, which keeps no partial sums: :func:`block_rows`, but at most half the
-    rows (from :data:`MIN_FORWARD_HALF` rows up), so that a small map still gives both cores a block. Set by
-    ``rows`` alone: a row's result may depend on the size of the product it falls in."""
-    if rows < 2 * MIN_FORWARD_HALF:
+def split_block_rows(rows):
+    """Rows per block of the forward and backward: :func:`block_rows`, but at most half the rows (from
+    ``2 * MIN_HALF_ROWS`` rows up), so that a small map still gives both cores a block. Set by ``rows``
+    alone: a row's result may depend on the size of the product it falls in."""
+    if rows < 2 * MIN_HALF_ROWS:
         return block_rows(rows)
     return min(block_rows(rows), -(-rows // 2))
 
 
 def image_block_rows(rows, pixels_per_image):
     """Rows per block of a backward that folds its patch gradients back: whole images, at least
-    :func:`block_rows` rows, so each block folds into images no other block touches."""
-    return -(-block_rows(rows) // pixels_per_image) * pixels_per_image
+    :func:`split_block_rows` rows, so each block folds into images no other block touches."""
+    return -(-split_block_rows(rows) // pixels_per_image) * pixels_per_image
 
 
 def is_pointwise(geo):
@@ -237,7 +237,7 @@ def forward(x, weight, bias, window):
     rows = batch * geo.out_h * geo.out_w
     matrix_t = weight_rows(weight)
     pointwise = is_pointwise(geo)
-    size = forward_block_rows(rows)
+    size = split_block_rows(rows)
     cols = _patch_workspace(1 if pointwise else size, 1 if pointwise else matrix_t.shape[1], x.dtype)
     out = np.empty((rows, weight.shape[0]), dtype=x.dtype)
     flat = np.ascontiguousarray(x).reshape(batch, height, width * channels)
@@ -306,7 +306,7 @@ def _blocked_gradients(dout, x, weight, window, with_dx, fold_sized=False, with_
     pointwise = is_pointwise(geo)
     folds = with_dx and not pointwise
     whole_images = (with_dx or fold_sized) and not pointwise
-    size = image_block_rows(rows, geo.out_h * geo.out_w) if whole_images else block_rows(rows)
+    size = image_block_rows(rows, geo.out_h * geo.out_w) if whole_images else split_block_rows(rows)
     columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
     partials = np.empty((-(-rows // size), out_channels, columns if with_dweight else 0), dtype=x.dtype)

@@ -20,7 +20,7 @@ from numba import get_thread_id, njit, prange
 
 from refvit.kernels.cpu import conv2d_gemm
 from refvit.kernels.cpu._workspace import scratch
-from refvit.kernels.cpu.conv2d_gemm import _bounds, _fill_patches, block_rows, geometry, weight_rows
+from refvit.kernels.cpu.conv2d_gemm import _bounds, _fill_patches, geometry, split_block_rows, weight_rows
 
 
 def takes(window):
@@ -87,7 +87,7 @@ def backward(dout, x, weight, has_bias, window, channel_sums, needs=(True, True)
     out_channels, _, kh, kw = weight.shape
     geo = geometry(window, height, width)
     rows = batch * geo.out_h * geo.out_w
-    size = block_rows(rows)
+    size = split_block_rows(rows)
     columns = kh * kw * channels
     dout_rows = np.ascontiguousarray(dout).reshape(rows, out_channels)
     partials = np.empty((-(-rows // size), out_channels, columns), dtype=x.dtype)

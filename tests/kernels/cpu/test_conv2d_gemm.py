@@ -1,5 +1,6 @@
-"""The forward blocks of refvit/kernels/cpu/conv2d_gemm.py: set by the row count alone, two blocks for a
-small patch matrix, and the bias added per block equal to the product plus the bias."""
+"""The blocks of refvit/kernels/cpu/conv2d_gemm.py: set by the row count alone, two blocks for a small patch
+matrix (whole images for a backward that folds), and the bias added per block equal to the product plus the
+bias."""
 import numpy as np
 import pytest
 
@@ -7,18 +8,21 @@ from refvit.kernels.cpu import _threads, conv2d_gemm
 from refvit.ops._conv_geometry import Window
 
 
-def test_forward_blocks_depend_on_the_rows_alone():
-    assert conv2d_gemm.forward_block_rows(63) == conv2d_gemm.block_rows(63)  # too few rows to split
-    assert conv2d_gemm.forward_block_rows(64) == 32
-    assert conv2d_gemm.forward_block_rows(256) == 128
-    assert conv2d_gemm.forward_block_rows(98) == 49
+def test_blocks_depend_on_the_rows_alone():
+    assert conv2d_gemm.split_block_rows(63) == conv2d_gemm.block_rows(63)  # too few rows to split
+    assert conv2d_gemm.split_block_rows(64) == 32
+    assert conv2d_gemm.split_block_rows(256) == 128
+    assert conv2d_gemm.split_block_rows(98) == 49
     for rows in (512, 1024, 16384, 25088):  # large matrices keep the backward's blocks
-        assert conv2d_gemm.forward_block_rows(rows) == conv2d_gemm.block_rows(rows)
+        assert conv2d_gemm.split_block_rows(rows) == conv2d_gemm.block_rows(rows)
     for rows in range(1, 3000, 7):
-        size = conv2d_gemm.forward_block_rows(rows)
+        size = conv2d_gemm.split_block_rows(rows)
         assert 1 <= size <= conv2d_gemm.block_rows(rows)
-        if rows >= 2 * conv2d_gemm.MIN_FORWARD_HALF:
+        if rows >= 2 * conv2d_gemm.MIN_HALF_ROWS:
             assert -(-rows // size) >= 2
+    assert conv2d_gemm.image_block_rows(256, 4) == 128  # 64 images of 2x2 outputs: 32 per block
+    assert conv2d_gemm.image_block_rows(64, 1) == 32
+    assert conv2d_gemm.image_block_rows(16384, 256) == 512
 
 
 @pytest.mark.parametrize("batch, stride", [(16, 2), (4, 1), (1, 2)])  # 256, 256 and 16 rows

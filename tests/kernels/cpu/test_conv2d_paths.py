@@ -139,7 +139,7 @@ def test_block_rows_keeps_blocks_large_and_few():
                                               (100 * 300, 300)])
 def test_folding_blocks_are_whole_images_and_few(rows, per_image):
     size = conv2d_gemm.image_block_rows(rows, per_image)
-    assert size % per_image == 0 and size >= conv2d_gemm.block_rows(rows)
+    assert size % per_image == 0 and size >= conv2d_gemm.split_block_rows(rows)
     assert -(-rows // size) <= conv2d_gemm.MAX_BLOCKS
 
 
