@@ -40,18 +40,23 @@ class Cache(NamedTuple):
 def forward(x, weight, bias=None, backend=None):
     """``linear(x, weight, bias)`` -> ``(y, cache)``; see the module docstring for the math."""
     backend = dispatch.resolve(OP, backend)
-    x = check_array(OP, "x", x, backend, min_ndim=1)
-    in_features = tuple(x.shape)[-1]
-    weight = check_array(OP, "weight", weight, backend, ndim=2)
-    check_shape(OP, "weight", weight, (None, in_features))
-    out_features = tuple(weight.shape)[0]
-    bias = check_optional_array(OP, "bias", bias, backend)
-    if bias is not None:
-        check_shape(OP, "bias", bias, (out_features,))
-    check_same_dtype(OP, x=x, weight=weight, bias=bias)
+    x, weight, bias = check_arguments(OP, x, weight, bias, backend)
     y = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weight, bias))
-    out_shape = tuple(x.shape)[:-1] + (out_features,)
+    out_shape = tuple(x.shape)[:-1] + (tuple(weight.shape)[0],)
     return y, Cache(x, weight, bias is not None, out_shape, backend)
+
+
+def check_arguments(op, x, weight, bias, backend):
+    """The checked ``(x, weight, bias)`` of a linear map named ``op`` (also ``linear_gelu``'s): ``x (..., in)``,
+    ``weight (out, in)``, ``bias (out,)`` or None, one float dtype."""
+    x = check_array(op, "x", x, backend, min_ndim=1)
+    weight = check_array(op, "weight", weight, backend, ndim=2)
+    check_shape(op, "weight", weight, (None, tuple(x.shape)[-1]))
+    bias = check_optional_array(op, "bias", bias, backend)
+    if bias is not None:
+        check_shape(op, "bias", bias, (tuple(weight.shape)[0],))
+    check_same_dtype(op, x=x, weight=weight, bias=bias)
+    return x, weight, bias
 
 
 def backward(dout, cache):

@@ -36,8 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refvit._validate import (check_array, check_choice, check_grad, check_optional_array, check_same_dtype,
-                              check_shape)
+from refvit._validate import check_choice, check_grad
 from refvit.ops import _dispatch as dispatch
 from refvit.ops import gelu, linear
 
@@ -57,15 +56,7 @@ class Cache(NamedTuple):
 def forward(x, weight, bias=None, approximate="none", backend=None):
     """``gelu(linear(x, weight, bias), approximate)`` -> ``(y, cache)``; see the module docstring for the math."""
     backend = dispatch.resolve(OP, backend)
-    x = check_array(OP, "x", x, backend, min_ndim=1)
-    in_features = tuple(x.shape)[-1]
-    weight = check_array(OP, "weight", weight, backend, ndim=2)
-    check_shape(OP, "weight", weight, (None, in_features))
-    out_features = tuple(weight.shape)[0]
-    bias = check_optional_array(OP, "bias", bias, backend)
-    if bias is not None:
-        check_shape(OP, "bias", bias, (out_features,))
-    check_same_dtype(OP, x=x, weight=weight, bias=bias)
+    x, weight, bias = linear.check_arguments(OP, x, weight, bias, backend)
     check_choice(OP, "approximate", approximate, ("none", "tanh"))
     y, pre_activation = dispatch.run(OP, backend, "forward", _forward_numpy, (x, weight, bias, approximate),
                                      kernel_args=(x, weight, bias, approximate == "tanh"))

@@ -65,20 +65,24 @@ def test_matches_torch(rng):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
-def test_bad_inputs(backend):
+@pytest.mark.parametrize("name", ["linear", "linear_gelu"])  # linear_gelu checks its arrays as linear does
+def test_bad_inputs(backend, name):
+    op = getattr(ops, name)
     x, w, b = np.zeros((2, 4)), np.zeros((3, 4)), np.zeros(3)
-    with pytest.raises(ValueError, match="linear: 'weight'"):
-        ops.linear.forward(x, np.zeros((3, 5)), b, backend=backend)
-    with pytest.raises(ValueError, match="linear: 'weight'"):
-        ops.linear.forward(x, np.zeros(4), backend=backend)
-    with pytest.raises(ValueError, match="linear: 'bias'"):
-        ops.linear.forward(x, w, np.zeros(4), backend=backend)
-    with pytest.raises(ValueError, match="linear: 'x'"):
-        ops.linear.forward(np.zeros(()), w, backend=backend)
-    with pytest.raises(TypeError, match="linear: 'x, weight, bias'"):
-        ops.linear.forward(x, w, b.astype(np.float32), backend=backend)
-    with pytest.raises(TypeError, match="linear: 'weight'"):
-        ops.linear.forward(x, np.zeros((3, 4), dtype=np.int32), backend=backend)
+    with pytest.raises(ValueError, match=f"{name}: 'weight'"):
+        op.forward(x, np.zeros((3, 5)), b, backend=backend)
+    with pytest.raises(ValueError, match=f"{name}: 'weight'"):
+        op.forward(x, np.zeros(4), backend=backend)
+    with pytest.raises(ValueError, match=f"{name}: 'bias'"):
+        op.forward(x, w, np.zeros(4), backend=backend)
+    with pytest.raises(ValueError, match=f"{name}: 'x'"):
+        op.forward(np.zeros(()), w, backend=backend)
+    with pytest.raises(TypeError, match=f"{name}: 'x, weight, bias'"):
+        op.forward(x, w, b.astype(np.float32), backend=backend)
+    with pytest.raises(TypeError, match=f"{name}: 'x, weight'"):
+        op.forward(x.astype(np.float32), w, backend=backend)
+    with pytest.raises(TypeError, match=f"{name}: 'weight'"):
+        op.forward(x, np.zeros((3, 4), dtype=np.int32), backend=backend)
 
 
 @pytest.mark.cuda
