@@ -119,7 +119,7 @@ def train_time_markdown(runs):
             f"{min(seconds):.0f}-{max(seconds):.0f} s over {runs} runs, median {statistics.median(seconds):.0f} s")
     return (f"On {markdown.cpu_model()} with {os.cpu_count()} cores, `refvit train` on a warm Numba cache took {took} ("
             f"`python examples/readme_figures.py --only train-time --train-runs {runs}`; "
-            f"{markdown.versions()}, the machine shared with other work).")
+            f"{markdown.versions()}; load average {os.getloadavg()[0]:.1f} at the end).")
 
 
 def main(argv=None):
