@@ -102,23 +102,33 @@ def _backward_blocks(g, x, w, dx, dweight_parts, dbias_parts):
 def forward(x, weight, bias):
     rows = _rows(x)
     y = np.empty((rows.shape[0], weight.shape[0]), x.dtype)
-    if rows.shape[0] and rows.shape[1]:
-        # one signature with and without a bias: an empty stand-in and a flag instead of None
-        b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
-        # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
-        _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, forward_blocks(rows.shape[0]))
-    else:
-        y[:] = 0.0 if bias is None else bias
+    row_products(rows, weight, bias, y)
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
 
 def backward(dout, x, weight):
-    rows_x = _rows(x)
-    rows_dout = _rows(dout)
+    dx, dweight, dbias = row_gradients(_rows(dout), _rows(x), weight)
+    return dx.reshape(x.shape), dweight, dbias
+
+
+def row_products(rows, weight, bias, y):
+    """``y (n, out) = rows (n, in) @ weight^T (+ bias)`` in the forward's blocks (also ``linear_gelu``'s)."""
+    if rows.shape[0] and rows.shape[1]:
+        # one signature with and without a bias: an empty stand-in and a flag instead of None
+        b = np.empty(0, rows.dtype) if bias is None else np.ascontiguousarray(bias)
+        # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
+        _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, forward_blocks(rows.shape[0]))
+    else:
+        y[:] = 0.0 if bias is None else bias
+
+
+def row_gradients(rows_dout, rows_x, weight):
+    """``(dx (n, in), dweight, dbias)`` from ``rows_dout (n, out)`` and ``rows_x (n, in)`` in the backward's
+    blocks, the per-block parts of ``dweight`` and ``dbias`` added in block order (also ``linear_gelu``'s)."""
     blocks = _blocks(rows_x.shape[0])
-    dx = np.empty(rows_x.shape, x.dtype)
-    dweight_parts = np.zeros((blocks,) + weight.shape, x.dtype)
-    dbias_parts = np.zeros((blocks, weight.shape[0]), x.dtype)
+    dx = np.empty(rows_x.shape, rows_x.dtype)
+    dweight_parts = np.zeros((blocks,) + weight.shape, rows_x.dtype)
+    dbias_parts = np.zeros((blocks, weight.shape[0]), rows_x.dtype)
     if rows_x.shape[0] and rows_x.shape[1] and rows_dout.shape[1]:
         _backward_blocks(rows_dout, rows_x, np.ascontiguousarray(weight), dx, dweight_parts, dbias_parts)
     else:
@@ -127,4 +137,4 @@ def backward(dout, x, weight):
     for block in range(1, blocks):
         dweight += dweight_parts[block]
         dbias += dbias_parts[block]
-    return dx.reshape(x.shape), dweight, dbias
+    return dx, dweight, dbias

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from refvit.kernels.cpu.gelu import gelu_stretch
-from refvit.kernels.cpu.linear import _backward_blocks, _block_rows, _blocks, _forward_blocks, _rows, forward_blocks
+from refvit.kernels.cpu.linear import _block_rows, _blocks, _rows, forward_blocks, row_gradients, row_products
 
 
 @njit(cache=True, parallel=True)
@@ -47,29 +47,17 @@ def _gelu_blocks(rows_in, upstream, result, blocks, tanh_approx, gradient):
 
 def forward(x, weight, bias, tanh_approx):
     rows = _rows(x)
-    blocks = forward_blocks(rows.shape[0])
     out_shape = x.shape[:-1] + (weight.shape[0],)
     h = np.empty((rows.shape[0], weight.shape[0]), x.dtype)
     y = np.empty_like(h)
-    # one signature with and without a bias: an empty stand-in and a flag instead of None
-    b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias)
-    # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
-    _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, h, blocks)
-    _gelu_blocks(h, h, y, blocks, tanh_approx, False)
+    row_products(rows, weight, bias, h)
+    _gelu_blocks(h, h, y, forward_blocks(rows.shape[0]), tanh_approx, False)
     return y.reshape(out_shape), h.reshape(out_shape)
 
 
 def backward(dout, x, weight, pre_activation, tanh_approx):
     rows_x = _rows(x)
-    blocks = _blocks(rows_x.shape[0])
     dh = np.empty((rows_x.shape[0], weight.shape[0]), x.dtype)
-    _gelu_blocks(_rows(pre_activation), _rows(dout), dh, blocks, tanh_approx, True)
-    dx = np.empty(rows_x.shape, x.dtype)
-    dweight_parts = np.zeros((blocks,) + weight.shape, x.dtype)
-    dbias_parts = np.zeros((blocks, weight.shape[0]), x.dtype)
-    _backward_blocks(dh, rows_x, np.ascontiguousarray(weight), dx, dweight_parts, dbias_parts)
-    dweight, dbias = dweight_parts[0].copy(), dbias_parts[0].copy()
-    for block in range(1, blocks):
-        dweight += dweight_parts[block]
-        dbias += dbias_parts[block]
+    _gelu_blocks(_rows(pre_activation), _rows(dout), dh, _blocks(rows_x.shape[0]), tanh_approx, True)
+    dx, dweight, dbias = row_gradients(dh, rows_x, weight)
     return dx.reshape(x.shape), dweight, dbias
