@@ -178,10 +178,14 @@ def _window_args(window):
     return tuple(window.stride), tuple(window.padding), tuple(window.dilation)
 
 
+def _taps(weight):
+    """``(C, 1, kh, kw)`` -> contiguous ``(kh, kw, C)``: each tap's weights, one per channel."""
+    return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
+
+
 def _tap_rows(weight, out_w):
     """``(C, 1, kh, kw)`` -> ``(kh, kw, W_out*C)``: each tap's weights repeated along an output row."""
-    taps = weight[:, 0].transpose(1, 2, 0)
-    return np.ascontiguousarray(np.tile(taps, (1, 1, out_w)))
+    return np.ascontiguousarray(np.tile(_taps(weight), (1, 1, out_w)))
 
 
 def _as_rows(a):
@@ -219,9 +223,8 @@ def forward(x, weight, bias, window):
     batch, height, width, channels = x.shape
     out_h, out_w = window.output_size(height, width)
     out = np.empty((batch, out_h, out_w, channels), dtype=x.dtype)
-    taps = np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
     start = np.zeros(channels, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias)
-    _forward_pixels(np.ascontiguousarray(x), taps, start, out, *_window_args(window))
+    _forward_pixels(np.ascontiguousarray(x), _taps(weight), start, out, *_window_args(window))
     return out
 
 
