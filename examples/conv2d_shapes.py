@@ -55,6 +55,10 @@ SHAPES = [
     ("smt_tiny 1x1 groups 16", (2, 56, 56, 64), (128, 4, 1, 1), 1, 0, 16),
     ("dinat_mini/cswin_tiny 3x3 s2", (2, 56, 56, 64), (128, 64, 3, 3), 2, 1, 1),
     ("smt_tiny merge 2x2 s2", (2, 112, 112, 64), (64, 64, 2, 2), 2, 0, 1),
+    ("smt_tiny depthwise 56x56", (2, 56, 56, 256), (256, 1, 3, 3), 1, 1, 256),
+    ("smt_tiny depthwise 14x14", (2, 14, 14, 1024), (1024, 1, 3, 3), 1, 1, 1024),
+    ("coatnet_0 depthwise 112x112 s2", (2, 112, 112, 384), (384, 1, 3, 3), 2, 1, 384),
+    ("coatnet_0 depthwise 28x28", (2, 28, 28, 768), (768, 1, 3, 3), 1, 1, 768),
 ]
 # (label, x shape, heads): SMT's multi-head mixed convolution of stages 1 and 2
 MULTISCALE_SHAPES = [

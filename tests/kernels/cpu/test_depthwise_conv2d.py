@@ -1,6 +1,7 @@
 """The loops of refvit/kernels/cpu/depthwise_conv2d.py add the taps of every element in
 ``(i, j)`` order, whether a tap's pixels form one contiguous run (``stride_w == 1``) or a run per
-pixel; so forward and dx equal, bit for bit, a NumPy loop that adds tap after tap."""
+pixel, and whether a 3x3 window lies inside the map (one expression per channel) or not; so forward and dx
+equal, bit for bit, a NumPy loop that adds tap after tap."""
 import numpy as np
 import pytest
 
@@ -13,6 +14,8 @@ WINDOWS = [
     Window((3, 2), (2, 1), (1, 0), (1, 2)),   # stride along H only: still one run per tap
     Window((2, 3), (1, 2), (0, 2), (2, 1)),   # stride along W: a run per pixel
     Window((3, 3), (2, 3), (2, 1), (2, 2)),
+    Window((3, 3), (2, 2), (1, 1), (1, 1)),   # 3x3 stride 2 (coatnet's): inside pixels and the edge
+    Window((3, 3), (1, 2), (0, 1), (1, 1)),   # 3x3 without padding along H
 ]
 
 
