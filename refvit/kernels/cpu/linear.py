@@ -10,6 +10,11 @@ one (see :mod:`refvit.kernels.cpu._threads`):
 * forward, block ``r``: :math:`Y_r = X_r W^\\top`, then the bias added to the block's rows while
   they are still in the thread's cache (a separate ``y += bias`` pass over the whole output took
   about as long as the product at the nano models' shapes);
+* forward of few rows with a large weight (fewer than :data:`FEW_ROWS` rows, at least
+  :data:`LARGE_WEIGHT` weight elements: the last stage of the official models at batch 2), cut along the
+  outputs instead, block ``k``: :math:`Y_{:,k} = X W_k^\\top` (:func:`forward_column_blocks`). Row blocks
+  of a few dozen rows each read the whole weight; column blocks read ``X``, which is small, and a part of
+  the weight each;
 * backward, block ``r``, all in one parallel region: :math:`\\partial X_r = G_r W`, the partial
   product :math:`G_r^\\top X_r` of ``dweight`` and the partial column sum of :math:`G_r` for
   ``dbias``; the partials are added in block order afterwards.
@@ -38,6 +43,15 @@ MIN_ROWS_PER_BLOCK = 32
 # More blocks only add partial products of ``dweight`` to sum.
 MAX_BLOCKS = 16
 MAX_FORWARD_BLOCKS = 8
+# The forward of fewer rows than this with a weight of at least LARGE_WEIGHT elements is cut along the
+# outputs, one block per COLUMNS_PER_BLOCK outputs (at least two, at most MAX_FORWARD_BLOCKS). 98 rows
+# (stage 4 of the official models at batch 2, 7x7 tokens), 2 threads, least of 9, row blocks -> column
+# blocks: (98, 512) -> 1024 1.32 -> 0.61 ms, (98, 1024) -> 512 0.92 -> 0.71, (98, 2048) -> 512 2.26 -> 1.64,
+# (98, 512) -> 2048 1.66 -> 1.44; (128, 128) -> 256 (a small weight) 0.067 against 0.076 ms, so small
+# weights keep the rows.
+FEW_ROWS = 128
+LARGE_WEIGHT = 1 << 18
+COLUMNS_PER_BLOCK = 256
 
 
 def _rows(a):
@@ -63,6 +77,14 @@ def forward_blocks(rows):
     return min(MAX_FORWARD_BLOCKS, max(_at_least(rows), min(-(-rows // ROWS_PER_BLOCK), max(2, rows // 1024))))
 
 
+def forward_column_blocks(rows, in_features, out_features):
+    """How many blocks of outputs the forward is cut into, or 0 when it is cut into blocks of rows: fixed by
+    the shape alone, so the results do not depend on the number of threads."""
+    if rows >= FEW_ROWS or in_features * out_features < LARGE_WEIGHT:
+        return 0
+    return min(MAX_FORWARD_BLOCKS, max(2, out_features // COLUMNS_PER_BLOCK))
+
+
 @njit(cache=True)
 def _block_rows(block, rows, blocks):
     """``(first, stop)``: the rows of ``block`` when ``rows`` rows are cut into ``blocks`` equal blocks."""
@@ -82,6 +104,19 @@ def _forward_blocks(x, wt, bias, has_bias, y, blocks):
                 for i in range(first, stop):
                     for j in range(y.shape[1]):
                         y[i, j] += bias[j]
+
+
+@njit(cache=True, parallel=True)
+def _forward_columns(x, w, bias, has_bias, y, blocks):
+    """``y[:, outputs of k] = x @ w[outputs of k].T (+ bias)`` for every block ``k`` of outputs, one ``prange``
+    iteration each: the product goes to a block of its own, then into ``y``'s columns with the bias."""
+    for block in prange(blocks):
+        first, stop = _block_rows(np.int64(block), w.shape[0], blocks)
+        if first < stop:
+            part = np.dot(x, w[first:stop].T)
+            for i in range(x.shape[0]):
+                for j in range(stop - first):
+                    y[i, first + j] = part[i, j] + bias[first + j] if has_bias else part[i, j]
 
 
 @njit(cache=True, parallel=True)
@@ -116,6 +151,10 @@ def row_products(rows, weight, bias, y):
     if rows.shape[0] and rows.shape[1]:
         # one signature with and without a bias: an empty stand-in and a flag instead of None
         b = np.empty(0, rows.dtype) if bias is None else np.ascontiguousarray(bias)
+        columns = forward_column_blocks(rows.shape[0], weight.shape[1], weight.shape[0])
+        if columns:
+            _forward_columns(rows, np.ascontiguousarray(weight), b, bias is not None, y, columns)
+            return
         # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
         _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, forward_blocks(rows.shape[0]))
     else:
