@@ -19,7 +19,7 @@ one (see :mod:`refvit.kernels.cpu._threads`):
   product :math:`G_r^\\top X_r` of ``dweight`` and the partial column sum of :math:`G_r` for
   ``dbias``; the partials are added in block order afterwards.
 
-The blocks depend on the row count only, never on the number of threads, so the results do not
+The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the number of threads, so the results do not
 either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
 (rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
 7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias pass, three parallel regions
