@@ -5,6 +5,7 @@
     python examples/linear_shapes.py --repeat 7                      # wall time, all threads
     python examples/linear_shapes.py --cpu-time --repeat 7 --gelu fused      # fc1 + GELU: ops.linear_gelu
     python examples/linear_shapes.py --cpu-time --repeat 7 --gelu separate   # ops.linear, then ops.gelu
+    python examples/linear_shapes.py --repeat 7 --official           # stage 4 of the official sizes
 
 Run each side as its own process, alternating when comparing (the load of a shared machine moves).
 ``--cpu-time`` sets ``NUMBA_NUM_THREADS=1`` and one BLAS / PyTorch thread before anything is imported
@@ -27,6 +28,12 @@ from refvit.bench.one_thread import pin_one_thread, side_and_clock
 SHAPES = [
     (4096, 32, 96), (4096, 96, 32), (4096, 32, 32), (1024, 64, 192), (1024, 192, 64),
     (256, 128, 384), (256, 384, 128), (16384, 32, 128),
+]
+# (rows, in, out): the linears of the last stage of the official models at batch 2, 224x224 (7x7 tokens of
+# 2 images: 98 rows), where the cpu kernel cuts the outputs instead of the rows (``--official``).
+OFFICIAL_SHAPES = [
+    (98, 512, 512), (98, 1024, 512), (98, 512, 1536), (98, 512, 2048), (98, 2048, 512), (98, 768, 3072),
+    (98, 3072, 768),
 ]
 # (rows, in, out, calls per step): the fc1 layers that GELU follows in nat_nano and dinat_nano (batch 64,
 # 32x32; maps 8x8, 4x4, 2x2; mlp_ratio 3), with the number of blocks at each.
@@ -116,6 +123,8 @@ def main(argv=None):
     parser.add_argument("--torch", action="store_true", help="time torch.nn.functional.linear instead")
     parser.add_argument("--gelu", choices=("fused", "separate"),
                         help="time fc1 + GELU on GELU_SHAPES: ops.linear_gelu, or ops.linear then ops.gelu")
+    parser.add_argument("--official", action="store_true",
+                        help="the 98-row shapes of the official models' last stage (OFFICIAL_SHAPES) instead")
     args = parser.parse_args(argv)
     if args.cpu_time:
         pin_one_thread()
@@ -128,7 +137,7 @@ def main(argv=None):
         shapes = [shape[:3] for shape in GELU_SHAPES]
     else:
         timer = _torch_times if args.torch else _refvit_times
-        shapes = SHAPES
+        shapes = OFFICIAL_SHAPES if args.official else SHAPES
     print(f"{side}, float32, {'one thread, CPU' if args.cpu_time else 'wall'} time in ms, "
           f"least of {args.repeat} rounds: forward | backward")
     rng = np.random.default_rng(0)

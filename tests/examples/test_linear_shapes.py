@@ -33,3 +33,11 @@ def test_gelu_prints_the_fc1_shapes_and_the_dinat_nano_step(capsys, extra, side)
     total, step = lines[-1].split("   dinat_nano step: ")
     forward, backward = (float(v) for v in step.split(" | "))
     assert total.startswith("all shapes") and forward > 0 and backward != 0
+
+
+def test_official_prints_the_last_stage_shapes(capsys):
+    script = load_example("linear_shapes")
+    script.main(["--repeat", "1", "--official"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" -> ")[0] for line in lines[1:-1]] == [f"({r}, {i})" for r, i, _ in script.OFFICIAL_SHAPES]
+    assert lines[-1].startswith("all shapes")

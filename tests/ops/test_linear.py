@@ -152,24 +152,22 @@ def test_cpu_forward_blocks_are_few_and_depend_on_rows_only():
         assert (cpu_linear._blocks(rows) >= 2) == (rows >= 2 * cpu_linear.MIN_ROWS_PER_BLOCK)
 
 
-def test_cpu_column_blocks_are_chosen_by_the_shape_alone():
-    """Few rows with a large weight are cut along the outputs (two blocks at least, one per core); many rows,
-    or a small weight, keep the row blocks."""
+def test_cpu_output_blocks_are_chosen_by_the_shape_alone():
+    """Few rows with a large weight are cut along the outputs; many rows, or a small weight, keep the row blocks."""
     from refvit.kernels.cpu import linear as cpu_linear
 
     few, large = cpu_linear.FEW_ROWS, cpu_linear.LARGE_WEIGHT
-    assert cpu_linear.forward_column_blocks(few, 512, large // 512) == 0
-    assert cpu_linear.forward_column_blocks(few - 1, 512, large // 512 - 1) == 0
+    assert not cpu_linear.cuts_outputs(few, 512, large // 512)
+    assert not cpu_linear.cuts_outputs(few - 1, 512, large // 512 - 1)
     for rows, in_features, out_features in ((1, 512, 512), (98, 512, 1024), (98, 2048, 512), (98, 512, 10**5)):
-        blocks = cpu_linear.forward_column_blocks(rows, in_features, out_features)
-        assert 2 <= blocks <= cpu_linear.MAX_FORWARD_BLOCKS
+        assert cpu_linear.cuts_outputs(rows, in_features, out_features)
 
 
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("large_weight", ["patched", "real"])
-def test_cpu_column_blocks_match_the_reference_on_any_thread_count(monkeypatch, rng, with_bias, large_weight):
-    """The forward cut along the outputs (three blocks, the last one shorter, when patched; stage 4 of the
-    official models at batch 2 otherwise) equals the reference and gives the same bits on any thread count."""
+def test_cpu_output_blocks_match_the_reference_on_any_thread_count(monkeypatch, rng, with_bias, large_weight):
+    """The forward and the backward cut along the outputs (an odd number of outputs when patched; stage 4 of
+    the official models at batch 2 otherwise) equal the reference and give the same bits on any thread count."""
     import numba
 
     from refvit.kernels.cpu import _threads
@@ -178,23 +176,31 @@ def test_cpu_column_blocks_match_the_reference_on_any_thread_count(monkeypatch, 
     if large_weight == "patched":
         monkeypatch.setattr(cpu_linear, "LARGE_WEIGHT", 0)
         monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
-        shape = (13, 7, 2 * cpu_linear.COLUMNS_PER_BLOCK + 45)
+        shape = (13, 7, 45)
     else:
         shape = (98, 512, 512)
     rows, in_features, out_features = shape
-    assert cpu_linear.forward_column_blocks(rows, in_features, out_features) >= 2
+    assert cpu_linear.cuts_outputs(rows, in_features, out_features)
     x, weight, bias = _inputs(rng, (rows,), in_features, out_features)
     x, weight, bias = x.astype(np.float32), weight.astype(np.float32), bias.astype(np.float32)
     bias = bias if with_bias else None
-    expected = ops.linear.forward(x, weight, bias, backend="numpy")[0]
+    dout = rng.standard_normal((rows, out_features)).astype(np.float32)
+
+    def both_steps(backend):
+        y, cache = ops.linear.forward(x, weight, bias, backend=backend)
+        return (y,) + tuple(g for g in ops.linear.backward(dout, cache) if g is not None)
+
+    expected = both_steps("numpy")
     results = []
     before = numba.get_num_threads()
     for threads in sorted({1, before}):
         numba.set_num_threads(threads)
         try:
-            results.append(ops.linear.forward(x, weight, bias, backend="cpu")[0])
+            results.append(both_steps("cpu"))
         finally:
             numba.set_num_threads(before)
     for got in results:
-        assert_close(got, expected, **tolerance(np.float32))
-        np.testing.assert_array_equal(got, results[0])
+        assert len(got) == len(expected)
+        for a, b, c in zip(got, expected, results[0]):
+            assert_close(a, b, **tolerance(np.float32))
+            np.testing.assert_array_equal(a, c)

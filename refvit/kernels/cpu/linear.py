@@ -12,12 +12,14 @@ one (see :mod:`refvit.kernels.cpu._threads`):
   about as long as the product at the nano models' shapes);
 * forward of few rows with a large weight (fewer than :data:`FEW_ROWS` rows, at least
   :data:`LARGE_WEIGHT` weight elements: the last stage of the official models at batch 2), cut along the
-  outputs instead, block ``k``: :math:`Y_{:,k} = X W_k^\\top` (:func:`forward_column_blocks`). Row blocks
-  of a few dozen rows each read the whole weight; column blocks read ``X``, which is small, and a part of
+  outputs instead, block ``k``: :math:`Y_{:,k} = X W_k^\\top` (:func:`cuts_outputs`). Row blocks
+  of a few dozen rows each read the whole weight; output blocks read ``X``, which is small, and a part of
   the weight each;
 * backward, block ``r``, all in one parallel region: :math:`\\partial X_r = G_r W`, the partial
   product :math:`G_r^\\top X_r` of ``dweight`` and the partial column sum of :math:`G_r` for
-  ``dbias``; the partials are added in block order afterwards.
+  ``dbias``; the partials are added in block order afterwards. Where the forward cuts the outputs,
+  block ``k`` computes :math:`\\partial X` of the ``k``-th block of rows and :math:`\\partial W_k = G_{:,k}^\\top X`
+  and the column sums of :math:`G_{:,k}` over all rows, with no partials to add.
 
 The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the number of threads, so the results do not
 either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
@@ -43,15 +45,17 @@ MIN_ROWS_PER_BLOCK = 32
 # More blocks only add partial products of ``dweight`` to sum.
 MAX_BLOCKS = 16
 MAX_FORWARD_BLOCKS = 8
-# The forward of fewer rows than this with a weight of at least LARGE_WEIGHT elements is cut along the
-# outputs, one block per COLUMNS_PER_BLOCK outputs (at least two, at most MAX_FORWARD_BLOCKS). 98 rows
-# (stage 4 of the official models at batch 2, 7x7 tokens), 2 threads, least of 9, row blocks -> column
-# blocks: (98, 512) -> 1024 1.32 -> 0.61 ms, (98, 1024) -> 512 0.92 -> 0.71, (98, 2048) -> 512 2.26 -> 1.64,
-# (98, 512) -> 2048 1.66 -> 1.44; (128, 128) -> 256 (a small weight) 0.067 against 0.076 ms, so small
-# weights keep the rows.
+# Few rows with a large weight (fewer than FEW_ROWS rows, at least LARGE_WEIGHT weight elements: stage 4 of
+# the official models at batch 2, 7x7 tokens of 2 images) are cut along the outputs into OUTPUT_BLOCKS
+# blocks, forward and backward. ``python examples/linear_shapes.py --repeat 5 --official`` (2 threads),
+# range over 5 runs, row blocks -> output blocks, all seven shapes: forward 12.4-15.8 -> 10.5-12.4 ms,
+# backward 28.0-36.4 -> 22.3-28.2 ms (docs/ops/linear.md has each shape). More blocks gained nothing in the
+# forward, and in the backward each block's ``dx`` reads the whole weight again ((98, 768) -> 3072 with one
+# block per 256 outputs: 10.5-10.8 ms, with two 6.6-6.8). A small weight keeps the rows ((128, 128) -> 256
+# forward 0.067 against 0.076 ms).
 FEW_ROWS = 128
 LARGE_WEIGHT = 1 << 18
-COLUMNS_PER_BLOCK = 256
+OUTPUT_BLOCKS = 2
 
 
 def _rows(a):
@@ -77,12 +81,10 @@ def forward_blocks(rows):
     return min(MAX_FORWARD_BLOCKS, max(_at_least(rows), min(-(-rows // ROWS_PER_BLOCK), max(2, rows // 1024))))
 
 
-def forward_column_blocks(rows, in_features, out_features):
-    """How many blocks of outputs the forward is cut into, or 0 when it is cut into blocks of rows: fixed by
-    the shape alone, so the results do not depend on the number of threads."""
-    if rows >= FEW_ROWS or in_features * out_features < LARGE_WEIGHT:
-        return 0
-    return min(MAX_FORWARD_BLOCKS, max(2, out_features // COLUMNS_PER_BLOCK))
+def cuts_outputs(rows, in_features, out_features):
+    """Whether the products are cut along the outputs (few rows, a large weight) instead of the rows:
+    fixed by the shape alone, so the results do not depend on the number of threads."""
+    return rows < FEW_ROWS and in_features * out_features >= LARGE_WEIGHT
 
 
 @njit(cache=True)
@@ -134,6 +136,26 @@ def _backward_blocks(g, x, w, dx, dweight_parts, dbias_parts):
                     dbias_parts[block, j] += g[i, j]
 
 
+@njit(cache=True, parallel=True)
+def _backward_columns(g, x, w, dx, dweight, dbias, blocks):
+    """Few rows, a large weight: block ``k`` computes ``dx`` for the ``k``-th block of rows (``g[rows] @ w``) and
+    ``dweight``, ``dbias`` for the ``k``-th block of outputs, from its own contiguous copy of those columns of
+    ``g`` transposed (``g[:, outputs].T @ x`` over all rows, and their row sums)."""
+    for block in prange(blocks):
+        first, stop = _block_rows(np.int64(block), x.shape[0], blocks)
+        if first < stop:
+            np.dot(g[first:stop], w, dx[first:stop])
+        first, stop = _block_rows(np.int64(block), w.shape[0], blocks)
+        if first < stop:
+            columns = np.ascontiguousarray(g[:, first:stop].T)
+            np.dot(columns, x, dweight[first:stop])
+            for o in range(stop - first):
+                total = columns.dtype.type(0.0)
+                for i in range(columns.shape[1]):
+                    total += columns[o, i]
+                dbias[first + o] = total
+
+
 def forward(x, weight, bias):
     rows = _rows(x)
     y = np.empty((rows.shape[0], weight.shape[0]), x.dtype)
@@ -151,9 +173,8 @@ def row_products(rows, weight, bias, y):
     if rows.shape[0] and rows.shape[1]:
         # one signature with and without a bias: an empty stand-in and a flag instead of None
         b = np.empty(0, rows.dtype) if bias is None else np.ascontiguousarray(bias)
-        columns = forward_column_blocks(rows.shape[0], weight.shape[1], weight.shape[0])
-        if columns:
-            _forward_columns(rows, np.ascontiguousarray(weight), b, bias is not None, y, columns)
+        if cuts_outputs(rows.shape[0], weight.shape[1], weight.shape[0]):
+            _forward_columns(rows, np.ascontiguousarray(weight), b, bias is not None, y, OUTPUT_BLOCKS)
             return
         # W^T as a Fortran-ordered view: BLAS reads it transposed, nothing is copied
         _forward_blocks(rows, np.ascontiguousarray(weight).T, b, bias is not None, y, forward_blocks(rows.shape[0]))
@@ -163,7 +184,14 @@ def row_products(rows, weight, bias, y):
 
 def row_gradients(rows_dout, rows_x, weight):
     """``(dx (n, in), dweight, dbias)`` from ``rows_dout (n, out)`` and ``rows_x (n, in)`` in the backward's
-    blocks, the per-block parts of ``dweight`` and ``dbias`` added in block order (also ``linear_gelu``'s)."""
+    blocks, the per-block parts of ``dweight`` and ``dbias`` added in block order (also ``linear_gelu``'s).
+    Where the forward cuts the outputs, ``dweight`` and ``dbias`` are cut the same way, without parts."""
+    if rows_x.shape[0] and rows_x.shape[1] and cuts_outputs(rows_x.shape[0], weight.shape[1], weight.shape[0]):
+        dx = np.empty(rows_x.shape, rows_x.dtype)
+        dweight = np.empty(weight.shape, rows_x.dtype)
+        dbias = np.empty(weight.shape[0], rows_x.dtype)
+        _backward_columns(rows_dout, rows_x, np.ascontiguousarray(weight), dx, dweight, dbias, OUTPUT_BLOCKS)
+        return dx, dweight, dbias
     blocks = _blocks(rows_x.shape[0])
     dx = np.empty(rows_x.shape, rows_x.dtype)
     dweight_parts = np.zeros((blocks,) + weight.shape, rows_x.dtype)

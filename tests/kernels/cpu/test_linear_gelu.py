@@ -83,7 +83,7 @@ def test_output_blocks_bit_for_bit(monkeypatch, dtype, approximate):
     """Few rows with a large weight: the forward is cut along the outputs, in both ops alike."""
     monkeypatch.setattr(_threads, "PARALLEL_MIN_SIZE", 0)
     monkeypatch.setattr(cpu_linear, "LARGE_WEIGHT", 0)
-    rows, out_features = 9, 2 * cpu_linear.COLUMNS_PER_BLOCK + 3
-    assert cpu_linear.forward_column_blocks(rows, 6, out_features) == 2
+    rows, out_features = 9, 13
+    assert cpu_linear.cuts_outputs(rows, 6, out_features)
     x, weight, bias, dout = _inputs(np.random.default_rng(4), rows, 6, out_features, True, dtype)
     _assert_same_bits(_fused(x, weight, bias, dout, approximate), _separate(x, weight, bias, dout, approximate))
