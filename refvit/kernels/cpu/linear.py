@@ -50,9 +50,9 @@ MAX_FORWARD_BLOCKS = 8
 # blocks, forward and backward. ``python examples/linear_shapes.py --repeat 5 --official`` (2 threads),
 # range over 5 runs, row blocks -> output blocks, all seven shapes: forward 12.4-15.8 -> 10.5-12.4 ms,
 # backward 28.0-36.4 -> 22.3-28.2 ms (docs/ops/linear.md has each shape). More blocks gained nothing in the
-# forward, and in the backward each block's ``dx`` reads the whole weight again ((98, 768) -> 3072 with one
-# block per 256 outputs: 10.5-10.8 ms, with two 6.6-6.8). A small weight keeps the rows ((128, 128) -> 256
-# forward 0.067 against 0.076 ms).
+# forward, and in the backward each block's ``dx`` reads the whole weight again (scratch timings of a variant
+# with one block per 256 outputs: (98, 768) -> 3072 backward 10.5-10.8 ms, with two 6.6-6.8). A small weight
+# keeps the rows (scratch timing: (128, 128) -> 256 forward 0.067 against 0.076 ms).
 FEW_ROWS = 128
 LARGE_WEIGHT = 1 << 18
 OUTPUT_BLOCKS = 2
