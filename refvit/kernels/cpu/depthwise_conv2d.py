@@ -50,8 +50,8 @@ MAP_ROWS_PER_WEIGHT_BLOCK = 8
 PIXELS_PER_BIAS_BLOCK = 512
 # A 3x3 window inside the map is one expression per channel (:func:`_pixel_3x3`) while a pixel's ``C``
 # numbers take fewer bytes than this. At 1024 float32 channels its 18 runs lie 4 KB apart, share the
-# same L1 cache sets, and the expression ran 2-3x slower than the tap loop (scratch timing, one thread, (2, 14, 14, 1024):
-# 0.89 against 0.29 ms); at 1280 channels it was 0.37 against 0.42 ms.
+# same L1 cache sets, and the expression ran 2-3x slower than the tap loop (scratch timing, one thread,
+# (2, 14, 14, 1024): 0.89 against 0.29 ms); at 1280 channels it was 0.37 against 0.42 ms.
 MAX_3X3_PIXEL_BYTES = 4096
 
 

@@ -3,8 +3,8 @@
 A hand-written Numba loop would be far slower than BLAS ``gemm``, so this module only arranges
 the data and the parallelism. The rows ``(n, in)`` are cut into equal blocks, one per
 :data:`ROWS_PER_BLOCK` rows but at least two from 64 rows on, few for the forward
-(:func:`forward_blocks`) and up to :data:`MAX_BLOCKS` for the backward (:func:`_blocks`); a ``prange`` over the blocks runs one single-threaded ``gemm`` per
-block (Numba's ``np.dot``), so the products of one call use all of Numba's threads while BLAS keeps to
+(:func:`forward_blocks`) and up to :data:`MAX_BLOCKS` for the backward (:func:`_blocks`); a ``prange``
+over the blocks runs one single-threaded ``gemm`` per block (Numba's ``np.dot``), so the products of one call use all of Numba's threads while BLAS keeps to
 one (see :mod:`refvit.kernels.cpu._threads`):
 
 * forward, block ``r``: :math:`Y_r = X_r W^\\top`, then the bias added to the block's rows while
@@ -21,8 +21,8 @@ one (see :mod:`refvit.kernels.cpu._threads`):
   block ``k`` computes :math:`\\partial X` of the ``k``-th block of rows and :math:`\\partial W_k = G_{:,k}^\\top X`
   and the column sums of :math:`G_{:,k}` over all rows, with no partials to add.
 
-The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the number of threads, so the results do not
-either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
+The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the
+number of threads, so the results do not either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
 (rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
 7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias pass, three parallel regions
 and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms. With both threads
