@@ -4,8 +4,8 @@ A hand-written Numba loop would be far slower than BLAS ``gemm``, so this module
 the data and the parallelism. The rows ``(n, in)`` are cut into equal blocks, one per
 :data:`ROWS_PER_BLOCK` rows but at least two from 64 rows on, few for the forward
 (:func:`forward_blocks`) and up to :data:`MAX_BLOCKS` for the backward (:func:`_blocks`); a ``prange``
-over the blocks runs one single-threaded ``gemm`` per block (Numba's ``np.dot``), so the products of one call use all of Numba's threads while BLAS keeps to
-one (see :mod:`refvit.kernels.cpu._threads`):
+over the blocks runs one single-threaded ``gemm`` per block (Numba's ``np.dot``), so the products of one
+call use all of Numba's threads while BLAS keeps to one (see :mod:`refvit.kernels.cpu._threads`):
 
 * forward, block ``r``: :math:`Y_r = X_r W^\\top`, then the bias added to the block's rows while
   they are still in the thread's cache (a separate ``y += bias`` pass over the whole output took
@@ -22,8 +22,8 @@ one (see :mod:`refvit.kernels.cpu._threads`):
   and the column sums of :math:`G_{:,k}` over all rows, with no partials to add.
 
 The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the
-number of threads, so the results do not either. ``python examples/linear_shapes.py --cpu-time`` (one thread, CPU time, float32, the eight
-(rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
+number of threads, so the results do not either. ``python examples/linear_shapes.py --cpu-time`` (one
+thread, CPU time, float32, the eight (rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
 7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias pass, three parallel regions
 and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms. With both threads
 (``--repeat 9``, two alternating runs), the forward's fewer blocks took the 1024-row shapes from
