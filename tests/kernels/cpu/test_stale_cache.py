@@ -1,6 +1,7 @@
 """refvit.kernels.cpu._stale_cache: a cached kernel is compiled afresh when a file it imports changes."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -96,10 +97,17 @@ def test_refresh_recompiles_the_kernels_that_import_the_edited_file(tmp_path):
     assert {"helper", "kernel", "unrelated", _stale_cache.TREE_KEY} <= stamps.keys()
 
 
+def _cache_folder(tree):
+    """Where Numba caches the temporary package's kernels in this process (``__pycache__`` beside them, or
+    under ``NUMBA_CACHE_DIR`` when the user set it)."""
+    cache = pathlib.Path(_stale_cache.cache_dir(str(tree / "kernel.py")))
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def test_refresh_removes_only_stale_modules_and_stops_early_when_nothing_changed(tmp_path):
     tree = _package(tmp_path, 1)
-    cache = tree / "__pycache__"
-    cache.mkdir()
+    cache = _cache_folder(tree)
     for stem in ("helper", "kernel", "unrelated"):
         (cache / f"{stem}.f-3.py311.nbi").write_text("")
         (cache / f"{stem}.f-3.py311.1.nbc").write_text("")
@@ -129,8 +137,7 @@ def test_imported_files_reads_every_form_of_from_import(tmp_path):
 
 def test_an_unwritable_cache_or_a_bad_stamp_file_is_no_error(tmp_path, monkeypatch):
     tree = _package(tmp_path, 1)
-    cache = tree / "__pycache__"
-    cache.mkdir()
+    cache = _cache_folder(tree)
     (cache / _stale_cache.STAMP_FILE).write_text("not json")
     assert _stale_cache.refresh(str(tree), str(tmp_path), "stalepkg") == []  # nothing cached to delete
     assert json.loads((cache / _stale_cache.STAMP_FILE).read_text())[_stale_cache.TREE_KEY]
