@@ -95,11 +95,11 @@ def _forward_pixels(x, taps, bias, out, stride, pad, dilation):
             for c in range(channels):
                 pixel[c] = bias[c]
             for i in range(taps.shape[0]):
-                h = u * stride[0] - pad[0] + i * dilation[0]
+                h = top + i * dilation[0]
                 if h < 0 or h >= height:
                     continue
                 for j in range(taps.shape[1]):
-                    w = v * stride[1] - pad[1] + j * dilation[1]
+                    w = left + j * dilation[1]
                     if w < 0 or w >= width:
                         continue
                     source, tap = x[b, h, w], taps[i, j]

@@ -18,15 +18,16 @@ call use all of Numba's threads while BLAS keeps to one (see :mod:`refvit.kernel
 * backward, block ``r``, all in one parallel region: :math:`\\partial X_r = G_r W`, the partial
   product :math:`G_r^\\top X_r` of ``dweight`` and the partial column sum of :math:`G_r` for
   ``dbias``; the partials are added in block order afterwards. Where the forward cuts the outputs,
-  block ``k`` computes :math:`\\partial X` of the ``k``-th block of rows and :math:`\\partial W_k = G_{:,k}^\\top X`
-  and the column sums of :math:`G_{:,k}` over all rows, with no partials to add.
+  block ``k`` computes :math:`\\partial X` of the ``k``-th block of rows and
+  :math:`\\partial W_k = G_{:,k}^\\top X` and the column sums of :math:`G_{:,k}` over all rows, with no
+  partials to add.
 
 The blocks depend on the shape only (the row count, and for the output blocks the weight), never on the
 number of threads, so the results do not either. ``python examples/linear_shapes.py --cpu-time`` (one
-thread, CPU time, float32, the eight (rows, in, out) shapes of the nano models, three alternating runs): forward 3.9-4.3 ms and backward
-7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias pass, three parallel regions
-and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms. With both threads
-(``--repeat 9``, two alternating runs), the forward's fewer blocks took the 1024-row shapes from
+thread, CPU time, float32, the eight (rows, in, out) shapes of the nano models, three alternating runs):
+forward 3.9-4.3 ms and backward 7.8-9.3 ms in all, against 4.4-4.8 and 9.3-10.6 ms with a separate bias
+pass, three parallel regions and 512-row blocks; PyTorch 2.13 (``--torch``) 3.1-3.4 and 8.3-11.4 ms. With
+both threads (``--repeat 9``, two alternating runs), the forward's fewer blocks took the 1024-row shapes from
 0.16-0.17 to 0.15 ms; the whole forward column moved from 2.03-2.08 to 1.96-2.01 ms.
 """
 import math

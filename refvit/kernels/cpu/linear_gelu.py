@@ -4,7 +4,8 @@ The batch axes are flattened into rows ``(n, in)`` and cut into the blocks of
 :mod:`refvit.kernels.cpu.linear` (:func:`~refvit.kernels.cpu.linear.forward_blocks` in the forward, its
 ``_blocks`` in the backward: they depend on the row count only, so the results do not depend on the
 number of threads; linear's product may instead cut few rows with a large weight along the outputs, and
-GELU still runs over the row blocks). Each step is two parallel loops over the blocks, one ``prange`` iteration per block:
+GELU still runs over the row blocks). Each step is two parallel loops over the blocks, one ``prange``
+iteration per block:
 
 * forward: linear's kernel, :math:`H_r = X_r W^\\top + b` (one single-threaded ``gemm`` per block, the
   bias added to the block's rows), then :math:`Y_r = \\operatorname{gelu}(H_r)`; ``h`` (the backward's
