@@ -114,25 +114,36 @@ def test_empty_axes(backend, rng, x_shape, out_features):
     assert_close(dbias, dout.reshape(rows, out_features).sum(axis=0))
 
 
-def test_cpu_row_blocks_do_not_depend_on_threads(rng):
-    """Rows are cut into fixed blocks (several here), so every thread count gives the same bits."""
+def _on_one_and_all_threads(step):
+    """``[step()]`` run with one Numba thread and with all of them."""
     import numba
 
+    results = []
+    before = numba.get_num_threads()
+    for threads in sorted({1, before}):
+        numba.set_num_threads(threads)
+        try:
+            results.append(step())
+        finally:
+            numba.set_num_threads(before)
+    return results
+
+
+def _forward_and_backward(x, weight, bias, dout, backend):
+    """``(y, dx, dweight, dbias)`` of ``ops.linear`` on ``backend``."""
+    y, cache = ops.linear.forward(x, weight, bias, backend=backend)
+    return (y,) + ops.linear.backward(dout, cache)
+
+
+def test_cpu_row_blocks_do_not_depend_on_threads(rng):
+    """Rows are cut into fixed blocks (several here), so every thread count gives the same bits."""
     from refvit.kernels.cpu import linear as cpu_linear
 
     rows = cpu_linear.MAX_BLOCKS * cpu_linear.ROWS_PER_BLOCK + 37  # the most blocks, the last one shorter
     x, weight, bias = _inputs(rng, (rows,), 6, 4)
     dout = rng.standard_normal((x.shape[0], 4))
     expected = ops.linear.backward(dout, ops.linear.forward(x, weight, bias, backend="numpy")[1])
-    results = []
-    before = numba.get_num_threads()
-    for threads in sorted({1, before}):
-        numba.set_num_threads(threads)
-        try:
-            y, cache = ops.linear.forward(x, weight, bias, backend="cpu")
-            results.append((y,) + ops.linear.backward(dout, cache))
-        finally:
-            numba.set_num_threads(before)
+    results = _on_one_and_all_threads(lambda: _forward_and_backward(x, weight, bias, dout, "cpu"))
     for got in results:
         for a, b in zip(got[1:], expected):
             assert_close(a, b, **tolerance(np.float64))
@@ -168,8 +179,6 @@ def test_cpu_output_blocks_are_chosen_by_the_shape_alone():
 def test_cpu_output_blocks_match_the_reference_on_any_thread_count(monkeypatch, rng, with_bias, large_weight):
     """The forward and the backward cut along the outputs (an odd number of outputs when patched; stage 4 of
     the official models at batch 2 otherwise) equal the reference and give the same bits on any thread count."""
-    import numba
-
     from refvit.kernels.cpu import _threads
     from refvit.kernels.cpu import linear as cpu_linear
 
@@ -187,18 +196,10 @@ def test_cpu_output_blocks_match_the_reference_on_any_thread_count(monkeypatch, 
     dout = rng.standard_normal((rows, out_features)).astype(np.float32)
 
     def both_steps(backend):
-        y, cache = ops.linear.forward(x, weight, bias, backend=backend)
-        return (y,) + tuple(g for g in ops.linear.backward(dout, cache) if g is not None)
+        return tuple(a for a in _forward_and_backward(x, weight, bias, dout, backend) if a is not None)
 
     expected = both_steps("numpy")
-    results = []
-    before = numba.get_num_threads()
-    for threads in sorted({1, before}):
-        numba.set_num_threads(threads)
-        try:
-            results.append(both_steps("cpu"))
-        finally:
-            numba.set_num_threads(before)
+    results = _on_one_and_all_threads(lambda: both_steps("cpu"))
     for got in results:
         assert len(got) == len(expected)
         for a, b, c in zip(got, expected, results[0]):
