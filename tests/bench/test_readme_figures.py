@@ -35,3 +35,26 @@ def test_several_runs_merge_into_lists_per_figure():
     assert rows == [dict(case="c", backend="cpu", forward_backward_ms=[2.0, 4.0])]
     assert compared == [dict(case="m", model="m", mode="train", batch=1, size=8, refvit_s=[1.0, 1.0],
                              torch_s=[3.0, 5.0])]
+
+
+def test_official_table_times_several_steps_per_round(monkeypatch):
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        return type("Done", (), {"stdout": "| table |\n"})()
+
+    monkeypatch.setattr(figures.subprocess, "run", run)
+    body = figures.official_markdown(3, 5)
+    (command,) = calls
+    assert command[command.index("--rounds") + 1] == "3" and command[command.index("--repeat") + 1] == "5"
+    assert body.startswith("| table |") and "--rounds 3 --repeat 5" in body
+
+
+def test_official_rounds_and_steps_default_to_three_and_five(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(figures, "official_markdown", lambda rounds, repeat: seen.update(rounds=rounds, repeat=repeat)
+                        or "table")
+    monkeypatch.setattr(figures, "rewrite", lambda path, name, body: seen.update(name=name, body=body))
+    assert figures.main(["--only", "official"]) == 0
+    assert seen == dict(rounds=3, repeat=5, name="official", body="table")

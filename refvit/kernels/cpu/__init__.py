@@ -6,7 +6,10 @@ Rules the kernels follow:
 * flat loops over C-contiguous arrays (the op boundary makes inputs contiguous);
 * ``prange`` over the output being written, so that no two threads write one
   element (gradients are gathered, not scattered);
-* no ``fastmath``: the float64 path must match the reference to rounding.
+* no ``fastmath`` beyond two flags: the float64 path must match the reference to rounding.
+  ``contract`` (a product fused into an addition) and ``reassoc`` (a sum added in another order,
+  so that a dot product over the head dimension runs in vector lanes) change only the rounding;
+  the flags that assume no NaN or infinity, or that approximate functions, are never used.
 
 Threads: see :mod:`refvit.kernels.cpu._threads` (BLAS single-threaded inside the kernels, no
 Numba threads for small arrays, OpenMP workers that spin only briefly between parallel regions).

@@ -22,7 +22,11 @@ The window of an axis is given per query by :class:`SteppedBounds`: ``first`` (f
   axis; 2-D is their product). No key is written by two threads, so there are no races and no atomics.
 
 Inner loops run over the head dimension with the array's own dtype, so float32 stays float32 (the
-exponentials of a float32 row are computed in float64 and rounded). The kernels index the 4-D arrays
+exponentials of a float32 row are computed in float64 and rounded). The dot products over the head
+dimension (:func:`_row_dots`, :func:`_dot_at`) may add their terms in any order (``fastmath`` flags
+``reassoc`` and ``contract``), so that they run in vector lanes: in order, each was a chain of scalar
+additions, and a 3x3 window's forward + backward took about 20% more (figures in ``docs/ops/na2d.md``).
+The order is fixed by the compiled code, not by the threads, so the bits do not depend on them. The kernels index the 4-D arrays
 directly rather than through row views: a view per key and query cost 15-30% of the work at 3x3
 windows (figures in ``docs/ops/na2d.md``).
 """
@@ -53,17 +57,16 @@ class SteppedBounds(NamedTuple):
     step: int
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _row_dots(q, k, m, x, y, key_row, first, step, count, scale, logits):
     """``logits[w] = scale * q[m, x, y] . k[m, key_row, first + step*w]`` for ``w < count``, three keys
-    at a time (three sums side by side, each over the head dimension in order)."""
+    at a time (three sums side by side over the head dimension, in vector lanes)."""
     head_dim = q.shape[3]
     w = 0
     while w + 3 <= count:
         c0, c1, c2 = first + step * w, first + step * (w + 1), first + step * (w + 2)
-        a = q[m, x, y, 0]
-        s0, s1, s2 = a * k[m, key_row, c0, 0], a * k[m, key_row, c1, 0], a * k[m, key_row, c2, 0]
-        for c in range(1, head_dim):
+        s0 = s1 = s2 = q.dtype.type(0.0)
+        for c in range(head_dim):
             a = q[m, x, y, c]
             s0 += a * k[m, key_row, c0, c]
             s1 += a * k[m, key_row, c1, c]
@@ -72,11 +75,20 @@ def _row_dots(q, k, m, x, y, key_row, first, step, count, scale, logits):
         w += 3
     while w < count:
         col = first + step * w
-        s0 = q[m, x, y, 0] * k[m, key_row, col, 0]
-        for c in range(1, head_dim):
+        s0 = q.dtype.type(0.0)
+        for c in range(head_dim):
             s0 += q[m, x, y, c] * k[m, key_row, col, c]
         logits[w] = scale * s0
         w += 1
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot_at(a, b, m, x, y):
+    """``a[m, x, y] . b[m, x, y]`` over the head dimension."""
+    total = a.dtype.type(0.0)
+    for c in range(a.shape[3]):
+        total += a[m, x, y, c] * b[m, x, y, c]
+    return total
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -146,9 +158,7 @@ def _backward_queries(dout, k, v, out, attn, scale, rows, cols, kernel_w, dlogit
         x = task % height
         dprobs = np.empty(kernel_w, dtype=dq.dtype)
         for y in range(width):
-            grad_dot_out = dout[m, x, y, 0] * out[m, x, y, 0]
-            for c in range(1, head_dim):
-                grad_dot_out += dout[m, x, y, c] * out[m, x, y, c]
+            grad_dot_out = _dot_at(dout, out, m, x, y)
             dq[m, x, y] = 0.0
             for u in range(row_count[x]):
                 key_row = row_first[x] + row_step * u
@@ -182,9 +192,7 @@ def _backward_map(dout, q, k, v, out, attn, scale, rows, cols, kernel_w, grads, 
         dprobs = np.empty(kernel_w, dtype=dq.dtype)
         for x in range(height):
             for y in range(width):
-                grad_dot_out = dout[m, x, y, 0] * out[m, x, y, 0]
-                for c in range(1, head_dim):
-                    grad_dot_out += dout[m, x, y, c] * out[m, x, y, c]
+                grad_dot_out = _dot_at(dout, out, m, x, y)
                 dq[m, x, y] = 0.0
                 for u in range(row_count[x]):
                     key_row = row_first[x] + row_step * u
