@@ -26,9 +26,9 @@ exponentials of a float32 row are computed in float64 and rounded). The dot prod
 dimension (:func:`_row_dots`, :func:`_dot_at`) may add their terms in any order (``fastmath`` flags
 ``reassoc`` and ``contract``), so that they run in vector lanes: in order, each was a chain of scalar
 additions, and a 3x3 window's forward + backward took about 20% more (figures in ``docs/ops/na2d.md``).
-The order is fixed by the compiled code, not by the threads, so the bits do not depend on them. The kernels index the 4-D arrays
-directly rather than through row views: a view per key and query cost 15-30% of the work at 3x3
-windows (figures in ``docs/ops/na2d.md``).
+The order is fixed by the compiled code, not by the threads, so the bits do not depend on them. The
+kernels index the 4-D arrays directly rather than through row views: a view per key and query cost
+15-30% of the work at 3x3 windows (figures in ``docs/ops/na2d.md``).
 """
 from typing import NamedTuple
 
