@@ -3,9 +3,12 @@
 Each row times one model on each side, every side in a process of its own
 (:mod:`refvit.bench.model_worker`), the sides alternating over ``rounds`` rounds (the order
 reversed every other round) so that the machine's load drifts over both alike. A row reports
-each side's median seconds over the rounds with their range, the ratio of the medians
-(PyTorch time / refvit time: above 1 means refvit is faster) with the range of the per-round
-ratios, and each side's peak resident memory. The ``torch.compile`` column (``compile=True``)
+each side's median seconds over the rounds with their range, the median of the per-round ratios
+PyTorch time / refvit time (above 1 means refvit is faster) with their range, and each side's peak
+resident memory. A round's two processes run one after the other, so its ratio compares the sides
+in one state of the machine; the ratio of the two medians could compare one side's fast rounds with
+the other's slow ones (on a 2-core machine that moves between a fast and a 1.3-1.5x slower state for
+minutes at a time, single-step rounds gave smt_tiny 0.94 in one run and 0.64 in the next). The ``torch.compile`` column (``compile=True``)
 excludes the compilation, which the first calls of each process do before the timed ones.
 
 PyTorch runs on ``torch_device``: ``cpu``, or ``cuda`` (``refvit bench --torch-device cuda``), where
@@ -102,8 +105,9 @@ def ratios(row, side):
     return [theirs / ours for theirs, ours in zip(row[f"{side}_s"], row["refvit_s"])]
 
 
-def ratio_of_medians(row, side):
-    return statistics.median(row[f"{side}_s"]) / statistics.median(row["refvit_s"])
+def paired_ratio(row, side):
+    """The median of the per-round ratios (:func:`ratios`): the row's ratio."""
+    return statistics.median(ratios(row, side))
 
 
 def text_line(row):
@@ -116,7 +120,7 @@ def text_line(row):
             parts.append(f"{label} {median:9.1f} ms ({low:.1f}-{high:.1f})")
             if side != "refvit":
                 r = ratios(row, side)
-                parts.append(f"x{ratio_of_medians(row, side):.2f} ({min(r):.2f}-{max(r):.2f})")
+                parts.append(f"x{paired_ratio(row, side):.2f} ({min(r):.2f}-{max(r):.2f})")
             parts.append(f"{max(row[f'{side}_rss_mb']):.0f} MB")
     return "  ".join(parts)
 

@@ -96,8 +96,8 @@ def _ratio_cell(row, side):
     theirs, ours = samples(row.get(f"{side}_s", [])), samples(row["refvit_s"])
     if not theirs:
         return ""
-    median = statistics.median(theirs) / statistics.median(ours)
-    per_round = [t / o for t, o in zip(theirs, ours)]
+    per_round = [t / o for t, o in zip(theirs, ours)]  # rounds pair the sides in time (refvit.bench.compare)
+    median = statistics.median(per_round)
     if len(per_round) == 1:
         return f"{median:.2f}"
     return f"{median:.2f} ({min(per_round):.2f}-{max(per_round):.2f})"

@@ -54,7 +54,7 @@ def test_both_sides_give_finite_times_and_a_ratio(compared):
             assert len(row[f"{side}_s"]) == 2
             assert all(math.isfinite(s) and s > 0 for s in row[f"{side}_s"])
             assert all(peak >= base > 0 for peak, base in zip(row[f"{side}_rss_mb"], row[f"{side}_rss_base_mb"]))
-        assert math.isfinite(compare.ratio_of_medians(row, "torch")) and compare.ratio_of_medians(row, "torch") > 0
+        assert math.isfinite(compare.paired_ratio(row, "torch")) and compare.paired_ratio(row, "torch") > 0
     assert text.count("smt_nano") == 2
 
 
@@ -111,3 +111,15 @@ def test_peak_memory_is_read_from_the_process_status(tmp_path):
     path.write_text("Name:\tpython\nVmPeak:\t  900000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
     assert rss_mb(str(path)) == 200.0
     assert rss_mb(str(tmp_path / "missing")) > 0
+
+
+def test_the_ratio_is_the_median_of_the_rounds_ratios():
+    # round 2 caught the machine slow on the PyTorch side only: the rounds' ratios are 1.1, 0.5, 1.1, and
+    # the ratio of the medians (1.1 / 2.0) would report that one round for the whole row
+    row = dict(model="m", mode="train", batch=2, size=8, refvit_s=[1.0, 2.0, 3.0], torch_s=[1.1, 1.0, 3.3],
+               refvit_rss_mb=[1.0] * 3, refvit_rss_base_mb=[1.0] * 3, torch_rss_mb=[1.0] * 3,
+               torch_rss_base_mb=[1.0] * 3)
+    assert compare.paired_ratio(row, "torch") == pytest.approx(1.1)
+    (table,) = parse_tables(markdown.compare_table([row]))
+    assert table[1][5] == "1.10 (0.50-1.10)"
+    assert "x1.10 (0.50-1.10)" in compare.text_line(dict(row, case="vs torch m"))
