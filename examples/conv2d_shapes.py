@@ -64,7 +64,10 @@ SHAPES = [
 MULTISCALE_SHAPES = [
     ("smt_nano multiscale stage 1", (64, 8, 8, 32), 4),
     ("smt_nano multiscale stage 2", (64, 4, 4, 64), 4),
+    ("smt_nano multiscale stage 3", (64, 2, 2, 96), 4),
     ("smt_tiny multiscale stage 1", (2, 56, 56, 64), 4),
+    ("smt_tiny multiscale stage 2", (2, 28, 28, 128), 4),
+    ("smt_tiny multiscale stage 3", (2, 14, 14, 256), 4),
 ]
 
 

@@ -6,24 +6,29 @@ taps outside a head's own radius stay zero. Head ``i`` has radius ``1 + i``, so 
 kernel holds tap ``(u, v)`` are those of heads ``max(|u|, |v|) - 1`` and up: one contiguous range
 ending at ``C``.
 
-* forward: ``prange`` over output rows ``(b, y)``, accumulated in the input dtype in the output
-  row itself, tap by tap (at most ``K*K`` terms per element, as :mod:`depthwise_conv2d` does).
-  A map row is one contiguous run of ``W*C`` numbers and the packed weights are repeated along it
-  (``tap_rows[i, j, q*C + c] = packed[i, j, c]``), so a tap that every channel holds (the 3x3
-  centre) is one multiply-add over the whole row, which Numba turns into SIMD code; the other
-  taps add one run of ``C - first`` channels per pixel. Taps outside a channel's radius are
-  never visited, so a NaN reaches only the pixels its own head's kernel covers.
+* forward: ``prange`` over output rows ``(b, y)``, accumulated in the input dtype, tap by tap (at
+  most ``K*K`` terms per element, as :mod:`depthwise_conv2d` does), one head at a time. The input is
+  first laid out by head (:func:`_head_rows`: ``(heads, B, H, W*C_h)``), so that a head's channels of
+  a map row are one contiguous run, and each head's weights are repeated along such a run
+  (:func:`_head_taps`). Every tap of a head's own kernel is then one multiply-add over the whole run
+  (shifted by the tap's column), which Numba turns into SIMD code, into a scratch run that starts at
+  the bias and is written into the head's channels of the output row at the end. A head's taps are
+  visited in the same order as in the packed ``K x K`` array, so the sums are those of a tap loop
+  over it. Taps outside a head's kernel are never visited, so a NaN reaches only the pixels its own
+  head's kernel covers.
 * dx: the same correlation on ``dout`` with the packed kernels flipped (a gather, no scatter).
 * dweights: the depthwise kernel's per-block products over the packed ``K x K`` window
   (:func:`refvit.kernels.cpu.depthwise_conv2d.weight_gradient`), finished in float64; the taps
   outside each head's kernel are computed there too and dropped by :func:`unpack_weights`.
 * dbiases: channel sums of ``dout`` in float64.
 
-Measured at smt_nano's first stage, (64, 8, 8, 32) with 4 heads, one thread, CPU time, the least of
-9 calls, 3 runs (``python examples/conv2d_shapes.py --cpu-time --repeat 9 --filter multiscale``):
-forward 3.65-3.83 -> 1.22-1.25 ms, forward + backward 11.2-11.8 -> 4.04-4.15 ms (PyTorch 5.26-5.49 ms)
-against the former loops, which accumulated every row in float64 one pixel's channel range at a
-time. ``docs/ops/multiscale_dwconv.md`` has the other shapes.
+Measured with ``python examples/conv2d_shapes.py --cpu-time --repeat 9 --filter multiscale`` (one thread,
+CPU time, three runs alternating with the previous kernel; every shape in ``docs/ops/multiscale_dwconv.md``):
+the head rows took the forward of SMT-T's first stage, (2, 56, 56, 64), from 7.3-7.5 to 2.1-2.2 ms and
+that of smt_nano's first, (64, 8, 8, 32), from 2.4-2.5 to 1.4-1.6. The previous kernel walked the
+packed taps over pixel-major rows: one run of the tap's channel range per pixel for every tap outside
+the 3x3 centre. Where a head has more taps than the map has columns (smt_nano's 4x4 and 2x2 stages),
+the head rows make more, shorter runs, and those forwards take 0.06-0.19 ms more.
 """
 import numpy as np
 from numba import njit, prange
@@ -37,13 +42,6 @@ def packed_size(heads):
 
 
 @njit(cache=True)
-def _first_channel(u, v, channels_per_head):
-    """First channel whose kernel holds tap ``(u, v)``: head ``i`` has radius ``1 + i``, so the heads
-    from ``max(|u|, |v|) - 1`` on reach it, and their channels run contiguously to ``C``."""
-    return max(max(abs(u), abs(v)) - 1, 0) * channels_per_head
-
-
-@njit(cache=True)
 def _multiply_add(target, a, b):
     """``target += a * b`` elementwise over equal-length 1-D runs."""
     for t in range(target.shape[0]):
@@ -51,43 +49,41 @@ def _multiply_add(target, a, b):
 
 
 @njit(cache=True, parallel=True)
-def _correlate_heads(x_rows, tap_rows, bias, channels_per_head, out_rows):
+def _correlate_heads(x_heads, head_taps, bias, out_rows):
     """out[b,y,q,c] = bias[c] + sum_{|u|,|v| <= r(c)} packed[R+u, R+v, c] * x[b, y+u, q+v, c], r(c) = 1 + c // C_h.
 
-    ``x_rows``, ``out_rows (B, H, W*C)``; ``tap_rows (K, K, W*C)`` the packed weights repeated along
-    a row; ``bias (C,)``. One output row ``(b, y)`` per iteration, summed into the row itself, tap by
-    tap: a tap held by every channel is one run over the row, any other one run per pixel.
+    ``x_heads (heads, B, H, W*C_h)``: each head's channels of a map row as one run; ``head_taps (heads,
+    K, K, W*C_h)`` the packed weights of each head repeated along such a run; ``bias (C,)``;
+    ``out_rows (B, H, W*C)``. One output row ``(b, y)`` per iteration, all heads in it (so every
+    iteration has the same work); per head, a scratch run starts at the bias, each tap of the head's
+    own kernel adds one shifted run of the source row, and the run is written into the head's channels.
     """
-    batch, height, run = x_rows.shape
+    heads, batch, height, run = x_heads.shape
     channels = bias.shape[0]
-    width = run // channels
-    side = tap_rows.shape[0]
-    centre = side // 2
+    per_head = channels // heads
+    width = run // per_head
+    centre = head_taps.shape[1] // 2
     for row in prange(batch * height):
         b = row // height
         y = row % height
-        target = out_rows[b, y]
-        for q in range(width):
-            for c in range(channels):
-                target[q * channels + c] = bias[c]
-        for i in range(max(0, centre - y), min(side, centre + height - y)):
-            u = i - centre
-            source = x_rows[b, y + u]
-            for j in range(side):
-                v = j - centre
-                first = _first_channel(u, v, channels_per_head)
-                taps = tap_rows[i, j]
-                start, stop = max(0, -v), min(width, width - v)
-                if first == 0:
-                    _multiply_add(target[start * channels:stop * channels],
-                                  source[(start + v) * channels:(stop + v) * channels],
-                                  taps[start * channels:stop * channels])
-                    continue
-                for q in range(start, stop):
-                    o = q * channels
-                    n = (q + v) * channels
-                    _multiply_add(target[o + first:o + channels], source[n + first:n + channels],
-                                  taps[o + first:o + channels])
+        target = np.empty(run, dtype=out_rows.dtype)
+        for head in range(heads):
+            radius = 1 + head
+            first = head * per_head
+            for q in range(width):
+                for c in range(per_head):
+                    target[q * per_head + c] = bias[first + c]
+            for u in range(max(-radius, -y), min(radius, height - 1 - y) + 1):
+                source = x_heads[head, b, y + u]
+                for v in range(max(-radius, 1 - width), min(radius, width - 1) + 1):
+                    taps = head_taps[head, centre + u, centre + v]
+                    start, stop = max(0, -v), min(width, width - v)
+                    _multiply_add(target[start * per_head:stop * per_head],
+                                  source[(start + v) * per_head:(stop + v) * per_head],
+                                  taps[start * per_head:stop * per_head])
+            for q in range(width):
+                for c in range(per_head):
+                    out_rows[b, y, q * channels + first + c] = target[q * per_head + c]
 
 
 @njit(cache=True)
@@ -130,9 +126,18 @@ def unpack_weights(packed, heads):
     return tuple(result)
 
 
-def _tap_rows(packed, width):
-    """``packed (K, K, C)`` -> ``(K, K, W*C)``: each tap's weights repeated along a map row."""
-    return np.ascontiguousarray(np.tile(packed, (1, 1, width)))
+def _head_taps(packed, heads, width):
+    """``packed (K, K, C)`` -> ``(heads, K, K, W*C_h)``: each head's tap weights repeated along a head row."""
+    side, _, channels = packed.shape
+    by_head = packed.reshape(side, side, heads, channels // heads).transpose(2, 0, 1, 3)
+    return np.ascontiguousarray(np.tile(by_head, (1, 1, 1, width)))
+
+
+def _head_rows(a, heads):
+    """``(B, H, W, C)`` -> contiguous ``(heads, B, H, W*C_h)``: head ``h``'s channels of each map row as one run."""
+    batch, height, width, channels = a.shape
+    by_head = a.reshape(batch, height, width, heads, channels // heads).transpose(3, 0, 1, 2, 4)
+    return np.ascontiguousarray(by_head).reshape(heads, batch, height, width * (channels // heads))
 
 
 def _as_rows(a):
@@ -141,27 +146,30 @@ def _as_rows(a):
     return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
 
 
+def _correlate(x_heads, packed, bias, shape):
+    """``out`` of ``shape (B, H, W, C)``: :func:`_correlate_heads` of the head rows ``x_heads`` (:func:`_head_rows`)
+    with the ``packed`` kernels and ``bias``."""
+    out = np.empty(shape, dtype=x_heads.dtype)
+    _correlate_heads(x_heads, _head_taps(packed, x_heads.shape[0], shape[2]), bias, _as_rows(out))
+    return out
+
+
 def forward(x, weights, biases):
     heads = len(weights)
     packed = pack_weights(weights, x.dtype)
     bias = np.zeros(x.shape[3], dtype=x.dtype) if biases is None else np.concatenate(biases).astype(x.dtype)
-    out = np.empty(x.shape, dtype=x.dtype)
-    _correlate_heads(_as_rows(x), _tap_rows(packed, x.shape[2]), bias, x.shape[3] // heads, _as_rows(out))
-    return out
+    return _correlate(_head_rows(x, heads), packed, bias, x.shape)
 
 
 def backward(dout, x, weights, has_bias):
     heads = len(weights)
     per_head = x.shape[3] // heads
     packed = pack_weights(weights, x.dtype)
-    flipped = packed[::-1, ::-1, :]
-    dout_rows, x_rows = _as_rows(dout), _as_rows(x)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    _correlate_heads(dout_rows, _tap_rows(flipped, x.shape[2]), np.zeros(x.shape[3], dtype=x.dtype), per_head,
-                     _as_rows(dx))
+    flipped = np.ascontiguousarray(packed[::-1, ::-1, :])
+    dx = _correlate(_head_rows(dout, heads), flipped, np.zeros(x.shape[3], dtype=x.dtype), x.shape)
     side = packed.shape[0]
     radius = side // 2
-    dpacked = weight_gradient(dout_rows, x_rows, (side, side), x.shape[3], ((1, 1), (radius, radius), (1, 1)))
+    dpacked = weight_gradient(_as_rows(dout), _as_rows(x), (side, side), x.shape[3], ((1, 1), (radius, radius), (1, 1)))
     dbiases = None
     if has_bias:
         dbias = np.empty(x.shape[3], dtype=x.dtype)
