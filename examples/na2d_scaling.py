@@ -19,8 +19,8 @@ runs (matmul 135-194 GFLOP/s of CPU time): ns per ``H W k^2`` of forward + backw
 at 8, 14, 7); 19-28 with 13x13. With 3x3 windows (``--kernels 3``, after the ``general`` path's dot
 products were vectorised; the least of two runs in a quiet hour and one in a slow one): 47-53 (1, 28, 3),
 47-53 (1, 56, 3), 47 (1, 112, 3), 48-50 (8, 28, 3); 64-90 (1, 14, 3) and 51-72 (8, 14, 3).
-(1, 56, 7): 9.6-9.8 ms forward, 24.0-24.4 forward + backward, 5.8-6.1% / 7.1-7.2% of the matmul rate. The table of every shape, before
-and after the last changes, is in ``docs/ops/na2d.md``.
+(1, 56, 7): 9.6-9.8 ms forward, 24.0-24.4 forward + backward, 5.8-6.1% / 7.1-7.2% of the matmul rate.
+The table of every shape, before and after the last changes, is in ``docs/ops/na2d.md``.
 """
 import argparse
 import time

@@ -8,8 +8,9 @@ PyTorch time / refvit time (above 1 means refvit is faster) with their range, an
 resident memory. A round's two processes run one after the other, so its ratio compares the sides
 in one state of the machine; the ratio of the two medians could compare one side's fast rounds with
 the other's slow ones (on a 2-core machine that moves between a fast and a 1.3-1.5x slower state for
-minutes at a time, single-step rounds gave smt_tiny 0.94 in one run and 0.64 in the next). The ``torch.compile`` column (``compile=True``)
-excludes the compilation, which the first calls of each process do before the timed ones.
+minutes at a time, single-step rounds gave smt_tiny 0.94 in one run and 0.64 in the next). The
+``torch.compile`` column (``compile=True``) excludes the compilation, which the first calls of each
+process do before the timed ones.
 
 PyTorch runs on ``torch_device``: ``cpu``, or ``cuda`` (``refvit bench --torch-device cuda``), where
 the port and the batch live on the GPU and each timed call ends with a synchronisation; the row

@@ -93,11 +93,13 @@ def ops_table(rows):
 
 
 def _ratio_cell(row, side):
+    from refvit.bench.compare import paired_ratio, ratios  # the row's statistic, defined with the comparison
+
     theirs, ours = samples(row.get(f"{side}_s", [])), samples(row["refvit_s"])
     if not theirs:
         return ""
-    per_round = [t / o for t, o in zip(theirs, ours)]  # rounds pair the sides in time (refvit.bench.compare)
-    median = statistics.median(per_round)
+    row = dict(row, **{f"{side}_s": theirs, "refvit_s": ours})
+    per_round, median = ratios(row, side), paired_ratio(row, side)
     if len(per_round) == 1:
         return f"{median:.2f}"
     return f"{median:.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
